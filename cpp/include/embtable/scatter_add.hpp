@@ -1,0 +1,42 @@
+// Row scatter-add (the embedding backward), in place on `target`:
+//
+//   for i in [0, n):            n = prod(shape), in this order
+//     target[indices[i], :] += updates[i, :]
+//
+// deterministic = true: each row owned by one thread, its updates added in index
+//   order: bitwise identical to np.add.at for every thread count.
+// deterministic = false: threads split the indices; each row update holds a
+//   striped row lock (one atomic per update) around a vector add. Row sums are
+//   exact up to summation order, which may vary between runs.
+// Every index is checked before the first write. Concurrent calls whose targets
+// overlap run one after the other (as np.add.at under the GIL).
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+namespace embtable {
+
+template <class Scalar, class Index>
+void scatter_add(Scalar* target, int64_t V, int64_t D, const Index* indices,
+                 std::span<const int64_t> shape, const Scalar* updates, bool deterministic);
+
+// Scalar, single-threaded oracle (np.add.at semantics, no validation).
+template <class Scalar, class Index>
+void scatter_add_ref(Scalar* target, int64_t D, const Index* indices, int64_t n,
+                     const Scalar* updates);
+
+// Holds the byte range [begin, end) exclusively for the guard's lifetime: a
+// writer whose range overlaps a held one waits. Used by every in-place op.
+class RangeGuard {
+ public:
+  RangeGuard(const void* begin, const void* end);
+  ~RangeGuard();
+  RangeGuard(const RangeGuard&) = delete;
+  RangeGuard& operator=(const RangeGuard&) = delete;
+
+ private:
+  uintptr_t begin_, end_;
+};
+
+}  // namespace embtable

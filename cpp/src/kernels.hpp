@@ -1,0 +1,72 @@
+// Internal: the table of per-ISA kernels. Each kernel works on a whole range of
+// indices (never one row per call), so dispatch costs one pointer load per call.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "embtable/simd.hpp"
+
+namespace embtable::kernels {
+
+// Striped row locks of the atomic scatter-add: row r is guarded by
+// locks[stripe(r)]; one atomic exchange per row update, then a vector add.
+inline constexpr int kLockStripes = 1 << 12;
+inline uint32_t lock_stripe(int64_t row) noexcept {
+  // Fibonacci hashing spreads neighbouring rows over different cache lines.
+  return static_cast<uint32_t>((static_cast<uint64_t>(row) * 0x9E3779B97F4A7C15ull) >> 52);
+}
+struct alignas(64) RowLocks {
+  std::atomic<uint32_t> lock[kLockStripes];
+};
+RowLocks& row_locks() noexcept;
+
+template <class Scalar, class Index>
+struct Ops {
+  // out[i - b] = table[indices[i]] for i in [b, e)
+  void (*gather)(const Scalar* table, int64_t D, const Index* indices, int64_t b, int64_t e,
+                 Scalar* out);
+  // target[indices[i]] += updates[i] for i in [b, e), each row under its lock
+  void (*scatter_locked)(Scalar* target, int64_t D, const Index* indices, int64_t b, int64_t e,
+                         const Scalar* updates, RowLocks& locks);
+  // target[r] += updates[i] for i in [0, n) in order, only rows r in [lo, hi)
+  void (*scatter_owned)(Scalar* target, int64_t D, const Index* indices, int64_t n,
+                        const Scalar* updates, int64_t lo, int64_t hi);
+};
+
+struct Table {
+  Ops<float, int32_t> f32_i32;
+  Ops<float, int64_t> f32_i64;
+  Ops<double, int32_t> f64_i32;
+  Ops<double, int64_t> f64_i64;
+
+  template <class Scalar, class Index>
+  const Ops<Scalar, Index>& get() const noexcept;
+};
+
+template <>
+inline const Ops<float, int32_t>& Table::get<float, int32_t>() const noexcept { return f32_i32; }
+template <>
+inline const Ops<float, int64_t>& Table::get<float, int64_t>() const noexcept { return f32_i64; }
+template <>
+inline const Ops<double, int32_t>& Table::get<double, int32_t>() const noexcept { return f64_i32; }
+template <>
+inline const Ops<double, int64_t>& Table::get<double, int64_t>() const noexcept { return f64_i64; }
+
+const Table& table_baseline() noexcept;
+#if defined(EMBTABLE_HAVE_AVX2)
+const Table& table_avx2() noexcept;
+#endif
+#if defined(EMBTABLE_HAVE_AVX512)
+const Table& table_avx512() noexcept;
+#endif
+
+// The table of the selected SIMD level.
+const Table& selected() noexcept;
+
+template <class Scalar, class Index>
+const Ops<Scalar, Index>& ops() noexcept {
+  return selected().get<Scalar, Index>();
+}
+
+}  // namespace embtable::kernels

@@ -1,0 +1,226 @@
+// A persistent pool behind parallel_for. One job at a time owns the pool; the
+// caller works on the job too. Fork-safe: the child drops the parent's pool
+// (its threads do not exist there) and builds a new one on first use.
+#include "embtable/parallel.hpp"
+
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <exception>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+namespace embtable {
+namespace {
+
+struct Job {
+  detail::RangeFn fn = nullptr;
+  const void* ctx = nullptr;
+  int64_t begin = 0, end = 0, chunk = 1;
+  std::atomic<int64_t> next{0};
+  std::mutex error_mutex;
+  std::exception_ptr error;
+
+  void work() noexcept {
+    for (;;) {
+      const int64_t i = next.fetch_add(1, std::memory_order_relaxed);
+      if (i >= (end - begin + chunk - 1) / chunk) return;
+      const int64_t b = begin + i * chunk;
+      const int64_t e = std::min(end, b + chunk);
+      try {
+        fn(ctx, b, e);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+      }
+    }
+  }
+};
+
+thread_local bool t_in_parallel = false;
+
+class Pool {
+ public:
+  explicit Pool(int workers) {
+    threads_.reserve(static_cast<size_t>(workers));
+    for (int w = 0; w < workers; ++w) threads_.emplace_back([this] { loop(); });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  int workers() const noexcept { return static_cast<int>(threads_.size()); }
+
+  // Runs `job` on the workers and the calling thread; returns when all are done.
+  void run(Job& job) {
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      job_ = &job;
+      pending_ = workers();
+      ++generation_;
+    }
+    wake_.notify_all();
+    t_in_parallel = true;
+    job.work();
+    t_in_parallel = false;
+    std::unique_lock<std::mutex> lock(m_);
+    done_.wait(lock, [this] { return pending_ == 0; });
+    job_ = nullptr;
+  }
+
+ private:
+  void loop() {
+    t_in_parallel = true;
+    uint64_t seen = 0;
+    for (;;) {
+      Job* job;
+      {
+        std::unique_lock<std::mutex> lock(m_);
+        wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+        if (stop_) return;
+        seen = generation_;
+        job = job_;
+      }
+      job->work();
+      {
+        std::lock_guard<std::mutex> lock(m_);
+        if (--pending_ == 0) done_.notify_one();
+      }
+    }
+  }
+
+  std::mutex m_;
+  std::condition_variable wake_, done_;
+  Job* job_ = nullptr;
+  uint64_t generation_ = 0;
+  int pending_ = 0;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
+
+std::atomic<int> g_threads{0};  // 0: not set yet, use default_num_threads()
+std::mutex g_run_mutex;         // held by the caller that owns the pool
+Pool* g_pool = nullptr;         // guarded by g_run_mutex; leaked at exit on purpose
+std::once_flag g_atfork_once;
+
+void atfork_prepare() { g_run_mutex.lock(); }
+void atfork_parent() { g_run_mutex.unlock(); }
+void atfork_child() {
+  // The pool's threads were not copied into the child: forget the pool (leaked,
+  // never joined) and let the next call build a fresh one.
+  g_pool = nullptr;
+  g_run_mutex.unlock();
+}
+
+int read_cgroup_limit() noexcept {
+  try {
+    std::ifstream v2("/sys/fs/cgroup/cpu.max");
+    if (v2) {
+      std::stringstream ss;
+      ss << v2.rdbuf();
+      return cpus_from_cgroup_cpu_max(ss.str());
+    }
+    std::ifstream q("/sys/fs/cgroup/cpu/cpu.cfs_quota_us");
+    std::ifstream p("/sys/fs/cgroup/cpu/cpu.cfs_period_us");
+    long long quota = -1, period = 0;
+    if (q && p && (q >> quota) && (p >> period) && quota > 0 && period > 0)
+      return static_cast<int>((quota + period - 1) / period);
+  } catch (...) {
+  }
+  return 0;
+}
+
+}  // namespace
+
+int cpus_from_cgroup_cpu_max(const std::string& contents) noexcept {
+  std::istringstream in(contents);
+  std::string quota;
+  long long period = 0;
+  if (!(in >> quota >> period) || quota == "max" || period <= 0) return 0;
+  long long q = 0;
+  try {
+    size_t used = 0;
+    q = std::stoll(quota, &used);
+    if (used != quota.size()) return 0;
+  } catch (...) {
+    return 0;
+  }
+  if (q <= 0) return 0;
+  const long long cpus = (q + period - 1) / period;
+  return static_cast<int>(std::min<long long>(cpus, 1 << 16));
+}
+
+int default_num_threads() noexcept {
+  int n = 0;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) n = CPU_COUNT(&set);
+  if (n <= 0) n = static_cast<int>(std::thread::hardware_concurrency());
+  if (n <= 0) n = 1;
+  const int quota = read_cgroup_limit();
+  if (quota > 0) n = std::min(n, quota);
+  return std::max(n, 1);
+}
+
+int get_num_threads() noexcept {
+  int n = g_threads.load(std::memory_order_relaxed);
+  if (n == 0) {
+    int expected = 0;
+    const int d = default_num_threads();
+    g_threads.compare_exchange_strong(expected, d, std::memory_order_relaxed);
+    n = g_threads.load(std::memory_order_relaxed);
+  }
+  return n;
+}
+
+void set_num_threads(int n) {
+  if (n < 1)
+    throw std::invalid_argument("number of threads must be >= 1, got " + std::to_string(n));
+  g_threads.store(n, std::memory_order_relaxed);
+}
+
+namespace detail {
+
+bool in_parallel_region() noexcept { return t_in_parallel; }
+
+void parallel_run(int64_t begin, int64_t end, int64_t grain, RangeFn fn, const void* ctx) {
+  const int threads = get_num_threads();
+  std::unique_lock<std::mutex> own(g_run_mutex, std::try_to_lock);
+  if (!own.owns_lock()) {  // another caller owns the pool: do this one here
+    fn(ctx, begin, end);
+    return;
+  }
+  std::call_once(g_atfork_once,
+                 [] { pthread_atfork(atfork_prepare, atfork_parent, atfork_child); });
+  if (g_pool == nullptr || g_pool->workers() != threads - 1) {
+    delete g_pool;
+    g_pool = nullptr;
+    g_pool = new Pool(threads - 1);
+  }
+  Job job;
+  job.fn = fn;
+  job.ctx = ctx;
+  job.begin = begin;
+  job.end = end;
+  // About 4 tasks per thread balance uneven rows without many atomics.
+  const int64_t n = end - begin;
+  job.chunk = std::max(grain, (n + 4 * threads - 1) / (4 * static_cast<int64_t>(threads)));
+  g_pool->run(job);
+  own.unlock();
+  if (job.error) std::rethrow_exception(job.error);
+}
+
+}  // namespace detail
+}  // namespace embtable

@@ -1,0 +1,119 @@
+#include "embtable/scatter_add.hpp"
+
+#include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <vector>
+
+#include "embtable/parallel.hpp"
+#include "embtable/validate.hpp"
+#include "kernels.hpp"
+
+namespace embtable {
+namespace {
+
+struct HeldRanges {
+  std::mutex m;
+  std::condition_variable cv;
+  std::vector<std::pair<uintptr_t, uintptr_t>> held;
+};
+HeldRanges& held_ranges() {
+  static HeldRanges* r = new HeldRanges;  // leaked: outlives every caller
+  return *r;
+}
+
+// Row boundaries [b_0 = 0, ..., b_T = V) that split the updates about evenly
+// between T owners, from the quantiles of a sample of the indices. Any split is
+// correct; a good one balances the work.
+template <class Index>
+std::vector<int64_t> owner_bounds(const Index* indices, int64_t n, int64_t V, int parts) {
+  const int64_t samples = std::min<int64_t>(n, 256 * static_cast<int64_t>(parts));
+  std::vector<int64_t> sample(static_cast<size_t>(samples));
+  for (int64_t s = 0; s < samples; ++s)
+    sample[static_cast<size_t>(s)] = static_cast<int64_t>(indices[s * n / samples]);
+  std::sort(sample.begin(), sample.end());
+  std::vector<int64_t> bounds{0};
+  for (int p = 1; p < parts; ++p) {
+    const int64_t cut = sample[static_cast<size_t>(p * samples / parts)];
+    if (cut > bounds.back()) bounds.push_back(cut);
+  }
+  bounds.push_back(V);
+  return bounds;
+}
+
+}  // namespace
+
+RangeGuard::RangeGuard(const void* begin, const void* end)
+    : begin_(reinterpret_cast<uintptr_t>(begin)), end_(reinterpret_cast<uintptr_t>(end)) {
+  if (begin_ >= end_) return;
+  auto& r = held_ranges();
+  std::unique_lock<std::mutex> lock(r.m);
+  r.cv.wait(lock, [&] {
+    for (const auto& [b, e] : r.held)
+      if (b < end_ && begin_ < e) return false;
+    return true;
+  });
+  r.held.emplace_back(begin_, end_);
+}
+
+RangeGuard::~RangeGuard() {
+  if (begin_ >= end_) return;
+  auto& r = held_ranges();
+  {
+    std::lock_guard<std::mutex> lock(r.m);
+    auto it = std::find(r.held.begin(), r.held.end(), std::make_pair(begin_, end_));
+    if (it != r.held.end()) r.held.erase(it);
+  }
+  r.cv.notify_all();
+}
+
+template <class Scalar, class Index>
+void scatter_add(Scalar* target, int64_t V, int64_t D, const Index* indices,
+                 std::span<const int64_t> shape, const Scalar* updates, bool deterministic) {
+  const int64_t n = shape_size(shape);
+  check_indices(indices, shape, V);
+  if (n == 0 || D == 0) return;
+  RangeGuard guard(target, target + V * D);
+  const auto& ops = kernels::ops<Scalar, Index>();
+  const int64_t grain = grain_rows(D * static_cast<int64_t>(sizeof(Scalar)));
+  const int threads = get_num_threads();
+  if (n <= grain || threads == 1) {
+    ops.scatter_owned(target, D, indices, n, updates, 0, V);  // in order: np.add.at exactly
+    return;
+  }
+  if (!deterministic) {
+    kernels::RowLocks& locks = kernels::row_locks();
+    parallel_for(0, n, grain, [&](int64_t b, int64_t e) {
+      ops.scatter_locked(target, D, indices, b, e, updates, locks);
+    });
+    return;
+  }
+  const std::vector<int64_t> bounds = owner_bounds(indices, n, V, threads);
+  const auto parts = static_cast<int64_t>(bounds.size()) - 1;
+  parallel_for(0, parts, 1, [&](int64_t b, int64_t e) {
+    for (int64_t p = b; p < e; ++p)
+      ops.scatter_owned(target, D, indices, n, updates, bounds[static_cast<size_t>(p)],
+                        bounds[static_cast<size_t>(p) + 1]);
+  });
+}
+
+template <class Scalar, class Index>
+void scatter_add_ref(Scalar* target, int64_t D, const Index* indices, int64_t n,
+                     const Scalar* updates) {
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t d = 0; d < D; ++d)
+      target[static_cast<int64_t>(indices[i]) * D + d] += updates[i * D + d];
+}
+
+#define EMBTABLE_INSTANTIATE(Scalar, Index)                                                 \
+  template void scatter_add<Scalar, Index>(Scalar*, int64_t, int64_t, const Index*,       \
+                                           std::span<const int64_t>, const Scalar*, bool); \
+  template void scatter_add_ref<Scalar, Index>(Scalar*, int64_t, const Index*, int64_t,   \
+                                               const Scalar*);
+EMBTABLE_INSTANTIATE(float, int32_t)
+EMBTABLE_INSTANTIATE(float, int64_t)
+EMBTABLE_INSTANTIATE(double, int32_t)
+EMBTABLE_INSTANTIATE(double, int64_t)
+#undef EMBTABLE_INSTANTIATE
+
+}  // namespace embtable

@@ -1,0 +1,12 @@
+// embtable._core: the binding only checks, converts and dispatches.
+#include "register.hpp"
+
+#ifndef EMBTABLE_VERSION
+#define EMBTABLE_VERSION "unknown"
+#endif
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "embtable's compiled core (use the embtable package, not this module)";
+  m.attr("__version__") = EMBTABLE_VERSION;
+  embtable::binding::register_core(m);
+}

@@ -1,0 +1,16 @@
+// One register_<area> per binding source; module.cpp calls them all.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+namespace embtable::binding {
+
+namespace py = pybind11;
+
+void register_core(py::module_& m);
+
+// A numpy.ndarray that an op writes in place, else TypeError (never converted).
+py::array inplace_array(const py::handle& obj, const char* name);
+
+}  // namespace embtable::binding

@@ -1,5 +1,7 @@
 #include "embtable/scatter_add.hpp"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <condition_variable>
 #include <mutex>
@@ -17,9 +19,22 @@ struct HeldRanges {
   std::condition_variable cv;
   std::vector<std::pair<uintptr_t, uintptr_t>> held;
 };
+// Leaked: outlives every caller. After fork() the child has only the forking
+// thread, which holds no range; the ranges (and mutex / condition variable
+// state) of the parent's other writers would block the child forever, so the
+// child starts from a fresh, empty set.
+HeldRanges* g_held = nullptr;
+void held_prepare() { g_held->m.lock(); }
+void held_parent() { g_held->m.unlock(); }
+void held_child() { g_held = new HeldRanges; }  // the old one stays locked, unused
 HeldRanges& held_ranges() {
-  static HeldRanges* r = new HeldRanges;  // leaked: outlives every caller
-  return *r;
+  static const bool once = [] {
+    g_held = new HeldRanges;
+    pthread_atfork(held_prepare, held_parent, held_child);
+    return true;
+  }();
+  (void)once;
+  return *g_held;
 }
 
 // Row boundaries [b_0 = 0, ..., b_T = V) that split the updates about evenly

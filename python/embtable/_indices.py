@@ -44,13 +44,14 @@ def as_indices(indices: Any, V: int | None, name: str = "indices") -> np.ndarray
             flat = int(bad[0])
             value = int(arr.reshape(-1)[flat])
             raise IndexError(_core.index_error_message(str(value), list(arr.shape), flat, V))
+    # np.asarray(order="C"), not np.ascontiguousarray: that one makes 0-d arrays 1-d.
     if arr.dtype in _NATIVE and arr.dtype.isnative:
-        return np.ascontiguousarray(arr)
+        return np.asarray(arr, order="C")
     target = np.int32 if arr.dtype.itemsize < 4 or (kind == "u" and arr.dtype.itemsize == 2) \
         else np.int64
     if kind == "u" and arr.dtype.itemsize == 4:
         target = np.int64
-    return np.ascontiguousarray(arr, dtype=target)
+    return np.asarray(arr, dtype=target, order="C")
 
 
 def table_rows(table: Any) -> int | None:

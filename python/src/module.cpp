@@ -9,4 +9,7 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "embtable's compiled core (use the embtable package, not this module)";
   m.attr("__version__") = EMBTABLE_VERSION;
   embtable::binding::register_core(m);
+#if defined(EMBTABLE_TEST_CANARIES)
+  embtable::binding::register_canaries(m);
+#endif
 }

@@ -1,0 +1,6 @@
+"""atheris fuzzer: embtable.embedding_bag (offsets, 2-D bags, weights, padding_idx) vs a NumPy oracle (see harness.py)."""
+
+import _driver
+
+if __name__ == "__main__":
+    _driver.main("embedding_bag")

@@ -1,0 +1,6 @@
+"""atheris fuzzer: embtable.Embedding / EmbeddingBag forward + backward vs NumPy (see harness.py)."""
+
+import _driver
+
+if __name__ == "__main__":
+    _driver.main("layer")

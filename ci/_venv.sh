@@ -2,8 +2,7 @@
 # CI venv) with what an embtable build and the test suite need.
 make_venv() {
   local dir="$1"
-  python3 -m venv --system-site-packages "$dir"
-  "$dir/bin/python" -m pip install -q --upgrade pip >/dev/null
+  python3 -m venv --clear --system-site-packages "$dir"
   "$dir/bin/python" -m pip install -q numpy pytest hypothesis "scikit-build-core>=0.10" "pybind11>=2.12"
 }
 

@@ -44,7 +44,8 @@ canary signed-overflow "_canary_signed_overflow(1)" "runtime error: signed integ
 
 echo "== asan: whole test suite under ASan + UBSan =="
 rc=0
-EMBTABLE_BIGTABLE="${EMBTABLE_BIGTABLE:-1}" "$PY" -m pytest -q -p no:cacheprovider tests "$@" 2>&1 | tee "$LOG" || rc=$?
+EMBTABLE_BIGTABLE="${EMBTABLE_BIGTABLE:-1}" EMBTABLE_HYPOTHESIS_EXAMPLES="${EMBTABLE_HYPOTHESIS_EXAMPLES:-500}" \
+  "$PY" -m pytest -q -p no:cacheprovider tests "$@" 2>&1 | tee "$LOG" || rc=$?
 
 if grep -qE "ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer" "$LOG"; then
   echo "FAIL: sanitizer report(s) in $LOG"; exit 1

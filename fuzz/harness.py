@@ -148,6 +148,13 @@ def _values(r: Reader, V: int, n: int) -> list[int]:
     return vals
 
 
+def _int64_values(r: Reader, V: int, shape: tuple[int, ...]) -> np.ndarray:
+    """_values wrapped into int64, as an array of `shape`."""
+    n = int(np.prod(shape, dtype=np.int64))
+    vals = [((v + 2**63) % 2**64) - 2**63 for v in _values(r, V, n)]
+    return np.array(vals, dtype=np.int64).reshape(shape)
+
+
 def _index_array(r: Reader, V: int, shape: tuple[int, ...]) -> Any:
     """An index array of a fuzzed integer dtype (or a list); values that don't fit wrap."""
     n = int(np.prod(shape, dtype=np.int64))
@@ -343,8 +350,7 @@ def fuzz_embedding_bag(data: bytes) -> None:
     V, D = r.below(9), r.pick(_DIMS[:9])
     table = _float(r, dtype, (V, D), integer=False)
     a = _bag_args(r, V)
-    idx = np.asarray(_values(r, V, int(np.prod(a["shape"], dtype=np.int64))), dtype=np.int64)
-    idx = idx.reshape(a["shape"]).astype(r.pick((np.int64, np.int32)))
+    idx = _int64_values(r, V, a["shape"]).astype(r.pick((np.int64, np.int32)))
     weights = _float(r, dtype, idx.shape, integer=False) if a["weighted"] else None
     B = idx.shape[0] if idx.ndim == 2 else max(len(a["offsets"]) - int(a["include_last_offset"]), 0)
     out = np.full((B, D), -3, dtype=dtype) if r.flag() else None
@@ -385,8 +391,7 @@ def fuzz_layer(data: bytes) -> None:
                                padding_idx=padding_idx)
     table = layer.embeddings.copy()
     shape = _shape(r, max_dims=2)
-    idx = np.asarray(_values(r, V, int(np.prod(shape, dtype=np.int64))),
-                     dtype=np.int64).reshape(shape)
+    idx = _int64_values(r, V, shape)
     if _bad_index(idx, V):
         _same_error(IndexError, lambda: layer(idx))
         assert np.array_equal(layer.embeddings, table), "table changed by a failed forward"
@@ -413,7 +418,7 @@ def fuzz_layer(data: bytes) -> None:
     mode = r.pick(("sum", "mean", "max"))
     bag = embtable.EmbeddingBag(V, D, mode=mode, dtype=dtype, seed=r.byte())
     B, L = r.below(4), r.below(4)
-    bidx = np.asarray(_values(r, V, B * L), dtype=np.int64).reshape(B, L)
+    bidx = _int64_values(r, V, (B, L))
     if _bad_index(bidx, V):
         _same_error(IndexError, lambda: bag(bidx))
         return

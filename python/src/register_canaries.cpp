@@ -1,11 +1,12 @@
 // Sanitizer self-test canaries (built only with -DEMBTABLE_TEST_CANARIES=ON).
 //
-// A green sanitizer run proves nothing unless the sanitizer is live. These two
-// functions commit deliberate undefined behaviour that ASan / UBSan must report
-// (and, with -fno-sanitize-recover, abort on); ci/asan.sh calls each in a child
-// process and fails unless the report appears. Never compiled into a release.
+// A green sanitizer run proves nothing unless the sanitizer is live. These
+// functions commit deliberate undefined behaviour that ASan / UBSan / TSan must
+// report (and abort on); ci/asan.sh, ci/tsan.sh and ci/fuzz.sh call each in a
+// child process and fail unless the report appears. Never compiled into a release.
 #include <cstdint>
 #include <memory>
+#include <thread>
 
 #include "register.hpp"
 
@@ -34,6 +35,18 @@ int32_t canary_signed_overflow(int32_t x) {
   return launder_value(x) + big;
 }
 
+// Two threads increment one plain int64 (TSan: data race). Returns the sum.
+int64_t canary_data_race() {
+  int64_t shared = 0;
+  auto bump = [&shared] {
+    for (int i = 0; i < 100000; ++i) shared = launder_value(shared) + 1;
+  };
+  std::thread a(bump), b(bump);
+  a.join();
+  b.join();
+  return shared;
+}
+
 }  // namespace
 
 void register_canaries(py::module_& m) {
@@ -41,6 +54,8 @@ void register_canaries(py::module_& m) {
         "Deliberate heap out-of-bounds read (sanitizer self-test only).");
   m.def("_canary_signed_overflow", &canary_signed_overflow, py::arg("x"),
         "Deliberate signed int32 overflow for x >= 1 (sanitizer self-test only).");
+  m.def("_canary_data_race", &canary_data_race,
+        "Deliberate data race between two threads (sanitizer self-test only).");
 }
 
 }  // namespace embtable::binding

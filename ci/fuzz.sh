@@ -54,7 +54,7 @@ run_one() {
   local t="$1" log="$WORK/$1.log"
   mkdir -p "$WORK/corpus/$t" "$WORK/artifacts" "tests/fuzz_corpus/$t"
   local rc=0
-  "$PY" "fuzz/fuzz_$t.py" -runs="$RUNS" -max_len=1024 -timeout=60 -rss_limit_mb=4096 \
+  "$PY" "fuzz/fuzz_$t.py" -runs="$RUNS" -max_len=256 -timeout=60 -rss_limit_mb=4096 \
     -print_final_stats=1 -artifact_prefix="$WORK/artifacts/$t-" \
     "$WORK/corpus/$t" "tests/fuzz_corpus/$t" >"$log" 2>&1 || rc=$?
   if grep -q "^SKIP" "$log"; then

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from . import _core
 from ._config import _threads_from_env, get_num_threads, set_num_threads, show_config
+from ._bag import embedding_bag
 from ._functional import gather, scatter_add
 
 __version__: str = _core.__version__
 
 __all__ = [
     "__version__",
+    "embedding_bag",
     "gather",
     "get_num_threads",
     "scatter_add",

@@ -132,3 +132,24 @@ def test_many_threads_requested_work(rng):
     table = rng.standard_normal((300, 8)).astype(np.float32)
     ids = rng.integers(0, 300, size=100_000)
     np.testing.assert_array_equal(embtable.gather(table, ids), table[ids])
+
+
+def test_torch_and_embtable_together(rng):
+    """No OpenMP in embtable: importing torch next to it (either order) just works."""
+    torch = pytest.importorskip("torch")
+    code = (
+        "import torch, embtable, numpy as np\n"
+        "t = np.arange(40, dtype=np.float32).reshape(10, 4)\n"
+        "ids = np.array([3, 1, 3])\n"
+        "a = embtable.gather(t, ids)\n"
+        "b = torch.nn.functional.embedding(torch.from_numpy(ids), torch.from_numpy(t)).numpy()\n"
+        "assert (a == b).all()\n"
+        "print('ok')\n"
+    )
+    for first in ("torch", "embtable"):
+        src = f"import {first}\n" + code
+        out = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "ok"
+    assert torch.get_num_threads() >= 1

@@ -11,11 +11,20 @@ from . import _core
 from ._config import _threads_from_env, get_num_threads, set_num_threads, show_config
 from ._bag import embedding_bag
 from ._functional import gather, scatter_add
+from . import constraints, initializers, optimizers, regularizers
+from ._rowgrad import RowGrad
+from .layers import Embedding
 
 __version__: str = _core.__version__
 
 __all__ = [
     "__version__",
+    "Embedding",
+    "RowGrad",
+    "constraints",
+    "initializers",
+    "optimizers",
+    "regularizers",
     "embedding_bag",
     "gather",
     "get_num_threads",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from . import _core
 from ._config import _threads_from_env, get_num_threads, set_num_threads, show_config
 from ._bag import embedding_bag
+from ._bag_layer import EmbeddingBag
 from ._functional import gather, scatter_add
 from . import constraints, initializers, optimizers, regularizers
 from ._rowgrad import RowGrad
@@ -20,6 +21,7 @@ __version__: str = _core.__version__
 __all__ = [
     "__version__",
     "Embedding",
+    "EmbeddingBag",
     "RowGrad",
     "constraints",
     "initializers",

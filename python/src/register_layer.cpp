@@ -123,9 +123,11 @@ void optim_step_py(const std::string& kind, const py::object& table_obj, const p
   check_table(table, "table", true);
   check_same_float(grad_in, "grad", table, "table");
   const int64_t V = table.shape(0), D = table.shape(1);
+  // A default py::array is an empty array, not a null handle: track presence apart.
   py::array rows;
+  const bool lazy = !rows_obj.is_none();
   int64_t n_rows = 0;
-  if (!rows_obj.is_none()) {
+  if (lazy) {
     rows = rows_obj.cast<py::array>();
     if (index_kind(rows, "RowGrad indices") != IndexKind::i64 || rows.ndim() != 1)
       throw py::type_error("RowGrad indices must be 1-D int64");
@@ -137,18 +139,17 @@ void optim_step_py(const std::string& kind, const py::object& table_obj, const p
   check_no_overlap(grad_in, "grad", table, "table");
   const py::array grad = c_contiguous_input(grad_in);
   if (states.size() != 3) throw py::value_error("three state slots expected");
-  std::vector<py::array> st;
+  std::vector<py::array> st(3);
+  std::vector<bool> has(3, false);
   for (size_t k = 0; k < 3; ++k) {
-    if (states[k].is_none()) {
-      st.emplace_back();
-      continue;
-    }
+    if (states[k].is_none()) continue;
     py::array s = inplace_array(states[k], "state");
     check_same_float(s, "state", table, "table");
     check_table(s, "state", true);
     check_shape(s, "state", {V, D}, "the table has shape");
     check_no_overlap(s, "state", table, "table");
-    st.push_back(s);
+    st[k] = s;
+    has[k] = true;
   }
   OptimParams p;
   p.kind = parse_kind(kind);
@@ -164,10 +165,10 @@ void optim_step_py(const std::string& kind, const py::object& table_obj, const p
   dispatch(fk, IndexKind::i64, [&](auto s, auto) {
     using Scalar = decltype(s);
     auto state_ptr = [&](size_t k) -> Scalar* {
-      return st[k] ? mutable_ptr<Scalar>(st[k]) : nullptr;
+      return has[k] ? mutable_ptr<Scalar>(st[k]) : nullptr;
     };
     Scalar* t = mutable_ptr<Scalar>(table);
-    const int64_t* r = rows ? const_ptr<int64_t>(rows) : nullptr;
+    const int64_t* r = lazy ? const_ptr<int64_t>(rows) : nullptr;
     const Scalar* g = const_ptr<Scalar>(grad);
     Scalar *s1 = state_ptr(0), *s2 = state_ptr(1), *s3 = state_ptr(2);
     py::gil_scoped_release nogil;

@@ -26,7 +26,7 @@ template <class Scalar>
 inline void prefetch_cols(const Scalar* row, int64_t width) noexcept {
   const char* p = reinterpret_cast<const char*>(row);
   const int64_t bytes = width * static_cast<int64_t>(sizeof(Scalar));
-  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 0);
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
 }
 
 // Pools positions [s, e) over columns [col, col + width) into out / arg.

@@ -85,17 +85,17 @@ def embedding_bag(
     array([[2., 4.],
            [6., 7.]], dtype=float32)
     """
-    out_arr, _ = embedding_bag_forward(
+    idx = as_indices(indices, table_rows(table))
+    return _core.embedding_bag(  # type: ignore[no-any-return]
         table,
-        indices,
-        offsets,
+        idx,
+        _offsets(offsets),
         mode=mode,
-        per_sample_weights=per_sample_weights,
-        padding_idx=padding_idx,
-        include_last_offset=include_last_offset,
+        per_sample_weights=_weights(per_sample_weights, getattr(table, "dtype", None)),
+        padding_idx=_padding(padding_idx),
+        include_last_offset=bool(include_last_offset),
         out=out,
     )
-    return out_arr
 
 
 def embedding_bag_forward(

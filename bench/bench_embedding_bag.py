@@ -19,6 +19,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -32,12 +33,16 @@ except ImportError:  # torch is optional
     torch = None
 
 
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up (page faults, thread pool)
+def median_ms(
+    fn: Callable[[Any], object], repeats: int, setup: Callable[[], Any] | None = None
+) -> float:
+    """Median wall time of fn(setup()) in ms; setup (untimed) runs before each call."""
+    fn(setup() if setup else None)  # warm-up (page faults, thread pool)
     times = []
     for _ in range(repeats):
+        arg = setup() if setup else None
         t0 = time.perf_counter()
-        fn()
+        fn(arg)
         times.append(time.perf_counter() - t0)
     return 1e3 * statistics.median(times)
 
@@ -108,44 +113,42 @@ def main() -> None:
                 out = np.empty((B, D), dtype=table.dtype)
                 kw = dict(mode=mode, padding_idx=pad)
                 # -- forward
-                e = median_ms(lambda: embtable.embedding_bag(table, ids, offsets, out=out, **kw),
+                e = median_ms(lambda _: embtable.embedding_bag(table, ids, offsets, out=out, **kw),
                               args.repeats)
-                nfw = median_ms(lambda: numpy_forward(table, ids, offsets, counts, mode, pad),
+                nfw = median_ms(lambda _: numpy_forward(table, ids, offsets, counts, mode, pad),
                                 args.repeats)
                 row = [f"forward {mode}{pad_label}", n, e, nfw]
                 if use_torch:
-                    tf = median_ms(lambda: F.embedding_bag(t_ids, t_table, t_offsets, mode=mode,
+                    tf = median_ms(lambda _: F.embedding_bag(t_ids, t_table, t_offsets, mode=mode,
                                                            padding_idx=pad), args.repeats)
                     row.append(tf)
                 emit(row, use_torch)
                 # -- dense backward
-                e = median_ms(lambda: _bag.embedding_bag_backward(
+                e = median_ms(lambda _: _bag.embedding_bag_backward(
                     grad, ids, offsets, target=target, **kw), args.repeats)
-                nbw = median_ms(lambda: numpy_backward(target, grad, ids, counts, L, mode, pad),
+                nbw = median_ms(lambda _: numpy_backward(target, grad, ids, counts, L, mode, pad),
                                 args.repeats)
                 row = [f"backward dense {mode}{pad_label}", n, e, nbw]
                 if use_torch:
                     w = t_table.clone().requires_grad_(True)
 
-                    def torch_bw(w=w, sparse=False):
+                    def torch_forward(w=w, sparse=False):
                         w.grad = None
-                        F.embedding_bag(t_ids, w, t_offsets, mode=mode, padding_idx=pad,
-                                        sparse=sparse).backward(t_grad)
+                        return F.embedding_bag(t_ids, w, t_offsets, mode=mode, padding_idx=pad,
+                                               sparse=sparse)
 
-                    # forward + backward minus forward: the backward alone.
-                    tfb = median_ms(torch_bw, args.repeats) - tf
-                    row.append(tfb)
+                    row.append(median_ms(lambda y: y.backward(t_grad), args.repeats,
+                                         torch_forward))
                 emit(row, use_torch)
                 # -- sparse backward (RowGrad)
-                e = median_ms(lambda: _bag.embedding_bag_backward_sparse(
+                e = median_ms(lambda _: _bag.embedding_bag_backward_sparse(
                     grad, ids, offsets, num_embeddings=V, **kw), args.repeats)
                 row = [f"backward sparse {mode}{pad_label}", n, e, float("nan")]
                 if use_torch:
-                    tsb = median_ms(lambda: torch_bw(sparse=True), args.repeats) - tf
-                    row.append(tsb)
+                    row.append(median_ms(lambda y: y.backward(t_grad), args.repeats,
+                                         lambda: torch_forward(sparse=True)))
                 emit(row, use_torch)
-    print("(torch backward = median(forward + backward) - median(forward); its dense "
-          "backward allocates and zeroes a (V, D) grad each call)")
+    print("(torch's dense backward allocates and zeroes a (V, D) grad in each call)")
 
 
 def emit(row: list, use_torch: bool) -> None:

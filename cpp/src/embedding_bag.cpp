@@ -106,6 +106,17 @@ void check_mode_inputs(BagMode mode, const void* weights, const int64_t* argmax)
     throw std::invalid_argument("the max-mode backward needs the forward's argmax");
 }
 
+// Target rows ahead to prefetch in the backward (the table is usually far
+// larger than the caches: each update is a cache miss without it).
+constexpr int64_t kRowPrefetch = 16;
+
+template <class Scalar>
+inline void prefetch_write(const Scalar* row, int64_t D) noexcept {
+  const char* p = reinterpret_cast<const char*>(row);
+  const int64_t bytes = D * static_cast<int64_t>(sizeof(Scalar));
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 1, 3);
+}
+
 // Sum/mean updates of bags [b0, b1) to rows in [lo, hi), in index order:
 // target[r] += scale_i * grad_out[b].
 template <class Scalar, class Index>
@@ -113,11 +124,17 @@ void scatter_bags(const Scalar* grad_out, int64_t D, const Index* indices, const
                   BagMode mode, const Scalar* weights, int64_t padding_idx,
                   const Scalar* scales, Scalar* target, int64_t b0, int64_t b1, int64_t lo,
                   int64_t hi) {
+  if (b1 <= b0) return;
   const auto width = static_cast<uint64_t>(hi - lo);
+  const int64_t last = bags.end(b1 - 1);  // bags are contiguous runs of positions
   for (int64_t b = b0; b < b1; ++b) {
     const Scalar* g = grad_out + b * D;
     const int64_t e = bags.end(b);
     for (int64_t i = bags.begin(b); i < e; ++i) {
+      if (i + kRowPrefetch < last) {
+        const auto ahead = static_cast<int64_t>(indices[i + kRowPrefetch]);
+        if (static_cast<uint64_t>(ahead - lo) < width) prefetch_write(target + ahead * D, D);
+      }
       const int64_t r = static_cast<int64_t>(indices[i]);
       if (r == padding_idx || static_cast<uint64_t>(r - lo) >= width) continue;
       Scalar* t = target + r * D;
@@ -132,6 +149,50 @@ void scatter_bags(const Scalar* grad_out, int64_t D, const Index* indices, const
       }
     }
   }
+}
+
+// Sorts keys ascending: LSD radix sort over the low `bits` bits (11 per pass),
+// stable, O(n) per pass; `tmp` is scratch of the same size.
+void radix_sort(std::vector<uint64_t>& keys, std::vector<uint64_t>& tmp, int bits) {
+  constexpr int kDigit = 11;
+  constexpr size_t kBuckets = size_t{1} << kDigit;
+  tmp.resize(keys.size());
+  std::vector<size_t> count(kBuckets);
+  for (int shift = 0; shift < bits; shift += kDigit) {
+    std::fill(count.begin(), count.end(), 0);
+    for (uint64_t k : keys) ++count[(k >> shift) & (kBuckets - 1)];
+    size_t sum = 0;
+    for (auto& c : count) {
+      const size_t here = c;
+      c = sum;
+      sum += here;
+    }
+    for (uint64_t k : keys) tmp[count[(k >> shift) & (kBuckets - 1)]++] = k;
+    keys.swap(tmp);
+  }
+}
+
+int bit_width(uint64_t x) noexcept { return x == 0 ? 0 : 64 - __builtin_clzll(x); }
+
+// (row, source) pairs sorted by row, then source. Packed into one 64-bit key
+// (row << source_bits | source) and radix sorted when both fit, else std::sort.
+void sort_entries(std::vector<std::pair<int64_t, int64_t>>& entries, int64_t V,
+                  int64_t num_sources) {
+  const int src_bits = bit_width(static_cast<uint64_t>(num_sources));
+  const int row_bits = bit_width(static_cast<uint64_t>(V));
+  if (src_bits + row_bits > 64 || entries.size() < 256) {
+    std::sort(entries.begin(), entries.end());
+    return;
+  }
+  std::vector<uint64_t> keys(entries.size()), tmp;
+  for (size_t k = 0; k < entries.size(); ++k)
+    keys[k] = static_cast<uint64_t>(entries[k].first) << src_bits |
+              static_cast<uint64_t>(entries[k].second);
+  radix_sort(keys, tmp, src_bits + row_bits);
+  const uint64_t mask = src_bits == 64 ? ~uint64_t{0} : (uint64_t{1} << src_bits) - 1;
+  for (size_t k = 0; k < entries.size(); ++k)
+    entries[k] = {static_cast<int64_t>(src_bits == 64 ? 0 : keys[k] >> src_bits),
+                  static_cast<int64_t>(keys[k] & mask)};
 }
 
 // Max updates to rows in [lo, hi), in bag order.
@@ -311,11 +372,14 @@ void embedding_bag_backward(const Scalar* grad_out, int64_t V, int64_t D, const 
   const int64_t grain =
       std::max<int64_t>(1, grain_rows(D * static_cast<int64_t>(sizeof(Scalar))) / per_bag);
   parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+    const int64_t last = bags.end(b1 - 1);
     for (int64_t b = b0; b < b1; ++b) {
       const Scalar* g = grad_out + b * D;
       const int64_t e = bags.end(b);
       const Scalar w_bag = mode == BagMode::mean ? sc[b] : Scalar(1);
       for (int64_t i = bags.begin(b); i < e; ++i) {
+        if (i + kRowPrefetch < last)
+          prefetch_write(target + static_cast<int64_t>(indices[i + kRowPrefetch]) * D, D);
         const int64_t r = static_cast<int64_t>(indices[i]);
         if (r == padding_idx) continue;
         const Scalar w = per_sample_weights ? per_sample_weights[i] : w_bag;
@@ -402,7 +466,7 @@ void embedding_bag_backward_sparse(const Scalar* grad_out, int64_t V, int64_t D,
       }
     }
   }
-  std::sort(entries.begin(), entries.end());
+  sort_entries(entries, V, mode == BagMode::max ? B * D : bags.num_indices);
   std::vector<int64_t> starts;
   for (size_t k = 0; k < entries.size(); ++k)
     if (k == 0 || entries[k].first != entries[k - 1].first) {

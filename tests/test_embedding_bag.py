@@ -596,3 +596,23 @@ def test_property_ragged(V, D, sizes, mode, pad, seed, last):
     np.testing.assert_allclose(
         got, np_backward(grad, V, indices, offsets, mode, None, pad, last, argmax),
         rtol=1e-12, atol=1e-12)
+
+
+def test_sparse_backward_edge_cases():
+    rows, values = _bag.embedding_bag_backward_sparse(
+        np.ones((1, 3), np.float32), [[0, 0]], num_embeddings=5, mode="sum", padding_idx=0)
+    assert rows.shape == (0,) and values.shape == (0, 3) and values.dtype == np.float32
+    rows, values = _bag.embedding_bag_backward_sparse(
+        np.ones((0, 3)), np.zeros((0, 2), np.int64), num_embeddings=5, mode="max",
+        argmax=np.zeros((0, 3), np.int64))
+    assert rows.shape == (0,) and values.shape == (0, 3) and values.dtype == np.float64
+    rows, values = _bag.embedding_bag_backward_sparse(
+        np.ones((1, 0), np.float32), [[1, 2, 1]], num_embeddings=5, mode="mean")
+    np.testing.assert_array_equal(rows, [1, 2])
+    assert values.shape == (2, 0)
+    # -0.0 survives exactly as in the dense backward (0 + -0.0 == +0.0 there too)
+    grad = np.array([[-0.0, 1.0]], np.float32)
+    rows, values = _bag.embedding_bag_backward_sparse(grad, [[3]], num_embeddings=5, mode="sum")
+    dense = _bag.embedding_bag_backward(grad, [[3]], target=np.zeros((5, 2), np.float32),
+                                        mode="sum")
+    assert values.tobytes() == dense[rows].tobytes()

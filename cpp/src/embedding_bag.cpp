@@ -438,7 +438,7 @@ void embedding_bag_backward_sparse(const Scalar* grad_out, int64_t V, int64_t D,
                                    const Bags& bags, BagMode mode,
                                    const Scalar* per_sample_weights, int64_t padding_idx,
                                    const int64_t* argmax, std::vector<int64_t>& rows,
-                                   std::vector<Scalar>& values) {
+                                   RowValues<Scalar>& values) {
   check_padding_idx(padding_idx, V);
   check_mode_inputs(mode, per_sample_weights, argmax);
   check_indices(indices, index_shape, V);
@@ -475,7 +475,7 @@ void embedding_bag_backward_sparse(const Scalar* grad_out, int64_t V, int64_t D,
     }
   const auto U = static_cast<int64_t>(rows.size());
   starts.push_back(static_cast<int64_t>(entries.size()));
-  values.assign(static_cast<size_t>(U * D), Scalar(0));
+  values.resize(static_cast<size_t>(U * D));  // not zero-filled: each worker zeroes its rows
   if (U == 0 || D == 0) return;
   std::vector<Scalar> scales;
   if (mode == BagMode::mean) scales = mean_scales<Scalar>(indices, bags, padding_idx);
@@ -485,6 +485,7 @@ void embedding_bag_backward_sparse(const Scalar* grad_out, int64_t V, int64_t D,
   parallel_for(0, U, grain, [&](int64_t u0, int64_t u1) {
     for (int64_t u = u0; u < u1; ++u) {
       Scalar* v = values.data() + u * D;
+      std::fill(v, v + D, Scalar(0));  // 0 + u_1 + ...: the dense backward's bits
       for (int64_t k = starts[static_cast<size_t>(u)]; k < starts[static_cast<size_t>(u) + 1];
            ++k) {
         const int64_t src = entries[static_cast<size_t>(k)].second;
@@ -569,7 +570,7 @@ void embedding_bag_per_sample_weights_backward_ref(const Scalar* grad_out, const
   template void embedding_bag_backward_sparse<Scalar, Index>(                                  \
       const Scalar*, int64_t, int64_t, const Index*, std::span<const int64_t>, const Bags&,    \
       BagMode, const Scalar*, int64_t, const int64_t*, std::vector<int64_t>&,                  \
-      std::vector<Scalar>&);                                                                   \
+      RowValues<Scalar>&);                                                                   \
   template void embedding_bag_per_sample_weights_backward<Scalar, Index>(                      \
       const Scalar*, const Scalar*, int64_t, int64_t, const Index*, std::span<const int64_t>,  \
       const Bags&, int64_t, Scalar*);                                                          \

@@ -194,10 +194,11 @@ py::array backward_py(const py::array& grad_out, const py::array& indices,
 }
 
 // A vector handed to NumPy without a copy: the array owns it through a capsule.
-template <class T>
-py::array vector_array(std::vector<T>&& v, std::vector<int64_t> shape) {
-  auto* heap = new std::vector<T>(std::move(v));
-  py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+template <class Vec>
+py::array vector_array(Vec&& v, std::vector<int64_t> shape) {
+  using T = typename std::decay_t<Vec>::value_type;
+  auto* heap = new std::decay_t<Vec>(std::move(v));
+  py::capsule owner(heap, [](void* p) { delete static_cast<std::decay_t<Vec>*>(p); });
   return py::array(py::dtype::of<T>(), shape, {}, heap->data(), owner);
 }
 
@@ -225,7 +226,7 @@ py::tuple backward_sparse_py(const py::array& grad_out, const py::array& indices
     const Scalar* w = opt_ptr<Scalar>(weights);
     const int64_t* am = mode == BagMode::max ? const_ptr<int64_t>(argmax) : nullptr;
     std::vector<int64_t> rows;
-    std::vector<Scalar> values;
+    RowValues<Scalar> values;
     {
       py::gil_scoped_release nogil;
       embedding_bag_backward_sparse<Scalar, Index>(gp, V, D, idx, in.index_shape, in.bags, mode,

@@ -29,13 +29,38 @@
 // naming the offending offset position) and then every index (std::out_of_range).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace embtable {
 
 enum class BagMode : int { sum = 0, mean = 1, max = 2 };
+
+// An allocator whose value-initialization is a no-op: a vector resized with it is
+// not zero-filled (the sparse backward writes every element itself, in parallel).
+template <class T>
+struct NoInitAllocator {
+  using value_type = T;
+  NoInitAllocator() noexcept = default;
+  template <class U>
+  NoInitAllocator(const NoInitAllocator<U>&) noexcept {}
+  T* allocate(std::size_t n) { return std::allocator<T>{}.allocate(n); }
+  void deallocate(T* p, std::size_t n) noexcept { std::allocator<T>{}.deallocate(p, n); }
+  template <class U>
+  void construct(U*) noexcept {}
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+  template <class U>
+  bool operator==(const NoInitAllocator<U>&) const noexcept { return true; }
+};
+template <class Scalar>
+using RowValues = std::vector<Scalar, NoInitAllocator<Scalar>>;
 
 // Parses "sum" / "mean" / "max"; std::invalid_argument otherwise.
 BagMode parse_bag_mode(const char* name);
@@ -111,7 +136,7 @@ void embedding_bag_backward_sparse(const Scalar* grad_out, int64_t V, int64_t D,
                                    const Bags& bags, BagMode mode,
                                    const Scalar* per_sample_weights, int64_t padding_idx,
                                    const int64_t* argmax, std::vector<int64_t>& rows,
-                                   std::vector<Scalar>& values);
+                                   RowValues<Scalar>& values);
 
 // Gradient with respect to per_sample_weights (sum mode): grad_w (n values).
 template <class Scalar, class Index>

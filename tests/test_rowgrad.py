@@ -96,3 +96,27 @@ def test_rowgrad_validation_and_repr():
         g.to_dense(3)
     with pytest.raises(TypeError):
         g.merge(RowGrad([1], np.ones((1, 2), np.float64)))
+
+
+@pytest.mark.parametrize("padding_idx", [-1, 2])
+def test_coalesce_matches_scalar_ref(padding_idx):
+    rng = np.random.default_rng(9)
+    ids = rng.integers(0, 20, size=(30, 3)).astype(np.int32)
+    g = rng.standard_normal((30, 3, 5)).astype(np.float32)
+    rows, values = _core.rowgrad_coalesce(ids, g, 20, padding_idx)
+    rrows, rvalues = _core.rowgrad_coalesce_ref(ids, g, 20, padding_idx)
+    np.testing.assert_array_equal(rows, rrows)
+    np.testing.assert_array_equal(values, rvalues)
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, 2.5, np.inf])
+def test_renorm_matches_scalar_ref(p):
+    rng = np.random.default_rng(10)
+    t = rng.standard_normal((3000, 16))
+    ids = rng.integers(0, 3000, size=4000)
+    a, b = t.copy(), t.copy()
+    embtable.set_num_threads(2)
+    _core.embedding_renorm(a, ids, 1.0, p)
+    _core.embedding_renorm_ref(b, ids, 1.0, p)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, t)

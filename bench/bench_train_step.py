@@ -4,7 +4,7 @@ embtable (dense and sparse layers, SGD and Adam) against the same step in plain
 NumPy (np.take + np.add.at + update) and PyTorch (nn.Embedding + SGD / Adam /
 SparseAdam) when torch is installed. Prints the median of --repeats runs.
 
-    python bench/bench_train_step.py                 # 1M x 64 float32, 262,144 ids, 2 threads
+    python bench/bench_train_step.py   # 1M x 64 float32, 262,144 ids, 2 threads
     python bench/bench_train_step.py --rows 100000 --repeats 3
 """
 
@@ -16,9 +16,8 @@ import statistics
 import time
 from collections.abc import Callable
 
-import numpy as np
-
 import embtable
+import numpy as np
 from embtable import Embedding, optimizers
 
 
@@ -124,7 +123,10 @@ def main() -> None:
     ids = rng.integers(0, V, size=n, dtype=np.int64)
     g = rng.standard_normal((n, D)).astype(np.float32)
     embtable.set_num_threads(args.threads)
-    frameworks: list[tuple[str, Callable]] = [("embtable", embtable_step), ("numpy", numpy_step)]
+    frameworks: list[tuple[str, Callable]] = [
+        ("embtable", embtable_step),
+        ("numpy", numpy_step),
+    ]
     if not args.no_torch:
         try:
             import torch
@@ -133,10 +135,16 @@ def main() -> None:
             frameworks.append((f"torch {torch.__version__}", torch_step))
         except ImportError:
             pass
-    print(f"train step: table {V} x {D} float32, {n} ids (uniform), {args.threads} threads, "
-          f"median of {args.repeats}; unique rows per step: {np.unique(ids).size}")
-    print(f"{'optimizer':<9} {'layer':<7} " + " ".join(f"{name:>18}" for name, _ in frameworks)
-          + "   numpy/embtable")
+    print(
+        f"train step: table {V} x {D} float32, {n} ids (uniform), "
+        f"{args.threads} threads, "
+        f"median of {args.repeats}; unique rows per step: {np.unique(ids).size}"
+    )
+    print(
+        f"{'optimizer':<9} {'layer':<7} "
+        + " ".join(f"{name:>18}" for name, _ in frameworks)
+        + "   numpy/embtable"
+    )
     for opt_name in ("sgd", "adam"):
         for sparse in (False, True):
             row = []
@@ -146,8 +154,10 @@ def main() -> None:
                 del step
                 gc.collect()
             cells = " ".join(f"{t:15.1f} ms" for t in row)
-            print(f"{opt_name:<9} {'sparse' if sparse else 'dense':<7} {cells}   "
-                  f"{row[1] / row[0]:8.1f}x")
+            print(
+                f"{opt_name:<9} {'sparse' if sparse else 'dense':<7} {cells}   "
+                f"{row[1] / row[0]:8.1f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -97,9 +97,13 @@ class TableLayer:
     A subclass (e.g. a pooled layer) does:
 
     - ``__init__``: call ``super().__init__(V, D, ...)`` with the shared arguments,
-      then set its own; extend ``get_config()`` with its extra keys (and set
-      ``_CONFIG_ARGS`` / ``_DIM_KEYS`` if its constructor names differ).
-    - forward: ``ids = self._prepare_ids(indices)`` (integer or whole-float ids,
+      then set its own; set ``_DIM_KEYS`` (the constructor's names of V and D,
+      e.g. ``("num_embeddings", "embedding_dim")``) and ``_DEFAULT_NAME``; extend
+      ``get_config()`` with its extra keys. ``from_config`` calls ``cls(**config)``,
+      so the constructor must accept every key ``get_config()`` returns (or
+      ``get_config()`` pops the ones it does not take).
+    - ``forward(...)`` (``layer(...)`` calls it):
+      ``ids = self._prepare_ids(indices)`` (integer or whole-float ids,
       validated against V: IndexError before any change), then
       ``self._renorm(ids)`` (max_norm, in place), then its lookup on
       ``self.embeddings``; remember what backward needs.
@@ -193,9 +197,16 @@ class TableLayer:
             self.embeddings = np.array(table, dtype=self._dtype, order="C", copy=True)
             if self.padding_idx is not None:
                 self.embeddings[self.padding_idx] = 0
-        self._grad: np.ndarray | RowGrad | None = None
+        self._grad: np.ndarray | RowGrad | None = None  # see grad / zero_grad
         self._grad_buffer: np.ndarray | None = None
         self._losses: list[float] = []
+
+    def forward(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        """Same as ``forward``."""
+        return self.forward(*args, **kwargs)
 
     # -- table ---------------------------------------------------------------
     def _table_from_weights(self, weights: Any, V: int, D: int) -> np.ndarray:
@@ -569,8 +580,6 @@ class Embedding(TableLayer):
             losses.append(float(self.activity_regularizer(out)) / max(batch, 1))
         self._losses = losses
         return out
-
-    __call__ = forward
 
     def backward(self, grad_output: Any) -> np.ndarray | RowGrad:
         """Add this call's gradient into ``grad`` and return ``grad`` (the total)."""

@@ -1,4 +1,4 @@
-"""The TableLayer base: a toy subclass built on it, and hypothesis properties of Embedding."""
+"""TableLayer: a toy subclass built on it; hypothesis properties of Embedding."""
 
 from __future__ import annotations
 

@@ -1,8 +1,11 @@
 """One training step (forward + backward + optimizer step) of an embedding table.
 
+Frameworks are timed round-robin (A, B, C, A, B, C, ...) so that they share the
+same machine load; each cell is the median of --repeats steps after a warm-up.
+
 embtable (dense and sparse layers, SGD and Adam) against the same step in plain
 NumPy (np.take + np.add.at + update) and PyTorch (nn.Embedding + SGD / Adam /
-SparseAdam) when torch is installed. Prints the median of --repeats runs.
+SparseAdam) when torch is installed.
 
     python bench/bench_train_step.py   # 1M x 64 float32, 262,144 ids, 2 threads
     python bench/bench_train_step.py --rows 100000 --repeats 3
@@ -21,14 +24,17 @@ import numpy as np
 from embtable import Embedding, optimizers
 
 
-def median_ms(step: Callable[[], None], repeats: int) -> float:
-    step()  # warm-up: allocates state and buffers
-    times = []
+def interleaved_medians(steps: list[Callable[[], None]], repeats: int) -> list[float]:
+    """Median ms of each step, timed round-robin so all see the same machine load."""
+    for step in steps:
+        step()  # warm-up: allocates state and buffers
+    times: list[list[float]] = [[] for _ in steps]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+        for k, step in enumerate(steps):
+            t0 = time.perf_counter()
+            step()
+            times[k].append(time.perf_counter() - t0)
+    return [1e3 * statistics.median(t) for t in times]
 
 
 def embtable_step(V, D, ids, g, sparse, opt_name):
@@ -144,20 +150,17 @@ def main() -> None:
         f"{'optimizer':<9} {'layer':<7} "
         + " ".join(f"{name:>18}" for name, _ in frameworks)
         + "   numpy/embtable"
+        + ("   torch/embtable" if len(frameworks) > 2 else "")
     )
     for opt_name in ("sgd", "adam"):
         for sparse in (False, True):
-            row = []
-            for _, make in frameworks:
-                step = make(V, D, ids, g, sparse, opt_name)
-                row.append(median_ms(step, args.repeats))
-                del step
-                gc.collect()
+            steps = [make(V, D, ids, g, sparse, opt_name) for _, make in frameworks]
+            row = interleaved_medians(steps, args.repeats)
+            del steps
+            gc.collect()
             cells = " ".join(f"{t:15.1f} ms" for t in row)
-            print(
-                f"{opt_name:<9} {'sparse' if sparse else 'dense':<7} {cells}   "
-                f"{row[1] / row[0]:8.1f}x"
-            )
+            ratios = "".join(f"   {t / row[0]:14.1f}x" for t in row[1:])
+            print(f"{opt_name:<9} {'sparse' if sparse else 'dense':<7} {cells}{ratios}")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import embtable
 from embtable import Embedding, RowGrad, constraints, initializers, regularizers
 
 
@@ -25,7 +23,9 @@ def test_forward_is_one_hot_matmul(dtype, shape):
     ids = rng.integers(0, V, size=shape)
     y = layer(ids)
     assert y.shape == ids.shape + (D,) and y.dtype == np.dtype(dtype)
-    ref = (one_hot(ids, V) @ layer.embeddings.astype(np.float64)).reshape(ids.shape + (D,))
+    ref = (one_hot(ids, V) @ layer.embeddings.astype(np.float64)).reshape(
+        ids.shape + (D,)
+    )
     np.testing.assert_array_equal(y, ref.astype(dtype))
     np.testing.assert_array_equal(layer.forward(ids), y)
 
@@ -181,7 +181,9 @@ def test_against_torch():
         yt = t(torch.tensor(ids))
         y = layer(ids)
         np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-6, atol=1e-7)
-        np.testing.assert_allclose(layer.embeddings, t.weight.detach().numpy(), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(
+            layer.embeddings, t.weight.detach().numpy(), rtol=1e-6, atol=1e-7
+        )
         yt.backward(torch.tensor(g))
         grad = layer.backward(g)
         tg = t.weight.grad.to_dense().numpy() if sparse else t.weight.grad.numpy()
@@ -191,7 +193,9 @@ def test_against_torch():
 
 def test_mask():
     layer = Embedding(5, 2, mask_zero=True)
-    np.testing.assert_array_equal(layer.compute_mask([[0, 1], [2, 0]]), [[False, True], [True, False]])
+    np.testing.assert_array_equal(
+        layer.compute_mask([[0, 1], [2, 0]]), [[False, True], [True, False]]
+    )
     assert Embedding(5, 2).compute_mask([0, 1]) is None
     # As Keras, the mask does not stop gradient reaching row 0.
     layer([0, 0])
@@ -200,7 +204,9 @@ def test_mask():
 
 def test_losses():
     w = np.arange(12, dtype=np.float32).reshape(4, 3) - 5
-    layer = Embedding(4, 3, weights=w, embeddings_regularizer="l2", activity_regularizer="l1")
+    layer = Embedding(
+        4, 3, weights=w, embeddings_regularizer="l2", activity_regularizer="l1"
+    )
     ids = np.array([[1, 2], [3, 3], [0, 1]])
     y = layer(ids)
     l_table, l_act = layer.losses
@@ -216,9 +222,26 @@ def test_losses():
 
 
 @pytest.mark.parametrize(
-    "name", ["uniform", "random_uniform", "normal", "random_normal", "truncated_normal",
-             "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform",
-             "lecun_normal", "zeros", "ones", "constant", "orthogonal", "GlorotUniform"])
+    "name",
+    [
+        "uniform",
+        "random_uniform",
+        "normal",
+        "random_normal",
+        "truncated_normal",
+        "glorot_uniform",
+        "glorot_normal",
+        "he_uniform",
+        "he_normal",
+        "lecun_uniform",
+        "lecun_normal",
+        "zeros",
+        "ones",
+        "constant",
+        "orthogonal",
+        "GlorotUniform",
+    ],
+)
 def test_initializers_seeded(name):
     a = Embedding(30, 8, embeddings_initializer=name, seed=7)
     b = Embedding(30, 8, embeddings_initializer=name, seed=7)
@@ -273,24 +296,49 @@ def custom_init(shape, dtype=None):
 
 def test_config_round_trip():
     layer = Embedding(
-        7, 3, embeddings_initializer=initializers.RandomNormal(stddev=0.1, seed=3),
-        embeddings_regularizer="l1_l2", activity_regularizer=regularizers.L2(0.5),
-        embeddings_constraint=constraints.MaxNorm(3.0, axis=1), mask_zero=True,
-        input_length=4, dtype="float64", seed=9, name="emb", trainable=False, padding_idx=1,
-        max_norm=2.0, norm_type=1.0, sparse=True,
+        7,
+        3,
+        embeddings_initializer=initializers.RandomNormal(stddev=0.1, seed=3),
+        embeddings_regularizer="l1_l2",
+        activity_regularizer=regularizers.L2(0.5),
+        embeddings_constraint=constraints.MaxNorm(3.0, axis=1),
+        mask_zero=True,
+        input_length=4,
+        dtype="float64",
+        seed=9,
+        name="emb",
+        trainable=False,
+        padding_idx=1,
+        max_norm=2.0,
+        norm_type=1.0,
+        sparse=True,
     )
     cfg = layer.get_config()
     text = json.dumps(cfg)
-    for key in ("input_dim", "output_dim", "embeddings_initializer", "embeddings_regularizer",
-                "activity_regularizer", "embeddings_constraint", "mask_zero", "input_length",
-                "name", "trainable", "dtype"):
+    for key in (
+        "input_dim",
+        "output_dim",
+        "embeddings_initializer",
+        "embeddings_regularizer",
+        "activity_regularizer",
+        "embeddings_constraint",
+        "mask_zero",
+        "input_length",
+        "name",
+        "trainable",
+        "dtype",
+    ):
         assert key in cfg
     assert cfg["embeddings_initializer"] == {
-        "class_name": "RandomNormal", "config": {"mean": 0.0, "stddev": 0.1, "seed": 3}}
+        "class_name": "RandomNormal",
+        "config": {"mean": 0.0, "stddev": 0.1, "seed": 3},
+    }
     assert cfg["embeddings_constraint"]["class_name"] == "MaxNorm"
     clone = Embedding.from_config(json.loads(text))
     assert clone.get_config() == cfg
-    np.testing.assert_array_equal(clone.embeddings, layer.embeddings)  # seeded initializer
+    np.testing.assert_array_equal(
+        clone.embeddings, layer.embeddings
+    )  # seeded initializer
     assert clone.activity_regularizer == regularizers.L2(0.5)
     # Another callable by qualified name, rebuilt through custom_objects.
     custom = Embedding(4, 2, embeddings_initializer=custom_init)
@@ -324,8 +372,9 @@ def test_save_other_suffix(tmp_path):
     layer = Embedding(3, 2)
     written = layer.save(tmp_path / "model.bin")
     assert written.name == "model.bin.npz"
-    np.testing.assert_array_equal(Embedding.load(tmp_path / "model.bin").embeddings,
-                                  layer.embeddings)
+    np.testing.assert_array_equal(
+        Embedding.load(tmp_path / "model.bin").embeddings, layer.embeddings
+    )
 
 
 def test_weights_api():
@@ -345,4 +394,6 @@ def test_bad_ids():
         layer([[0, 5]])
     with pytest.raises(TypeError):
         layer(np.array(["a"]))
-    np.testing.assert_array_equal(layer(np.array([1, 2], dtype=np.uint8)), layer.embeddings[[1, 2]])
+    np.testing.assert_array_equal(
+        layer(np.array([1, 2], dtype=np.uint8)), layer.embeddings[[1, 2]]
+    )

@@ -1,11 +1,10 @@
-"""Optimizers against Keras 3's update formulas written in NumPy, and torch's SparseAdam."""
+"""Optimizers against Keras 3's formulas in NumPy, and torch's SparseAdam / Adam."""
 
 from __future__ import annotations
 
+import embtable
 import numpy as np
 import pytest
-
-import embtable
 from embtable import Embedding, RowGrad, constraints, optimizers
 
 
@@ -66,14 +65,31 @@ CASES = [
     ("sgd", optimizers.SGD, dict(learning_rate=0.1)),
     ("sgd", optimizers.SGD, dict(learning_rate=0.1, momentum=0.9)),
     ("sgd", optimizers.SGD, dict(learning_rate=0.1, momentum=0.5, nesterov=True)),
-    ("adagrad", optimizers.Adagrad, dict(learning_rate=0.05, initial_accumulator_value=0.1,
-                                         epsilon=1e-7)),
-    ("rmsprop", optimizers.RMSprop, dict(learning_rate=0.01, rho=0.9, momentum=0.0,
-                                         epsilon=1e-7, centered=False)),
-    ("rmsprop", optimizers.RMSprop, dict(learning_rate=0.01, rho=0.8, momentum=0.7,
-                                         epsilon=1e-7, centered=True)),
-    ("adam", optimizers.Adam, dict(learning_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7)),
-    ("adam", optimizers.Adam, dict(learning_rate=0.003, beta_1=0.5, beta_2=0.9, epsilon=1e-3)),
+    (
+        "adagrad",
+        optimizers.Adagrad,
+        dict(learning_rate=0.05, initial_accumulator_value=0.1, epsilon=1e-7),
+    ),
+    (
+        "rmsprop",
+        optimizers.RMSprop,
+        dict(learning_rate=0.01, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False),
+    ),
+    (
+        "rmsprop",
+        optimizers.RMSprop,
+        dict(learning_rate=0.01, rho=0.8, momentum=0.7, epsilon=1e-7, centered=True),
+    ),
+    (
+        "adam",
+        optimizers.Adam,
+        dict(learning_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7),
+    ),
+    (
+        "adam",
+        optimizers.Adam,
+        dict(learning_rate=0.003, beta_1=0.5, beta_2=0.9, epsilon=1e-3),
+    ),
 ]
 
 
@@ -111,7 +127,9 @@ def test_lazy_updates_only_touched_rows(kind, cls, hp):
     for step in range(3):
         ids = rng.integers(0, 20, size=(8,))  # rows >= 20 never touched
         before = layer.embeddings.copy()
-        state_before = {k: v.copy() for k, v in opt.state(layer).items() if k != "iterations"}
+        state_before = {
+            k: v.copy() for k, v in opt.state(layer).items() if k != "iterations"
+        }
         layer(ids)
         grad = layer.backward(rng.standard_normal((8, D)).astype(np.float32))
         assert isinstance(grad, RowGrad)
@@ -146,8 +164,9 @@ def test_sparse_adam_matches_torch():
         topt.zero_grad()
         t(torch.tensor(ids)).backward(torch.tensor(g))
         topt.step()
-        np.testing.assert_allclose(layer.embeddings, t.weight.detach().numpy(), rtol=1e-5,
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            layer.embeddings, t.weight.detach().numpy(), rtol=1e-5, atol=1e-6
+        )
 
 
 def test_dense_adam_matches_torch_adam():
@@ -169,7 +188,9 @@ def test_dense_adam_matches_torch_adam():
         topt.zero_grad()
         t(torch.tensor(ids)).backward(torch.tensor(g))
         topt.step()
-    np.testing.assert_allclose(layer.embeddings, t.weight.detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        layer.embeddings, t.weight.detach().numpy(), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_noops_and_state_per_layer():
@@ -198,10 +219,15 @@ def test_noops_and_state_per_layer():
 
 
 def test_get_by_name():
-    for name, cls in [("sgd", optimizers.SGD), ("adagrad", optimizers.Adagrad),
-                      ("rmsprop", optimizers.RMSprop), ("adam", optimizers.Adam),
-                      ("Adam", optimizers.Adam), ("RMSprop", optimizers.RMSprop),
-                      ("SGD", optimizers.SGD)]:
+    for name, cls in [
+        ("sgd", optimizers.SGD),
+        ("adagrad", optimizers.Adagrad),
+        ("rmsprop", optimizers.RMSprop),
+        ("adam", optimizers.Adam),
+        ("Adam", optimizers.Adam),
+        ("RMSprop", optimizers.RMSprop),
+        ("SGD", optimizers.SGD),
+    ]:
         assert type(optimizers.get(name)) is cls
     for bad in ("adamw", "", None, 3):
         with pytest.raises(ValueError):
@@ -209,10 +235,19 @@ def test_get_by_name():
     o = optimizers.get("adam")
     assert (o.learning_rate, o.beta_1, o.beta_2, o.epsilon) == (0.001, 0.9, 0.999, 1e-7)
     o = optimizers.get("rmsprop")
-    assert (o.learning_rate, o.rho, o.momentum, o.epsilon, o.centered) == (0.001, 0.9, 0.0, 1e-7,
-                                                                           False)
+    assert (o.learning_rate, o.rho, o.momentum, o.epsilon, o.centered) == (
+        0.001,
+        0.9,
+        0.0,
+        1e-7,
+        False,
+    )
     o = optimizers.get("adagrad")
-    assert (o.learning_rate, o.initial_accumulator_value, o.epsilon) == (0.001, 0.1, 1e-7)
+    assert (o.learning_rate, o.initial_accumulator_value, o.epsilon) == (
+        0.001,
+        0.1,
+        1e-7,
+    )
     assert optimizers.get("sgd").learning_rate == 0.01
     assert optimizers.get(o) is o
     with pytest.raises(ValueError):
@@ -221,7 +256,9 @@ def test_get_by_name():
 
 def test_constraint_after_dense_step_whole_table():
     w = np.full((4, 2), 0.5, np.float32)
-    layer = Embedding(4, 2, weights=w, embeddings_constraint="max_norm")  # axis=0: columns
+    layer = Embedding(
+        4, 2, weights=w, embeddings_constraint="max_norm"
+    )  # axis=0: columns
     layer([0])
     layer.backward(np.array([[-10.0, -10.0]]))
     optimizers.SGD(learning_rate=1.0).step(layer)
@@ -236,17 +273,26 @@ def test_rowwise_constraint_after_lazy_step_touches_only_rows():
     layer.backward(np.full((2, 2), -0.5))
     optimizers.SGD(learning_rate=1.0).step(layer)
     np.testing.assert_array_equal(layer.embeddings[[1, 3]], 0)
-    np.testing.assert_array_equal(layer.embeddings[[0, 2, 4]], -1)  # untouched rows keep values
+    np.testing.assert_array_equal(
+        layer.embeddings[[0, 2, 4]], -1
+    )  # untouched rows keep values
     c = constraints.UnitNorm(axis=1)
-    layer = Embedding(5, 2, weights=np.full((5, 2), 3.0), sparse=True, embeddings_constraint=c)
+    layer = Embedding(
+        5, 2, weights=np.full((5, 2), 3.0), sparse=True, embeddings_constraint=c
+    )
     layer([2])
     layer.backward(np.ones((1, 2)))
     optimizers.SGD().step(layer)
     np.testing.assert_allclose(np.linalg.norm(layer.embeddings[2]), 1.0, rtol=1e-6)
     np.testing.assert_array_equal(layer.embeddings[[0, 1, 3, 4]], 3.0)
     # axis=0 acts across rows: the whole table after a lazy step too.
-    layer = Embedding(5, 2, weights=np.full((5, 2), 3.0), sparse=True,
-                      embeddings_constraint=constraints.UnitNorm())
+    layer = Embedding(
+        5,
+        2,
+        weights=np.full((5, 2), 3.0),
+        sparse=True,
+        embeddings_constraint=constraints.UnitNorm(),
+    )
     layer([2])
     layer.backward(np.zeros((1, 2)))
     optimizers.SGD().step(layer)
@@ -257,14 +303,20 @@ def test_keras_constraint_formulas():
     rng = np.random.default_rng(4)
     w = rng.standard_normal((6, 3))
     n0 = np.sqrt(np.sum(w**2, axis=0, keepdims=True))
-    np.testing.assert_allclose(constraints.MaxNorm(1.0)(w), w * np.clip(n0, 0, 1) / (1e-7 + n0))
+    np.testing.assert_allclose(
+        constraints.MaxNorm(1.0)(w), w * np.clip(n0, 0, 1) / (1e-7 + n0)
+    )
     np.testing.assert_allclose(constraints.UnitNorm()(w), w / (1e-7 + n0))
     np.testing.assert_allclose(constraints.NonNeg()(w), np.where(w >= 0, w, 0))
     mm = constraints.MinMaxNorm(0.5, 1.5, rate=0.5)(w)
     desired = 0.5 * np.clip(n0, 0.5, 1.5) + 0.5 * n0
     np.testing.assert_allclose(mm, w * desired / (1e-7 + n0))
-    for name, cls in [("max_norm", constraints.MaxNorm), ("unit_norm", constraints.UnitNorm),
-                      ("non_neg", constraints.NonNeg), ("min_max_norm", constraints.MinMaxNorm)]:
+    for name, cls in [
+        ("max_norm", constraints.MaxNorm),
+        ("unit_norm", constraints.UnitNorm),
+        ("non_neg", constraints.NonNeg),
+        ("min_max_norm", constraints.MinMaxNorm),
+    ]:
         assert type(constraints.get(name)) is cls
     assert constraints.get("max_norm").axis == 0
 

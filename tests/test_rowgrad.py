@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import embtable
 import numpy as np
 import pytest
+from embtable import RowGrad, _core
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import embtable
-from embtable import RowGrad, _core
 
 
 def dense_grad(ids, g, V, padding_idx=None):
@@ -40,7 +39,9 @@ def test_coalesce_padding_and_empty():
     rows, values = _core.rowgrad_coalesce(ids, g, 4, 0)
     np.testing.assert_array_equal(rows, [1, 3])
     np.testing.assert_array_equal(values, [g[4], g[0] + g[2]])
-    rows, values = _core.rowgrad_coalesce(np.zeros((0,), np.int64), np.zeros((0, 3), np.float32), 4)
+    rows, values = _core.rowgrad_coalesce(
+        np.zeros((0,), np.int64), np.zeros((0, 3), np.float32), 4
+    )
     assert rows.shape == (0,) and values.shape == (0, 3)
 
 
@@ -77,8 +78,12 @@ def test_merge_is_sum(a, b):
     ra = RowGrad(*_core.rowgrad_coalesce(np.array(a, np.int64), ga, V))
     rb = RowGrad(*_core.rowgrad_coalesce(np.array(b, np.int64), gb, V))
     m = ra.merge(rb)
-    np.testing.assert_allclose(m.to_dense(V), ra.to_dense(V) + rb.to_dense(V), rtol=1e-12)
-    np.testing.assert_array_equal(m.indices, np.union1d(ra.indices, rb.indices).astype(np.int64))
+    np.testing.assert_allclose(
+        m.to_dense(V), ra.to_dense(V) + rb.to_dense(V), rtol=1e-12
+    )
+    np.testing.assert_array_equal(
+        m.indices, np.union1d(ra.indices, rb.indices).astype(np.int64)
+    )
     assert (ra + rb).indices.tolist() == m.indices.tolist()
 
 
@@ -96,3 +101,27 @@ def test_rowgrad_validation_and_repr():
         g.to_dense(3)
     with pytest.raises(TypeError):
         g.merge(RowGrad([1], np.ones((1, 2), np.float64)))
+
+
+@pytest.mark.parametrize("padding_idx", [-1, 2])
+def test_coalesce_matches_scalar_ref(padding_idx):
+    rng = np.random.default_rng(9)
+    ids = rng.integers(0, 20, size=(30, 3)).astype(np.int32)
+    g = rng.standard_normal((30, 3, 5)).astype(np.float32)
+    rows, values = _core.rowgrad_coalesce(ids, g, 20, padding_idx)
+    rrows, rvalues = _core.rowgrad_coalesce_ref(ids, g, 20, padding_idx)
+    np.testing.assert_array_equal(rows, rrows)
+    np.testing.assert_array_equal(values, rvalues)
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, 2.5, np.inf])
+def test_renorm_matches_scalar_ref(p):
+    rng = np.random.default_rng(10)
+    t = rng.standard_normal((3000, 16))
+    ids = rng.integers(0, 3000, size=4000)
+    a, b = t.copy(), t.copy()
+    embtable.set_num_threads(2)
+    _core.embedding_renorm(a, ids, 1.0, p)
+    _core.embedding_renorm_ref(b, ids, 1.0, p)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, t)

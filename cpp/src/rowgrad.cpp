@@ -22,10 +22,11 @@ void radix_sort_pairs(std::vector<int64_t>& key, std::vector<int64_t>& pos, int6
   std::vector<int64_t> key2(key.size()), pos2(pos.size()), count(kBuckets + 1);
   for (int shift = 0; shift < bits; shift += kRadixBits) {
     std::fill(count.begin(), count.end(), 0);
-    for (int64_t i = 0; i < n; ++i) ++count[static_cast<size_t>(((key[i] >> shift) & (kBuckets - 1)) + 1)];
+    for (int64_t i = 0; i < n; ++i)
+      ++count[static_cast<size_t>(((key[static_cast<size_t>(i)] >> shift) & (kBuckets - 1)) + 1)];
     for (int64_t b = 0; b < kBuckets; ++b) count[static_cast<size_t>(b + 1)] += count[static_cast<size_t>(b)];
     for (int64_t i = 0; i < n; ++i) {
-      const auto d = static_cast<size_t>((key[i] >> shift) & (kBuckets - 1));
+      const auto d = static_cast<size_t>((key[static_cast<size_t>(i)] >> shift) & (kBuckets - 1));
       const auto dst = static_cast<size_t>(count[d]++);
       key2[dst] = key[static_cast<size_t>(i)];
       pos2[dst] = pos[static_cast<size_t>(i)];

@@ -29,7 +29,9 @@ class RowGrad:
         idx = np.ascontiguousarray(indices, dtype=np.int64)
         vals = np.asarray(values)
         if vals.dtype not in (np.float32, np.float64):
-            raise TypeError(f"RowGrad values must be float32 or float64, got {vals.dtype}")
+            raise TypeError(
+                f"RowGrad values must be float32 or float64, got {vals.dtype}"
+            )
         vals = np.ascontiguousarray(vals)
         if idx.ndim != 1 or vals.ndim != 2 or vals.shape[0] != idx.shape[0]:
             raise ValueError(
@@ -69,18 +71,22 @@ class RowGrad:
             raise TypeError(f"can only merge a RowGrad, got {type(other).__name__}")
         if other.values.dtype != self.values.dtype:
             raise TypeError(
-                f"cannot merge RowGrads of dtypes {self.values.dtype} and {other.values.dtype}"
+                "cannot merge RowGrads of dtypes "
+                f"{self.values.dtype} and {other.values.dtype}"
             )
-        rows, values = _core.rowgrad_merge(self.indices, self.values, other.indices, other.values)
+        rows, values = _core.rowgrad_merge(
+            self.indices, self.values, other.indices, other.values
+        )
         return RowGrad._trusted(rows, values)
 
     __add__ = merge
 
     def to_dense(self, V: int) -> np.ndarray:
-        """The dense ``(V, D)`` gradient (allocates V * D: for tests and small tables)."""
+        """The dense ``(V, D)`` gradient (allocates V * D: for tests, small tables)."""
         if len(self) and int(self.indices[-1]) >= V:
             raise IndexError(
-                f"RowGrad row {int(self.indices[-1])} is out of bounds for a table with {V} rows"
+                f"RowGrad row {int(self.indices[-1])} is out of bounds for a table "
+                f"with {V} rows"
             )
         out = np.zeros((V, self.width), dtype=self.values.dtype)
         out[self.indices] = self.values

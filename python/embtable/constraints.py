@@ -28,7 +28,10 @@ _EPSILON = 1e-7  # keras.backend.epsilon()
 
 
 class Constraint:
-    """Base class: ``__call__(w) -> w'``, ``get_config()``; ``rowwise`` when it acts row by row."""
+    """Base class: ``__call__(w) -> w'``, ``get_config()``.
+
+    ``rowwise`` is True when it acts on each row independently.
+    """
 
     rowwise: bool = False
 
@@ -95,21 +98,30 @@ class MinMaxNorm(_NormConstraint):
     """``w * (rate * clip(norm, min, max) + (1 - rate) * norm) / (eps + norm)``."""
 
     def __init__(
-        self, min_value: float = 0.0, max_value: float = 1.0, rate: float = 1.0, axis: int = 0
+        self,
+        min_value: float = 0.0,
+        max_value: float = 1.0,
+        rate: float = 1.0,
+        axis: int = 0,
     ) -> None:
         self.min_value, self.max_value = float(min_value), float(max_value)
         self.rate, self.axis = float(rate), int(axis)
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
         norms = self._norms(w)
-        desired = self.rate * np.clip(norms, self.min_value, self.max_value) + (
-            1 - self.rate
-        ) * norms
+        desired = (
+            self.rate * np.clip(norms, self.min_value, self.max_value)
+            + (1 - self.rate) * norms
+        )
         return (w * (desired / (_EPSILON + norms))).astype(w.dtype, copy=False)
 
     def get_config(self) -> dict[str, Any]:
-        return {"min_value": self.min_value, "max_value": self.max_value, "rate": self.rate,
-                "axis": self.axis}
+        return {
+            "min_value": self.min_value,
+            "max_value": self.max_value,
+            "rate": self.rate,
+            "axis": self.axis,
+        }
 
 
 class NonNeg(Constraint):
@@ -147,7 +159,9 @@ def serialize(constraint: Constraint) -> dict[str, Any]:
 def deserialize(config: dict[str, Any]) -> Constraint:
     name = config.get("class_name")
     if name not in _CLASSES:
-        raise ValueError(f"unknown constraint class {name!r}; known: {sorted(_CLASSES)}")
+        raise ValueError(
+            f"unknown constraint class {name!r}; known: {sorted(_CLASSES)}"
+        )
     return _CLASSES[name].from_config(dict(config.get("config") or {}))
 
 
@@ -161,7 +175,8 @@ def get(identifier: Any) -> Callable[[np.ndarray], np.ndarray] | None:
         if identifier.lower() in _NAMES:
             return _NAMES[identifier.lower()]()
         raise ValueError(
-            f"unknown constraint {identifier!r}; use 'max_norm', 'unit_norm', 'non_neg', "
+            f"unknown constraint {identifier!r}; use 'max_norm', 'unit_norm', "
+            "'non_neg', "
             "'min_max_norm' or an object"
         )
     if isinstance(identifier, dict):

@@ -47,7 +47,7 @@ def _shape(shape: Any) -> tuple[int, ...]:
 
 
 class Initializer:
-    """Base class: ``__call__(shape, dtype=None)``, ``get_config()``, ``from_config()``."""
+    """Base class: ``__call__(shape, dtype=None)``, ``get_config()``."""
 
     seed: int | None = None
 
@@ -109,7 +109,9 @@ class Constant(Initializer):
 class RandomUniform(Initializer):
     """U(minval, maxval); Keras defaults U(-0.05, 0.05)."""
 
-    def __init__(self, minval: float = -0.05, maxval: float = 0.05, seed: int | None = None):
+    def __init__(
+        self, minval: float = -0.05, maxval: float = 0.05, seed: int | None = None
+    ):
         self.minval, self.maxval, self.seed = float(minval), float(maxval), seed
 
     def __call__(self, shape: Any, dtype: Any = None) -> np.ndarray:
@@ -126,7 +128,9 @@ class RandomUniform(Initializer):
 class RandomNormal(Initializer):
     """N(mean, stddev**2); Keras default stddev 0.05."""
 
-    def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None):
+    def __init__(
+        self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None
+    ):
         self.mean, self.stddev, self.seed = float(mean), float(stddev), seed
 
     def __call__(self, shape: Any, dtype: Any = None) -> np.ndarray:
@@ -156,7 +160,9 @@ def _truncated_standard_normal(
 class TruncatedNormal(Initializer):
     """N(mean, stddev**2) redrawn outside two standard deviations."""
 
-    def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None):
+    def __init__(
+        self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None
+    ):
         self.mean, self.stddev, self.seed = float(mean), float(stddev), seed
 
     def __call__(self, shape: Any, dtype: Any = None) -> np.ndarray:
@@ -195,21 +201,31 @@ class VarianceScaling(Initializer):
         if scale <= 0:
             raise ValueError(f"scale must be positive, got {scale}")
         if mode not in ("fan_in", "fan_out", "fan_avg"):
-            raise ValueError(f"mode must be 'fan_in', 'fan_out' or 'fan_avg', got {mode!r}")
+            raise ValueError(
+                f"mode must be 'fan_in', 'fan_out' or 'fan_avg', got {mode!r}"
+            )
         distribution = distribution.lower()
         if distribution == "normal":
             distribution = "truncated_normal"
         if distribution not in ("truncated_normal", "untruncated_normal", "uniform"):
             raise ValueError(
-                "distribution must be 'truncated_normal', 'untruncated_normal' or 'uniform', "
+                "distribution must be 'truncated_normal', 'untruncated_normal' "
+                "or 'uniform', "
                 f"got {distribution!r}"
             )
-        self.scale, self.mode, self.distribution, self.seed = float(scale), mode, distribution, seed
+        self.scale, self.mode, self.distribution, self.seed = (
+            float(scale),
+            mode,
+            distribution,
+            seed,
+        )
 
     def __call__(self, shape: Any, dtype: Any = None) -> np.ndarray:
         dt, shp = _dtype(dtype), _shape(shape)
         fan_in, fan_out = _fans(shp)
-        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[self.mode]
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[
+            self.mode
+        ]
         scale = self.scale / max(1.0, fan)
         rng = self._rng()
         if self.distribution == "truncated_normal":
@@ -227,8 +243,12 @@ class VarianceScaling(Initializer):
         return out
 
     def get_config(self) -> dict[str, Any]:
-        return {"scale": self.scale, "mode": self.mode, "distribution": self.distribution,
-                "seed": self.seed}
+        return {
+            "scale": self.scale,
+            "mode": self.mode,
+            "distribution": self.distribution,
+            "seed": self.seed,
+        }
 
 
 class _Preset(VarianceScaling):
@@ -302,9 +322,22 @@ class Orthogonal(Initializer):
 
 _CLASSES: dict[str, type[Initializer]] = {
     c.__name__: c
-    for c in (Zeros, Ones, Constant, RandomUniform, RandomNormal, TruncatedNormal,
-              VarianceScaling, GlorotUniform, GlorotNormal, HeUniform, HeNormal,
-              LecunUniform, LecunNormal, Orthogonal)
+    for c in (
+        Zeros,
+        Ones,
+        Constant,
+        RandomUniform,
+        RandomNormal,
+        TruncatedNormal,
+        VarianceScaling,
+        GlorotUniform,
+        GlorotNormal,
+        HeUniform,
+        HeNormal,
+        LecunUniform,
+        LecunNormal,
+        Orthogonal,
+    )
 }
 _NAMES: dict[str, Callable[[], Initializer]] = {
     "uniform": RandomUniform,
@@ -330,13 +363,18 @@ _NAMES: dict[str, Callable[[], Initializer]] = {
 
 def serialize(initializer: Initializer) -> dict[str, Any]:
     """``{"class_name": ..., "config": ...}`` as Keras."""
-    return {"class_name": type(initializer).__name__, "config": initializer.get_config()}
+    return {
+        "class_name": type(initializer).__name__,
+        "config": initializer.get_config(),
+    }
 
 
 def deserialize(config: dict[str, Any]) -> Initializer:
     name = config.get("class_name")
     if name not in _CLASSES:
-        raise ValueError(f"unknown initializer class {name!r}; known: {sorted(_CLASSES)}")
+        raise ValueError(
+            f"unknown initializer class {name!r}; known: {sorted(_CLASSES)}"
+        )
     return _CLASSES[name].from_config(dict(config.get("config") or {}))
 
 
@@ -355,7 +393,8 @@ def get(identifier: Any, seed: int | None = None) -> Callable[..., np.ndarray]:
             init = _NAMES[key]()
         else:
             raise ValueError(
-                f"unknown initializer {identifier!r}; use one of {sorted(_NAMES)} or a callable "
+                f"unknown initializer {identifier!r}; use one of {sorted(_NAMES)} "
+                "or a callable "
                 "f(shape, dtype)"
             )
         return init._with_seed(seed) if seed is not None else init

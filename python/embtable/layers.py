@@ -50,11 +50,15 @@ def _auto_name(prefix: str) -> str:
 
 
 def _serialize_callable(obj: Any, module: Any) -> Any:
-    """Keras-style config entry: embtable objects as {class_name, config}, else a name."""
+    """Keras-style config entry: embtable objects as {class_name, config},
+    other callables by qualified name."""
     if obj is None:
         return None
-    base = {initializers: initializers.Initializer, regularizers: regularizers.Regularizer,
-            constraints: constraints.Constraint}[module]
+    base = {
+        initializers: initializers.Initializer,
+        regularizers: regularizers.Regularizer,
+        constraints: constraints.Constraint,
+    }[module]
     if isinstance(obj, base) and type(obj).__name__ in module._CLASSES:
         return module.serialize(obj)
     qualname = getattr(obj, "__qualname__", None) or type(obj).__qualname__
@@ -68,7 +72,7 @@ def _deserialize_callable(
     if entry is None:
         return None
     if isinstance(entry, dict):
-        name = entry.get("class_name")
+        name = str(entry.get("class_name"))
         if custom_objects and name in custom_objects:
             target = custom_objects[name]
             cfg = entry.get("config") or {}
@@ -93,9 +97,13 @@ class TableLayer:
     A subclass (e.g. a pooled layer) does:
 
     - ``__init__``: call ``super().__init__(V, D, ...)`` with the shared arguments,
-      then set its own; extend ``get_config()`` with its extra keys (and set
-      ``_CONFIG_ARGS`` / ``_DIM_KEYS`` if its constructor names differ).
-    - forward: ``ids = self._prepare_ids(indices)`` (integer or whole-float ids,
+      then set its own; set ``_DIM_KEYS`` (the constructor's names of V and D,
+      e.g. ``("num_embeddings", "embedding_dim")``) and ``_DEFAULT_NAME``; extend
+      ``get_config()`` with its extra keys. ``from_config`` calls ``cls(**config)``,
+      so the constructor must accept every key ``get_config()`` returns (or
+      ``get_config()`` pops the ones it does not take).
+    - ``forward(...)`` (``layer(...)`` calls it):
+      ``ids = self._prepare_ids(indices)`` (integer or whole-float ids,
       validated against V: IndexError before any change), then
       ``self._renorm(ids)`` (max_norm, in place), then its lookup on
       ``self.embeddings``; remember what backward needs.
@@ -136,31 +144,44 @@ class TableLayer:
         V = _positive_int(self._DIM_KEYS[0], input_dim)
         D = _positive_int(self._DIM_KEYS[1], output_dim)
         self._dtype = _float_dtype(dtype)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+        ):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
         self.seed = None if seed is None else int(seed)
         if padding_idx is not None:
-            if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)):
-                raise ValueError(f"padding_idx must be an int in [0, {V}), got {padding_idx!r}")
+            if isinstance(padding_idx, bool) or not isinstance(
+                padding_idx, (int, np.integer)
+            ):
+                raise ValueError(
+                    f"padding_idx must be an int in [0, {V}), got {padding_idx!r}"
+                )
             if not 0 <= int(padding_idx) < V:
                 raise ValueError(
-                    f"padding_idx must be in [0, {V}) (the table's rows), got {padding_idx}"
+                    f"padding_idx must be in [0, {V}) (the table's rows), "
+                    f"got {padding_idx}"
                 )
             padding_idx = int(padding_idx)
         self.padding_idx: int | None = padding_idx
         if max_norm is not None:
             max_norm = float(max_norm)
             if not max_norm > 0:
-                raise ValueError(f"max_norm must be a positive float or None, got {max_norm}")
+                raise ValueError(
+                    f"max_norm must be a positive float or None, got {max_norm}"
+                )
         self.max_norm: float | None = max_norm
         norm_type = float(norm_type)
         if not norm_type > 0:
-            raise ValueError(f"norm_type must be > 0 (2.0 for the Euclidean norm), got {norm_type}")
+            raise ValueError(
+                f"norm_type must be > 0 (2.0 for the Euclidean norm), got {norm_type}"
+            )
         self.norm_type = norm_type
         self.sparse = bool(sparse)
         self.trainable = bool(trainable)
         self.name = name if name is not None else _auto_name(self._DEFAULT_NAME)
-        self.embeddings_initializer = initializers.get(embeddings_initializer, self.seed)
+        self.embeddings_initializer = initializers.get(
+            embeddings_initializer, self.seed
+        )
         self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
         self.embeddings_constraint = constraints.get(embeddings_constraint)
         if weights is not None:
@@ -170,24 +191,36 @@ class TableLayer:
             table = np.asarray(table)
             if table.shape != (V, D):
                 raise ValueError(
-                    f"embeddings_initializer returned shape {table.shape}, expected {(V, D)}"
+                    f"embeddings_initializer returned shape {table.shape}, "
+                    f"expected {(V, D)}"
                 )
             self.embeddings = np.array(table, dtype=self._dtype, order="C", copy=True)
             if self.padding_idx is not None:
                 self.embeddings[self.padding_idx] = 0
-        self._grad: np.ndarray | RowGrad | None = None
+        self._grad: np.ndarray | RowGrad | None = None  # see grad / zero_grad
         self._grad_buffer: np.ndarray | None = None
         self._losses: list[float] = []
+
+    def forward(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        """Same as ``forward``."""
+        return self.forward(*args, **kwargs)
 
     # -- table ---------------------------------------------------------------
     def _table_from_weights(self, weights: Any, V: int, D: int) -> np.ndarray:
         if isinstance(weights, (list, tuple)):
             if len(weights) != 1:
-                raise ValueError(f"weights must be one array or [array], got {len(weights)} arrays")
+                raise ValueError(
+                    f"weights must be one array or [array], got {len(weights)} arrays"
+                )
             weights = weights[0]
         w = np.asarray(weights)
         if w.shape != (V, D):
-            raise ValueError(f"weights have shape {w.shape} but the table has shape {(V, D)}")
+            raise ValueError(
+                f"weights have shape {w.shape} but the table has shape {(V, D)}"
+            )
         if w.dtype.kind not in "fiu":
             raise ValueError(f"weights must be numeric, got dtype {w.dtype}")
         return np.array(w, dtype=self._dtype, order="C", copy=True)
@@ -213,13 +246,14 @@ class TableLayer:
         return [self.embeddings.copy()]
 
     def set_weights(self, weights: Any) -> None:
-        """Copy ``[table]`` into the layer's table in place (same shape, else ValueError)."""
+        """Copy ``[table]`` into the table in place (same shape, else ValueError)."""
         if not isinstance(weights, (list, tuple)) or len(weights) != 1:
             raise ValueError("set_weights expects a list with one (V, D) array")
         w = np.asarray(weights[0])
         if w.shape != self.embeddings.shape:
             raise ValueError(
-                f"weights have shape {w.shape} but the table has shape {self.embeddings.shape}"
+                f"weights have shape {w.shape} but the table has shape "
+                f"{self.embeddings.shape}"
             )
         self.embeddings[...] = w
 
@@ -248,14 +282,18 @@ class TableLayer:
                 pos = int(np.flatnonzero(~whole)[0])
                 where = np.unravel_index(pos, arr.shape) if arr.ndim else ()
                 raise TypeError(
-                    f"ids must be whole numbers, got {flat[pos]!r} at position {tuple(int(i) for i in where)}"
+                    f"ids must be whole numbers, got {flat[pos]!r} at position "
+                    f"{tuple(int(i) for i in where)}"
                     "; round them or pass an integer array"
                 )
             bad = np.flatnonzero((flat < 0) | (flat >= V))
             if bad.size:
                 pos = int(bad[0])
-                raise IndexError(_core.index_error_message(
-                    str(int(flat[pos])), list(arr.shape), pos, V))
+                raise IndexError(
+                    _core.index_error_message(
+                        str(int(flat[pos])), list(arr.shape), pos, V
+                    )
+                )
             arr = arr.astype(np.int64)
         ids = as_indices(arr, V, "ids")
         # Validate here too (gather would, but renorm and backward come first/later).
@@ -264,8 +302,11 @@ class TableLayer:
             if lo < 0 or hi >= V:
                 flat_ids = ids.reshape(-1)
                 pos = int(np.flatnonzero((flat_ids < 0) | (flat_ids >= V))[0])
-                raise IndexError(_core.index_error_message(
-                    str(int(flat_ids[pos])), list(ids.shape), pos, V))
+                raise IndexError(
+                    _core.index_error_message(
+                        str(int(flat_ids[pos])), list(ids.shape), pos, V
+                    )
+                )
         return ids
 
     def _renorm(self, ids: np.ndarray) -> None:
@@ -276,7 +317,7 @@ class TableLayer:
     # -- gradients -----------------------------------------------------------
     @property
     def grad(self) -> np.ndarray | RowGrad | None:
-        """The accumulated gradient: None, a (V, D) array (dense) or a RowGrad (sparse)."""
+        """The accumulated gradient: None, a (V, D) array or a RowGrad (sparse)."""
         return self._grad
 
     def zero_grad(self) -> None:
@@ -297,20 +338,25 @@ class TableLayer:
         assert isinstance(self._grad, np.ndarray)
         return self._grad
 
-    def _check_grad_output(self, grad_output: Any, expected: tuple[int, ...]) -> np.ndarray:
+    def _check_grad_output(
+        self, grad_output: Any, expected: tuple[int, ...]
+    ) -> np.ndarray:
         g = np.asarray(grad_output)
         if g.shape != tuple(expected):
             raise ValueError(
-                f"grad_output has shape {g.shape} but the output had shape {tuple(expected)}"
+                f"grad_output has shape {g.shape} but the output had shape "
+                f"{tuple(expected)}"
             )
         if g.dtype != self._dtype:
             if g.dtype.kind not in "fiu":
-                raise TypeError(f"grad_output must be a float array, got dtype {g.dtype}")
+                raise TypeError(
+                    f"grad_output must be a float array, got dtype {g.dtype}"
+                )
             g = g.astype(self._dtype)
         return np.ascontiguousarray(g)
 
     def _accumulate_rows(self, ids: np.ndarray, rows: np.ndarray) -> None:
-        """Add the gradient ``rows`` (``ids.shape + (D,)``, one per id) into ``grad``."""
+        """Add ``rows`` (``ids.shape + (D,)``, one per id) into ``grad``."""
         if self.sparse:
             pad = -1 if self.padding_idx is None else self.padding_idx
             r, v = _core.rowgrad_coalesce(ids, rows, self.input_dim, pad)
@@ -328,7 +374,8 @@ class TableLayer:
                 raise TypeError("a sparse layer accumulates RowGrads")
             if grad.width != self.output_dim or grad.dtype != self._dtype:
                 raise ValueError(
-                    f"RowGrad of width {grad.width} / {grad.dtype} does not fit a table of "
+                    f"RowGrad of width {grad.width} / {grad.dtype} does not fit "
+                    "a table of "
                     f"shape {self.embeddings.shape} / {self._dtype}"
                 )
             if self.padding_idx is not None and len(grad):
@@ -378,9 +425,15 @@ class TableLayer:
             "dtype": self.dtype,
             self._DIM_KEYS[0]: self.input_dim,
             self._DIM_KEYS[1]: self.output_dim,
-            "embeddings_initializer": _serialize_callable(self.embeddings_initializer, initializers),
-            "embeddings_regularizer": _serialize_callable(self.embeddings_regularizer, regularizers),
-            "embeddings_constraint": _serialize_callable(self.embeddings_constraint, constraints),
+            "embeddings_initializer": _serialize_callable(
+                self.embeddings_initializer, initializers
+            ),
+            "embeddings_regularizer": _serialize_callable(
+                self.embeddings_regularizer, regularizers
+            ),
+            "embeddings_constraint": _serialize_callable(
+                self.embeddings_constraint, constraints
+            ),
             "seed": self.seed,
             "padding_idx": self.padding_idx,
             "max_norm": self.max_norm,
@@ -416,15 +469,21 @@ class TableLayer:
             p = p.with_name(p.name + ".npz")
         config = json.dumps(self.get_config())
         with open(p, "wb") as f:
-            np.savez(f, embeddings=self.embeddings, config=np.array(config),
-                     format=np.array("embtable." + type(self).__name__))
+            np.savez(
+                f,
+                embeddings=self.embeddings,
+                config=np.array(config),
+                format=np.array("embtable." + type(self).__name__),
+            )
         return p
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], custom_objects: Mapping[str, Any] | None = None
+        cls,
+        path: str | os.PathLike[str],
+        custom_objects: Mapping[str, Any] | None = None,
     ) -> TableLayer:
-        """Read a layer written by ``save`` (``.npz`` is added when ``path`` does not exist)."""
+        """Read a layer written by ``save`` (``.npz`` added if ``path`` is missing)."""
         p = Path(os.fspath(path))
         if not p.exists() and p.suffix != ".npz":
             p = p.with_name(p.name + ".npz")
@@ -442,7 +501,8 @@ class TableLayer:
             if v is not None
         )
         return (
-            f"{type(self).__name__}({self.input_dim}, {self.output_dim}, dtype={self.dtype}, "
+            f"{type(self).__name__}({self.input_dim}, {self.output_dim}, "
+            f"dtype={self.dtype}, "
             f"sparse={self.sparse}{extra}, name={self.name!r})"
         )
 
@@ -521,10 +581,8 @@ class Embedding(TableLayer):
         self._losses = losses
         return out
 
-    __call__ = forward
-
     def backward(self, grad_output: Any) -> np.ndarray | RowGrad:
-        """Add this call's gradient into ``grad`` and return ``grad`` (the running total)."""
+        """Add this call's gradient into ``grad`` and return ``grad`` (the total)."""
         if self._last_ids is None:
             raise RuntimeError("backward() needs a forward call first")
         ids = self._last_ids
@@ -544,8 +602,9 @@ class Embedding(TableLayer):
 
     def get_config(self) -> dict[str, Any]:
         cfg = super().get_config()
-        cfg["activity_regularizer"] = _serialize_callable(self.activity_regularizer, regularizers)
+        cfg["activity_regularizer"] = _serialize_callable(
+            self.activity_regularizer, regularizers
+        )
         cfg["mask_zero"] = self.mask_zero
         cfg["input_length"] = self.input_length
         return cfg
-

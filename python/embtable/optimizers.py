@@ -40,7 +40,7 @@ class Optimizer:
 
     _kind: str = ""
 
-    def __init__(self, learning_rate: float) -> None:
+    def __init__(self, learning_rate: float = 0.01) -> None:
         self.learning_rate = _lr(learning_rate)
         # id(layer) -> (weakref to the layer, its state); entries die with the layer.
         self._states: dict[int, tuple[weakref.ref, _LayerState]] = {}
@@ -52,12 +52,11 @@ class Optimizer:
 
     def _state(self, layer: Any) -> _LayerState:
         key = id(layer)
+        table = layer.embeddings
         entry = self._states.get(key)
         if entry is not None and entry[0]() is layer:
-            st = entry[1]
-            if all(s is None or s.shape == layer.embeddings.shape for s in st.slots):
-                return st
-        table = layer.embeddings
+            if all(s is None or s.shape == table.shape for s in entry[1].slots):
+                return entry[1]
         slots: list[np.ndarray | None] = []
         for init in self._slot_specs():
             if init is None:
@@ -68,8 +67,11 @@ class Optimizer:
                 slots.append(np.full(table.shape, init, dtype=table.dtype))
         st = _LayerState(slots)
         states = self._states
-        ref = weakref.ref(layer, lambda _r, key=key: states.pop(key, None))
-        self._states[key] = (ref, st)
+
+        def forget(_ref: weakref.ref, key: int = key) -> None:
+            states.pop(key, None)
+
+        self._states[key] = (weakref.ref(layer, forget), st)
         return st
 
     def iterations(self, layer: Any) -> int:
@@ -78,10 +80,10 @@ class Optimizer:
         return 0 if entry is None or entry[0]() is not layer else entry[1].iterations
 
     def state(self, layer: Any) -> dict[str, Any]:
-        """The layer's optimizer state: ``iterations`` and the named slot arrays (views)."""
+        """The layer's state: ``iterations`` and the named slot arrays (views)."""
         st = self._state(layer)
         out: dict[str, Any] = {"iterations": st.iterations}
-        for name, arr in zip(self._slot_names(), st.slots):
+        for name, arr in zip(self._slot_names(), st.slots, strict=True):
             if arr is not None:
                 out[name] = arr
         return out
@@ -115,8 +117,14 @@ class Optimizer:
         st.iterations += 1
         try:
             _core.optim_step(
-                self._kind, layer.embeddings, rows, values, st.slots,
-                learning_rate=self.learning_rate, step=st.iterations, **self._params()
+                self._kind,
+                layer.embeddings,
+                rows,
+                values,
+                st.slots,
+                learning_rate=self.learning_rate,
+                step=st.iterations,
+                **self._params(),
             )
         except BaseException:
             st.iterations -= 1
@@ -126,8 +134,11 @@ class Optimizer:
             apply(rows)
 
     def get_config(self) -> dict[str, Any]:
-        return {"name": type(self).__name__.lower(), "learning_rate": self.learning_rate,
-                **self._params()}
+        return {
+            "name": type(self).__name__.lower(),
+            "learning_rate": self.learning_rate,
+            **self._params(),
+        }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Optimizer:
@@ -136,7 +147,9 @@ class Optimizer:
         return cls(**cfg)
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
+        args = ", ".join(
+            f"{k}={v!r}" for k, v in self.get_config().items() if k != "name"
+        )
         return f"{type(self).__name__}({args})"
 
 
@@ -146,8 +159,9 @@ class SGD(Optimizer):
 
     _kind = "sgd"
 
-    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0,
-                 nesterov: bool = False) -> None:
+    def __init__(
+        self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False
+    ) -> None:
         super().__init__(learning_rate)
         momentum = float(momentum)
         if not 0.0 <= momentum <= 1.0:
@@ -170,8 +184,12 @@ class Adagrad(Optimizer):
 
     _kind = "adagrad"
 
-    def __init__(self, learning_rate: float = 0.001, initial_accumulator_value: float = 0.1,
-                 epsilon: float = 1e-7) -> None:
+    def __init__(
+        self,
+        learning_rate: float = 0.001,
+        initial_accumulator_value: float = 0.1,
+        epsilon: float = 1e-7,
+    ) -> None:
         super().__init__(learning_rate)
         self.initial_accumulator_value = float(initial_accumulator_value)
         if self.initial_accumulator_value < 0:
@@ -188,18 +206,26 @@ class Adagrad(Optimizer):
         return {"epsilon": self.epsilon}
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(),
-                "initial_accumulator_value": self.initial_accumulator_value}
+        return {
+            **super().get_config(),
+            "initial_accumulator_value": self.initial_accumulator_value,
+        }
 
 
 class RMSprop(Optimizer):
     """``v = rho * v + (1 - rho) * g**2``; ``w -= lr * g / sqrt(v + epsilon)``
-    (centered: ``v - mg**2 + epsilon``; momentum: through ``m = momentum * m + inc``)."""
+    (centered: ``v - mg**2 + epsilon``; momentum: ``m = momentum * m + inc``)."""
 
     _kind = "rmsprop"
 
-    def __init__(self, learning_rate: float = 0.001, rho: float = 0.9, momentum: float = 0.0,
-                 epsilon: float = 1e-7, centered: bool = False) -> None:
+    def __init__(
+        self,
+        learning_rate: float = 0.001,
+        rho: float = 0.9,
+        momentum: float = 0.0,
+        epsilon: float = 1e-7,
+        centered: bool = False,
+    ) -> None:
         super().__init__(learning_rate)
         self.rho = float(rho)
         self.momentum = float(momentum)
@@ -215,18 +241,28 @@ class RMSprop(Optimizer):
         return ("velocity", "momentum", "average_gradient")
 
     def _params(self) -> dict[str, Any]:
-        return {"rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon,
-                "centered": self.centered}
+        return {
+            "rho": self.rho,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "centered": self.centered,
+        }
 
 
 class Adam(Optimizer):
     """``m += (g - m) * (1 - beta_1); v += (g**2 - v) * (1 - beta_2)``;
-    ``w -= alpha * m / (sqrt(v) + epsilon)``, ``alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``."""
+    ``w -= alpha * m / (sqrt(v) + epsilon)``,
+    ``alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``."""
 
     _kind = "adam"
 
-    def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9,
-                 beta_2: float = 0.999, epsilon: float = 1e-7) -> None:
+    def __init__(
+        self,
+        learning_rate: float = 0.001,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-7,
+    ) -> None:
         super().__init__(learning_rate)
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
@@ -254,8 +290,11 @@ _BY_NAME: dict[str, type[Optimizer]] = {
 
 
 def get(identifier: Any) -> Optimizer:
-    """An optimizer from a name (``"sgd"``, ``"adagrad"``, ``"rmsprop"``, ``"adam"`` or a
-    class name), a config dict, or an Optimizer (returned as is); else ValueError."""
+    """An optimizer from a name, a config dict, or an Optimizer (returned as is).
+
+    Names: ``"sgd"``, ``"adagrad"``, ``"rmsprop"``, ``"adam"`` or the class names;
+    anything else raises ValueError.
+    """
     if isinstance(identifier, Optimizer):
         return identifier
     if isinstance(identifier, dict):
@@ -268,5 +307,6 @@ def get(identifier: Any) -> Optimizer:
         if cls is not None:
             return cls()
     raise ValueError(
-        f"unknown optimizer {identifier!r}; use one of 'sgd', 'adagrad', 'rmsprop', 'adam'"
+        f"unknown optimizer {identifier!r}; use one of 'sgd', 'adagrad', "
+        "'rmsprop', 'adam'"
     )

@@ -95,18 +95,24 @@ _NAMES: dict[str, Callable[[], Regularizer]] = {
 
 def serialize(regularizer: Regularizer) -> dict[str, Any]:
     """``{"class_name": ..., "config": ...}`` as Keras."""
-    return {"class_name": type(regularizer).__name__, "config": regularizer.get_config()}
+    return {
+        "class_name": type(regularizer).__name__,
+        "config": regularizer.get_config(),
+    }
 
 
 def deserialize(config: dict[str, Any]) -> Regularizer:
     name = config.get("class_name")
     if name not in _CLASSES:
-        raise ValueError(f"unknown regularizer class {name!r}; known: {sorted(_CLASSES)}")
+        raise ValueError(
+            f"unknown regularizer class {name!r}; known: {sorted(_CLASSES)}"
+        )
     return _CLASSES[name].from_config(dict(config.get("config") or {}))
 
 
 def get(identifier: Any) -> Callable[[np.ndarray], float] | None:
-    """A regularizer from a name (``"l1"``, ``"l2"``, ``"l1_l2"``), a dict, an object or None."""
+    """A regularizer from a name (``"l1"``, ``"l2"``, ``"l1_l2"``), a dict,
+    an object or None."""
     if identifier is None:
         return None
     if isinstance(identifier, str):
@@ -114,7 +120,9 @@ def get(identifier: Any) -> Callable[[np.ndarray], float] | None:
             return _CLASSES[identifier]()
         if identifier.lower() in _NAMES:
             return _NAMES[identifier.lower()]()
-        raise ValueError(f"unknown regularizer {identifier!r}; use 'l1', 'l2', 'l1_l2' or an object")
+        raise ValueError(
+            f"unknown regularizer {identifier!r}; use 'l1', 'l2', 'l1_l2' or an object"
+        )
     if isinstance(identifier, dict):
         return deserialize(identifier)
     if callable(identifier):

@@ -7,10 +7,19 @@
 #include "embtable/optim.hpp"
 #include "embtable/renorm.hpp"
 #include "embtable/rowgrad.hpp"
+#include "embtable/validate.hpp"
 #include "register.hpp"
 
 namespace embtable::binding {
 namespace {
+
+void check_indices_py(const py::array& indices, IndexKind ik, int64_t V) {
+  const std::vector<int64_t> shape = shape_of(indices);
+  if (ik == IndexKind::i32)
+    check_indices(const_ptr<int32_t>(indices), shape, V);
+  else
+    check_indices(const_ptr<int64_t>(indices), shape, V);
+}
 
 py::array int64_array(const std::vector<int64_t>& v) {
   py::array_t<int64_t> out(static_cast<py::ssize_t>(v.size()));
@@ -176,9 +185,57 @@ void optim_step_py(const std::string& kind, const py::object& table_obj, const p
   });
 }
 
+// Oracles for the tests: the scalar *_ref twins on the same inputs.
+py::tuple rowgrad_coalesce_ref_py(const py::array& indices, const py::array& grads, int64_t V,
+                                  int64_t padding_idx) {
+  const IndexKind ik = index_kind(indices, "indices");
+  const FloatKind fk = float_kind(grads, "grad_output");
+  check_inplace(grads, "grad_output");
+  const int64_t n = static_cast<int64_t>(indices.size());
+  const int64_t D = grads.ndim() ? grads.shape(grads.ndim() - 1) : 0;
+  if (static_cast<int64_t>(grads.size()) != n * D)
+    throw py::value_error("grad_output must have indices.shape + (D,)");
+  (void)V;
+  return dispatch(fk, ik, [&](auto s, auto i) {
+    using Scalar = decltype(s);
+    using Index = decltype(i);
+    std::vector<int64_t> rows;
+    std::vector<Scalar> values;
+    rowgrad_coalesce_ref<Scalar, Index>(const_ptr<Index>(indices), n, const_ptr<Scalar>(grads), D,
+                                        padding_idx, rows, values);
+    py::array out(grads.dtype(), std::vector<int64_t>{static_cast<int64_t>(rows.size()), D});
+    std::copy(values.begin(), values.end(), mutable_ptr<Scalar>(out));
+    return py::make_tuple(int64_array(rows), out);
+  });
+}
+
+void embedding_renorm_ref_py(const py::object& table_obj, const py::array& indices,
+                             double max_norm, double norm_type) {
+  py::array table = inplace_array(table_obj, "table");
+  const FloatKind fk = float_kind(table, "table");
+  check_table(table, "table", true);
+  const IndexKind ik = index_kind(indices, "indices");
+  const std::vector<int64_t> shape = shape_of(indices);
+  check_indices_py(indices, ik, table.shape(0));
+  const int64_t D = table.shape(1);
+  const auto n = static_cast<int64_t>(indices.size());
+  dispatch(fk, ik, [&](auto s, auto i) {
+    using Scalar = decltype(s);
+    using Index = decltype(i);
+    embedding_renorm_ref<Scalar, Index>(mutable_ptr<Scalar>(table), D, const_ptr<Index>(indices),
+                                        n, max_norm, norm_type);
+  });
+}
+
 }  // namespace
 
 void register_layer(py::module_& m) {
+  m.def("rowgrad_coalesce_ref", &rowgrad_coalesce_ref_py, py::arg("indices"),
+        py::arg("grad_output"), py::arg("V"), py::arg("padding_idx") = -1,
+        "Scalar oracle of rowgrad_coalesce (for tests).");
+  m.def("embedding_renorm_ref", &embedding_renorm_ref_py, py::arg("table"), py::arg("indices"),
+        py::arg("max_norm"), py::arg("norm_type") = 2.0,
+        "Scalar oracle of embedding_renorm (for tests).");
   m.def("rowgrad_coalesce", &rowgrad_coalesce_py, py::arg("indices"), py::arg("grad_output"),
         py::arg("V"), py::arg("padding_idx") = -1,
         "(rows, values): grad_output summed by id, rows sorted unique int64, padding_idx dropped.");

@@ -21,9 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 import embtable
+import numpy as np
 from embtable import _bag
 
 try:
@@ -65,6 +64,101 @@ def numpy_backward(target, grad, ids, counts, bag_len, mode, pad):
     np.add.at(target, ids, upd)
 
 
+class Data:
+    """The arrays of one benchmark run (and their torch views)."""
+
+    def __init__(self, args: argparse.Namespace, use_torch: bool) -> None:
+        rng = np.random.default_rng(0)
+        V, D, B, L = args.V, args.D, args.B, args.L
+        self.V, self.L, self.repeats, self.use_torch = V, L, args.repeats, use_torch
+        self.table = rng.standard_normal((V, D)).astype(args.dtype)
+        self.ids = rng.integers(0, V, size=B * L).astype(np.int64)
+        self.pad_idx = 0
+        self.ids[::10] = self.pad_idx  # 10 % of the ids (used in the "pad" runs)
+        self.offsets = np.arange(0, B * L, L, dtype=np.int64)
+        self.grad = rng.standard_normal((B, D)).astype(args.dtype)
+        self.target = np.zeros_like(self.table)
+        self.out = np.empty((B, D), dtype=self.table.dtype)
+        if use_torch:
+            self.t_table = torch.from_numpy(self.table)  # shares memory
+            self.t_ids = torch.from_numpy(self.ids)
+            self.t_offsets = torch.from_numpy(self.offsets)
+            self.t_grad = torch.from_numpy(self.grad)
+
+
+def run_case(d: Data, n: int, mode: str, pad: int | None) -> None:
+    """Prints the forward, dense backward and sparse backward rows of one case."""
+    label = f"{mode}{'' if pad is None else ' pad'}"
+    mask = d.ids != pad if pad is not None else np.ones_like(d.ids, dtype=bool)
+    counts = np.add.reduceat(mask.astype(np.int64), d.offsets)
+    kw: dict[str, Any] = dict(mode=mode, padding_idx=pad)
+    r = d.repeats
+
+    def torch_forward(w: Any = None, sparse: bool = False) -> Any:
+        w = d.t_table if w is None else w
+        w.grad = None
+        return F.embedding_bag(
+            d.t_ids, w, d.t_offsets, mode=mode, padding_idx=pad, sparse=sparse
+        )
+
+    # -- forward
+    row = [
+        f"forward {label}",
+        n,
+        median_ms(
+            lambda _: embtable.embedding_bag(
+                d.table, d.ids, d.offsets, out=d.out, **kw
+            ),
+            r,
+        ),
+        median_ms(
+            lambda _: numpy_forward(d.table, d.ids, d.offsets, counts, mode, pad), r
+        ),
+    ]
+    if d.use_torch:
+        row.append(median_ms(lambda _: torch_forward(), r))
+    emit(row, d.use_torch)
+    # -- dense backward (into an existing (V, D) buffer)
+    row = [
+        f"backward dense {label}",
+        n,
+        median_ms(
+            lambda _: _bag.embedding_bag_backward(
+                d.grad, d.ids, d.offsets, target=d.target, **kw
+            ),
+            r,
+        ),
+        median_ms(
+            lambda _: numpy_backward(d.target, d.grad, d.ids, counts, d.L, mode, pad), r
+        ),
+    ]
+    if d.use_torch:
+        w = d.t_table.clone().requires_grad_(True)
+        row.append(
+            median_ms(lambda y: y.backward(d.t_grad), r, lambda: torch_forward(w))
+        )
+    emit(row, d.use_torch)
+    # -- sparse backward (embtable: a coalesced RowGrad)
+    row = [
+        f"backward sparse {label}",
+        n,
+        median_ms(
+            lambda _: _bag.embedding_bag_backward_sparse(
+                d.grad, d.ids, d.offsets, num_embeddings=d.V, **kw
+            ),
+            r,
+        ),
+        float("nan"),
+    ]
+    if d.use_torch:
+        row.append(
+            median_ms(
+                lambda y: y.backward(d.t_grad), r, lambda: torch_forward(w, sparse=True)
+            )
+        )
+    emit(row, d.use_torch)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--V", type=int, default=1_000_000)
@@ -77,78 +171,34 @@ def main() -> None:
     p.add_argument("--no-torch", action="store_true")
     args = p.parse_args()
     use_torch = torch is not None and not args.no_torch
+    d = Data(args, use_torch)
 
-    rng = np.random.default_rng(0)
-    V, D, B, L = args.V, args.D, args.B, args.L
-    table = rng.standard_normal((V, D)).astype(args.dtype)
-    ids = rng.integers(0, V, size=B * L).astype(np.int64)
-    pad_idx = 0
-    ids[::10] = pad_idx  # 10 % of the ids are padding (in the runs with padding_idx)
-    offsets = np.arange(0, B * L, L, dtype=np.int64)
-    grad = rng.standard_normal((B, D)).astype(args.dtype)
-    target = np.zeros_like(table)
-    if use_torch:
-        t_table = torch.from_numpy(table)  # shares memory
-        t_ids, t_offsets, t_grad = map(torch.from_numpy, (ids, offsets, grad))
-
-    print(f"embedding_bag: B={B} bags of L={L} ids, table {V} x {D} {args.dtype}, "
-          f"median of {args.repeats} (ms)")
-    print(f"embtable {embtable.__version__}, SIMD {embtable.show_config(mode='dicts')['simd']['selected']}"
-          + (f", torch {torch.__version__}" if use_torch else ", torch not installed"))
+    print(
+        f"embedding_bag: B={args.B} bags of L={args.L} ids, table {args.V} x {args.D} "
+        f"{args.dtype}, median of {args.repeats} (ms)"
+    )
+    simd = embtable.show_config(mode="dicts")["simd"]["selected"]
+    print(
+        f"embtable {embtable.__version__}, SIMD {simd}"
+        + (f", torch {torch.__version__}" if use_torch else ", torch not installed")
+    )
     header = f"{'op':<34}{'threads':>8}{'embtable':>10}{'numpy':>10}"
     if use_torch:
         header += f"{'torch':>10}"
     header += f"{'vs numpy':>10}" + (f"{'vs torch':>10}" if use_torch else "")
     print(header)
-
     for n in args.threads:
         embtable.set_num_threads(n)
         if use_torch:
             torch.set_num_threads(n)
         for mode in ("sum", "mean"):
-            for pad in (None, pad_idx):
-                pad_label = "" if pad is None else " pad"
-                mask = ids != pad if pad is not None else np.ones_like(ids, dtype=bool)
-                counts = np.add.reduceat(mask.astype(np.int64), offsets)
-                out = np.empty((B, D), dtype=table.dtype)
-                kw = dict(mode=mode, padding_idx=pad)
-                # -- forward
-                e = median_ms(lambda _: embtable.embedding_bag(table, ids, offsets, out=out, **kw),
-                              args.repeats)
-                nfw = median_ms(lambda _: numpy_forward(table, ids, offsets, counts, mode, pad),
-                                args.repeats)
-                row = [f"forward {mode}{pad_label}", n, e, nfw]
-                if use_torch:
-                    tf = median_ms(lambda _: F.embedding_bag(t_ids, t_table, t_offsets, mode=mode,
-                                                           padding_idx=pad), args.repeats)
-                    row.append(tf)
-                emit(row, use_torch)
-                # -- dense backward
-                e = median_ms(lambda _: _bag.embedding_bag_backward(
-                    grad, ids, offsets, target=target, **kw), args.repeats)
-                nbw = median_ms(lambda _: numpy_backward(target, grad, ids, counts, L, mode, pad),
-                                args.repeats)
-                row = [f"backward dense {mode}{pad_label}", n, e, nbw]
-                if use_torch:
-                    w = t_table.clone().requires_grad_(True)
-
-                    def torch_forward(w=w, sparse=False):
-                        w.grad = None
-                        return F.embedding_bag(t_ids, w, t_offsets, mode=mode, padding_idx=pad,
-                                               sparse=sparse)
-
-                    row.append(median_ms(lambda y: y.backward(t_grad), args.repeats,
-                                         torch_forward))
-                emit(row, use_torch)
-                # -- sparse backward (RowGrad)
-                e = median_ms(lambda _: _bag.embedding_bag_backward_sparse(
-                    grad, ids, offsets, num_embeddings=V, **kw), args.repeats)
-                row = [f"backward sparse {mode}{pad_label}", n, e, float("nan")]
-                if use_torch:
-                    row.append(median_ms(lambda y: y.backward(t_grad), args.repeats,
-                                         lambda: torch_forward(sparse=True)))
-                emit(row, use_torch)
-    print("(torch's dense backward allocates and zeroes a (V, D) grad in each call)")
+            for pad in (None, d.pad_idx):
+                run_case(d, n, mode, pad)
+    print(
+        "(numpy and embtable backward accumulate into an existing (V, D) buffer; "
+        "torch's dense backward allocates and zeroes one in each call; torch's sparse "
+        "gradient is uncoalesced, embtable's is a coalesced RowGrad)"
+    )
 
 
 def emit(row: list, use_torch: bool) -> None:

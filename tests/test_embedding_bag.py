@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import embtable
 import numpy as np
 import pytest
+from embtable import _bag, _core
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import embtable
-from embtable import _bag, _core
 
 MODES = ["sum", "mean", "max"]
 DTYPES = [np.float32, np.float64]
@@ -34,8 +33,15 @@ def bag_bounds(n: int, indices_ndim: int, shape0: int, L: int, offsets, last: bo
     return list(zip(offs, ends, strict=True))
 
 
-def np_forward(table, indices, offsets=None, mode="mean", weights=None, padding_idx=None,
-               last=False):
+def np_forward(
+    table,
+    indices,
+    offsets=None,
+    mode="mean",
+    weights=None,
+    padding_idx=None,
+    last=False,
+):
     """Returns (out, argmax) computed with Python loops over bags."""
     idx = np.asarray(indices)
     flat = idx.reshape(-1)
@@ -67,8 +73,17 @@ def np_forward(table, indices, offsets=None, mode="mean", weights=None, padding_
     return out, argmax
 
 
-def np_backward(grad, V, indices, offsets=None, mode="mean", weights=None, padding_idx=None,
-                last=False, argmax=None):
+def np_backward(
+    grad,
+    V,
+    indices,
+    offsets=None,
+    mode="mean",
+    weights=None,
+    padding_idx=None,
+    last=False,
+    argmax=None,
+):
     idx = np.asarray(indices)
     flat = idx.reshape(-1)
     w = None if weights is None else np.asarray(weights).reshape(-1)
@@ -87,7 +102,9 @@ def np_backward(grad, V, indices, offsets=None, mode="mean", weights=None, paddi
             if w is not None:
                 target[flat[i]] += w[i] * grad[b]
             elif mode == "mean":
-                target[flat[i]] += grad.dtype.type(1) / grad.dtype.type(len(pos)) * grad[b]
+                target[flat[i]] += (
+                    grad.dtype.type(1) / grad.dtype.type(len(pos)) * grad[b]
+                )
             else:
                 target[flat[i]] += grad[b]
     return target
@@ -117,8 +134,19 @@ def threads(request) -> Iterator[int]:
     embtable.set_num_threads(before)
 
 
-def make_case(rng, V, D, dtype, *, ragged, n_bags, max_len, empty_bags=True, last=False,
-              index_dtype=np.int64):
+def make_case(
+    rng,
+    V,
+    D,
+    dtype,
+    *,
+    ragged,
+    n_bags,
+    max_len,
+    empty_bags=True,
+    last=False,
+    index_dtype=np.int64,
+):
     table = rng.standard_normal((V, D)).astype(dtype)
     if ragged:
         sizes = rng.integers(0 if empty_bags else 1, max_len + 1, size=n_bags)
@@ -134,7 +162,11 @@ def make_case(rng, V, D, dtype, *, ragged, n_bags, max_len, empty_bags=True, las
 
 
 def tol(dtype):
-    return dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    return (
+        dict(rtol=1e-5, atol=1e-5)
+        if dtype == np.float32
+        else dict(rtol=1e-12, atol=1e-12)
+    )
 
 
 # --------------------------------------------------------------------------- forward
@@ -146,14 +178,18 @@ def tol(dtype):
 @pytest.mark.parametrize("padding_idx", [None, 3])
 def test_forward_matches_numpy(dtype, mode, ragged, padding_idx, threads):
     rng = np.random.default_rng(7)
-    table, indices, offsets = make_case(rng, 40, 70, dtype, ragged=ragged, n_bags=300,
-                                        max_len=9)
-    got = embtable.embedding_bag(table, indices, offsets, mode=mode, padding_idx=padding_idx)
+    table, indices, offsets = make_case(
+        rng, 40, 70, dtype, ragged=ragged, n_bags=300, max_len=9
+    )
+    got = embtable.embedding_bag(
+        table, indices, offsets, mode=mode, padding_idx=padding_idx
+    )
     want, _ = np_forward(table, indices, offsets, mode, padding_idx=padding_idx)
     assert got.dtype == dtype and got.shape == want.shape
     np.testing.assert_allclose(got, want, **tol(dtype))
-    ref = _core.embedding_bag(table, indices, offsets, mode=mode, padding_idx=padding_idx,
-                              reference=True)
+    ref = _core.embedding_bag(
+        table, indices, offsets, mode=mode, padding_idx=padding_idx, reference=True
+    )
     np.testing.assert_array_equal(got, ref)  # fast path == scalar twin, bit for bit
 
 
@@ -161,10 +197,19 @@ def test_forward_matches_numpy(dtype, mode, ragged, padding_idx, threads):
 @pytest.mark.parametrize("D", [1, 5, 64, 130])
 def test_weighted_sum_and_simd_levels_bitwise(dtype, D):
     rng = np.random.default_rng(D)
-    table, indices, offsets = make_case(rng, 30, D, dtype, ragged=True, n_bags=50, max_len=7)
+    table, indices, offsets = make_case(
+        rng, 30, D, dtype, ragged=True, n_bags=50, max_len=7
+    )
     w = rng.standard_normal(indices.shape).astype(dtype)
-    ref = _core.embedding_bag(table, indices, offsets, mode="sum", per_sample_weights=w,
-                              padding_idx=2, reference=True)
+    ref = _core.embedding_bag(
+        table,
+        indices,
+        offsets,
+        mode="sum",
+        per_sample_weights=w,
+        padding_idx=2,
+        reference=True,
+    )
     want, _ = np_forward(table, indices, offsets, "sum", w, padding_idx=2)
     np.testing.assert_allclose(ref, want, **tol(dtype))
     before = _core.get_simd_level()
@@ -176,11 +221,24 @@ def test_weighted_sum_and_simd_levels_bitwise(dtype, D):
                 continue  # this CPU lacks it
             for mode in MODES:
                 ww = w if mode == "sum" else None
-                got, arg = _bag.embedding_bag_forward(table, indices, offsets, mode=mode,
-                                                      per_sample_weights=ww, padding_idx=2)
-                r, ra = _core.embedding_bag(table, indices, offsets, mode=mode,
-                                            per_sample_weights=ww, padding_idx=2,
-                                            return_argmax=True, reference=True)
+                got, arg = _bag.embedding_bag_forward(
+                    table,
+                    indices,
+                    offsets,
+                    mode=mode,
+                    per_sample_weights=ww,
+                    padding_idx=2,
+                )
+                r, ra = _core.embedding_bag(
+                    table,
+                    indices,
+                    offsets,
+                    mode=mode,
+                    per_sample_weights=ww,
+                    padding_idx=2,
+                    return_argmax=True,
+                    reference=True,
+                )
                 np.testing.assert_array_equal(got, r, err_msg=f"{level} {mode}")
                 if mode == "max":
                     np.testing.assert_array_equal(arg, ra)
@@ -190,7 +248,9 @@ def test_weighted_sum_and_simd_levels_bitwise(dtype, D):
 
 def test_max_ties_pick_first_in_bag_order_and_argmax():
     table = np.array([[1, 5], [1, 5], [0, 7], [2, -1]], dtype=np.float32)
-    out, arg = _bag.embedding_bag_forward(table, [[0, 1, 2], [1, 0, 2], [3, 3, 3]], mode="max")
+    out, arg = _bag.embedding_bag_forward(
+        table, [[0, 1, 2], [1, 0, 2], [3, 3, 3]], mode="max"
+    )
     np.testing.assert_array_equal(out, [[1, 7], [1, 7], [2, -1]])
     np.testing.assert_array_equal(arg, [[0, 2], [1, 2], [3, 3]])
 
@@ -207,8 +267,9 @@ def test_max_nan_first_stays_as_torch():
 def test_empty_bags_and_all_padding_give_zeros(mode):
     table = np.arange(1, 13, dtype=np.float32).reshape(4, 3)
     # offsets = [0, 0, 2, 2, 3] -> bags of 0, 2, 0, 1, 1 ids
-    out, arg = _bag.embedding_bag_forward(table, [1, 2, 0, 0], [0, 0, 2, 2, 3], mode=mode,
-                                          padding_idx=0)
+    out, arg = _bag.embedding_bag_forward(
+        table, [1, 2, 0, 0], [0, 0, 2, 2, 3], mode=mode, padding_idx=0
+    )
     assert out.shape == (5, 3)
     for b in (0, 2, 3, 4):  # empty, empty, only padding, only padding
         np.testing.assert_array_equal(out[b], 0)
@@ -216,33 +277,46 @@ def test_empty_bags_and_all_padding_give_zeros(mode):
         np.testing.assert_array_equal(arg[[0, 2, 3, 4]], -1)
     else:
         assert arg is None
-    expected = {"sum": table[1] + table[2], "mean": (table[1] + table[2]) / 2,
-                "max": np.maximum(table[1], table[2])}[mode]
+    expected = {
+        "sum": table[1] + table[2],
+        "mean": (table[1] + table[2]) / 2,
+        "max": np.maximum(table[1], table[2]),
+    }[mode]
     np.testing.assert_allclose(out[1], expected)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_zero_length_bags_zero_bags_and_D0(mode):
     table = np.ones((5, 4), dtype=np.float32)
-    np.testing.assert_array_equal(embtable.embedding_bag(table, np.zeros((3, 0), np.int64),
-                                                         mode=mode), np.zeros((3, 4)))
+    np.testing.assert_array_equal(
+        embtable.embedding_bag(table, np.zeros((3, 0), np.int64), mode=mode),
+        np.zeros((3, 4)),
+    )
     assert embtable.embedding_bag(table, [], [], mode=mode).shape == (0, 4)
-    assert embtable.embedding_bag(table, np.zeros((0, 5), np.int32), mode=mode).shape == (0, 4)
+    assert embtable.embedding_bag(
+        table, np.zeros((0, 5), np.int32), mode=mode
+    ).shape == (0, 4)
     assert embtable.embedding_bag(np.ones((5, 0)), [[1, 2]], mode=mode).shape == (1, 0)
     np.testing.assert_array_equal(
-        embtable.embedding_bag(np.empty((0, 2)), [], [0, 0], mode=mode), np.zeros((2, 2)))
+        embtable.embedding_bag(np.empty((0, 2)), [], [0, 0], mode=mode),
+        np.zeros((2, 2)),
+    )
 
 
 def test_include_last_offset():
     rng = np.random.default_rng(1)
     table = rng.standard_normal((10, 4))
     idx = [1, 2, 3, 4, 5]
-    a = embtable.embedding_bag(table, idx, [0, 2, 2, 5], mode="sum", include_last_offset=True)
+    a = embtable.embedding_bag(
+        table, idx, [0, 2, 2, 5], mode="sum", include_last_offset=True
+    )
     b = embtable.embedding_bag(table, idx, [0, 2, 2], mode="sum")
     np.testing.assert_array_equal(a, b)
     assert a.shape == (3, 4)
     # Ignored for 2-D indices, as in PyTorch.
-    c = embtable.embedding_bag(table, [[1, 2], [3, 4]], mode="sum", include_last_offset=True)
+    c = embtable.embedding_bag(
+        table, [[1, 2], [3, 4]], mode="sum", include_last_offset=True
+    )
     assert c.shape == (2, 4)
 
 
@@ -252,15 +326,23 @@ def test_out_is_written_and_returned_and_defaults():
     out = np.full((3, 8), 9.0, dtype=np.float32)
     res = embtable.embedding_bag(table, [[1, 2], [3, 4], [5, 5]], out=out)
     assert res is out
-    np.testing.assert_allclose(out[0], (table[1] + table[2]) / 2, rtol=1e-6)  # default: mean
+    np.testing.assert_allclose(
+        out[0], (table[1] + table[2]) / 2, rtol=1e-6
+    )  # default: mean
 
 
-@pytest.mark.parametrize("idx_dtype", [np.int8, np.uint8, np.int16, np.uint16, np.int32,
-                                       np.uint32, np.int64, np.uint64])
+@pytest.mark.parametrize(
+    "idx_dtype",
+    [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64],
+)
 def test_index_and_offset_dtypes(idx_dtype):
     table = np.arange(12, dtype=np.float64).reshape(6, 2)
-    got = embtable.embedding_bag(table, np.array([1, 2, 5], dtype=idx_dtype),
-                                 np.array([0, 1], dtype=idx_dtype), mode="sum")
+    got = embtable.embedding_bag(
+        table,
+        np.array([1, 2, 5], dtype=idx_dtype),
+        np.array([0, 1], dtype=idx_dtype),
+        mode="sum",
+    )
     np.testing.assert_array_equal(got, [table[1], table[2] + table[5]])
 
 
@@ -271,21 +353,30 @@ def test_readonly_and_noncontiguous_inputs():
     idx = rng.integers(0, 30, size=(8, 10))[:, ::2]  # non-contiguous indices
     w = rng.standard_normal((8, 10)).astype(np.float32)[:, ::2]
     got = embtable.embedding_bag(table, idx, mode="sum", per_sample_weights=w)
-    want, _ = np_forward(table, np.ascontiguousarray(idx), None, "sum", np.ascontiguousarray(w))
+    want, _ = np_forward(
+        table, np.ascontiguousarray(idx), None, "sum", np.ascontiguousarray(w)
+    )
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_forward_is_thread_count_independent():
     rng = np.random.default_rng(4)
-    table, indices, offsets = make_case(rng, 500, 48, np.float32, ragged=True, n_bags=2000,
-                                        max_len=12)
+    table, indices, offsets = make_case(
+        rng, 500, 48, np.float32, ragged=True, n_bags=2000, max_len=12
+    )
     before = embtable.get_num_threads()
     try:
         results = []
         for n in (1, 2, 3, 4):
             embtable.set_num_threads(n)
-            results.append([embtable.embedding_bag(table, indices, offsets, mode=m, padding_idx=0)
-                            for m in MODES])
+            results.append(
+                [
+                    embtable.embedding_bag(
+                        table, indices, offsets, mode=m, padding_idx=0
+                    )
+                    for m in MODES
+                ]
+            )
     finally:
         embtable.set_num_threads(before)
     for r in results[1:]:
@@ -303,24 +394,38 @@ def test_forward_is_thread_count_independent():
 def test_backward_dense_and_sparse(dtype, mode, ragged, padding_idx, threads):
     rng = np.random.default_rng(11)
     V = 60
-    table, indices, offsets = make_case(rng, V, 40, dtype, ragged=ragged, n_bags=400,
-                                        max_len=8)
+    table, indices, offsets = make_case(
+        rng, V, 40, dtype, ragged=ragged, n_bags=400, max_len=8
+    )
     w = rng.standard_normal(indices.shape).astype(dtype) if mode == "sum" else None
-    out, argmax = _bag.embedding_bag_forward(table, indices, offsets, mode=mode,
-                                             per_sample_weights=w, padding_idx=padding_idx)
+    out, argmax = _bag.embedding_bag_forward(
+        table,
+        indices,
+        offsets,
+        mode=mode,
+        per_sample_weights=w,
+        padding_idx=padding_idx,
+    )
     grad = rng.standard_normal(out.shape).astype(dtype)
     want = np_backward(grad, V, indices, offsets, mode, w, padding_idx, argmax=argmax)
     kw = dict(mode=mode, per_sample_weights=w, padding_idx=padding_idx, argmax=argmax)
-    det = _bag.embedding_bag_backward(grad, indices, offsets, target=np.zeros_like(table), **kw)
+    det = _bag.embedding_bag_backward(
+        grad, indices, offsets, target=np.zeros_like(table), **kw
+    )
     np.testing.assert_allclose(det, want, **tol(dtype))
-    ref = _core.embedding_bag_backward(grad, indices, offsets, target=np.zeros_like(table),
-                                       reference=True, **kw)
-    np.testing.assert_array_equal(det, ref)  # deterministic == index-order oracle, bitwise
-    atomic = _bag.embedding_bag_backward(grad, indices, offsets, target=np.zeros_like(table),
-                                         deterministic=False, **kw)
+    ref = _core.embedding_bag_backward(
+        grad, indices, offsets, target=np.zeros_like(table), reference=True, **kw
+    )
+    np.testing.assert_array_equal(
+        det, ref
+    )  # deterministic == index-order oracle, bitwise
+    atomic = _bag.embedding_bag_backward(
+        grad, indices, offsets, target=np.zeros_like(table), deterministic=False, **kw
+    )
     np.testing.assert_allclose(atomic, want, **tol(dtype))
-    rows, values = _bag.embedding_bag_backward_sparse(grad, indices, offsets, num_embeddings=V,
-                                                      **kw)
+    rows, values = _bag.embedding_bag_backward_sparse(
+        grad, indices, offsets, num_embeddings=V, **kw
+    )
     assert rows.dtype == np.int64 and values.dtype == dtype
     assert np.all(np.diff(rows) > 0)
     if padding_idx is not None:
@@ -335,23 +440,31 @@ def test_backward_dense_and_sparse(dtype, mode, ragged, padding_idx, threads):
 def test_backward_accumulates_and_validates_first():
     table = np.ones((5, 2), dtype=np.float32)
     target = np.full((5, 2), 1.0, dtype=np.float32)
-    _bag.embedding_bag_backward(np.ones((2, 2), np.float32), [[0, 1], [1, 4]], target=target,
-                                mode="sum")
+    _bag.embedding_bag_backward(
+        np.ones((2, 2), np.float32), [[0, 1], [1, 4]], target=target, mode="sum"
+    )
     np.testing.assert_array_equal(target, [[2, 2], [3, 3], [1, 1], [1, 1], [2, 2]])
     before = target.copy()
     with pytest.raises(IndexError, match=r"index 5 at position \(1, 1\)"):
-        _bag.embedding_bag_backward(np.ones((2, 2), np.float32), [[0, 1], [1, 5]],
-                                    target=target, mode="sum")
+        _bag.embedding_bag_backward(
+            np.ones((2, 2), np.float32), [[0, 1], [1, 5]], target=target, mode="sum"
+        )
     with pytest.raises(ValueError, match="argmax"):
-        _bag.embedding_bag_backward(np.ones((2, 2), np.float32), [[0, 1], [1, 4]],
-                                    target=target, mode="max")
+        _bag.embedding_bag_backward(
+            np.ones((2, 2), np.float32), [[0, 1], [1, 4]], target=target, mode="max"
+        )
     with pytest.raises(ValueError, match="argmax entry 9"):
-        _bag.embedding_bag_backward(np.ones((2, 2), np.float32), [[0, 1], [1, 4]],
-                                    target=target, mode="max",
-                                    argmax=np.array([[0, 9], [1, 1]]))
+        _bag.embedding_bag_backward(
+            np.ones((2, 2), np.float32),
+            [[0, 1], [1, 4]],
+            target=target,
+            mode="max",
+            argmax=np.array([[0, 9], [1, 1]]),
+        )
     with pytest.raises(ValueError, match=r"grad_out has shape \(3, 2\)"):
-        _bag.embedding_bag_backward(np.ones((3, 2), np.float32), [[0, 1], [1, 4]],
-                                    target=target, mode="sum")
+        _bag.embedding_bag_backward(
+            np.ones((3, 2), np.float32), [[0, 1], [1, 4]], target=target, mode="sum"
+        )
     np.testing.assert_array_equal(target, before)
     del table
 
@@ -366,12 +479,22 @@ def test_backward_deterministic_bitwise_across_threads():
     before = embtable.get_num_threads()
     try:
         for mode in MODES:
-            _, argmax = _bag.embedding_bag_forward(table, indices, mode=mode, padding_idx=1)
+            _, argmax = _bag.embedding_bag_forward(
+                table, indices, mode=mode, padding_idx=1
+            )
             res = []
             for n in (1, 2, 3, 4):
                 embtable.set_num_threads(n)
-                res.append(_bag.embedding_bag_backward(grad, indices, target=np.zeros_like(table),
-                                                       mode=mode, padding_idx=1, argmax=argmax))
+                res.append(
+                    _bag.embedding_bag_backward(
+                        grad,
+                        indices,
+                        target=np.zeros_like(table),
+                        mode=mode,
+                        padding_idx=1,
+                        argmax=argmax,
+                    )
+                )
             for r in res[1:]:
                 np.testing.assert_array_equal(res[0], r)
     finally:
@@ -381,14 +504,18 @@ def test_backward_deterministic_bitwise_across_threads():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_per_sample_weights_grad(dtype, threads):
     rng = np.random.default_rng(6)
-    table, indices, offsets = make_case(rng, 50, 33, dtype, ragged=True, n_bags=300, max_len=9)
+    table, indices, offsets = make_case(
+        rng, 50, 33, dtype, ragged=True, n_bags=300, max_len=9
+    )
     grad = rng.standard_normal((300, 33)).astype(dtype)
-    got = _bag.embedding_bag_per_sample_weights_backward(grad, table, indices, offsets,
-                                                         padding_idx=4)
+    got = _bag.embedding_bag_per_sample_weights_backward(
+        grad, table, indices, offsets, padding_idx=4
+    )
     want = np_weights_grad(grad, table, indices, offsets, padding_idx=4)
     np.testing.assert_allclose(got, want, **tol(dtype))
-    ref = _core.embedding_bag_per_sample_weights_backward(grad, table, indices, offsets,
-                                                          padding_idx=4, reference=True)
+    ref = _core.embedding_bag_per_sample_weights_backward(
+        grad, table, indices, offsets, padding_idx=4, reference=True
+    )
     np.testing.assert_array_equal(got, ref)
     assert np.all(got[indices == 4] == 0)
 
@@ -400,9 +527,18 @@ def bad_offsets_cases():
     # (indices, offsets, include_last_offset, message)
     return [
         ([1, 2, 3], [1, 2], False, r"offsets\[0\] = 1 .*must be 0"),
-        ([1, 2, 3], [0, 2, 1], False,
-         r"offsets\[2\] = 1 is less than offsets\[1\] = 2.*non-decreasing"),
-        ([1, 2, 3], [0, 4], False, r"offsets\[1\] = 4 is past the end of indices \(length 3\)"),
+        (
+            [1, 2, 3],
+            [0, 2, 1],
+            False,
+            r"offsets\[2\] = 1 is less than offsets\[1\] = 2.*non-decreasing",
+        ),
+        (
+            [1, 2, 3],
+            [0, 4],
+            False,
+            r"offsets\[1\] = 4 is past the end of indices \(length 3\)",
+        ),
         ([1, 2, 3], [0, -1], False, r"offsets\[1\] = -1 is less than offsets\[0\]"),
         ([1, 2, 3], [0, 1, 2], True, r"len\(indices\) = 3, got offsets\[2\] = 2"),
         ([1, 2, 3], [0, 1, 4], True, r"offsets\[2\] = 4 is past the end"),
@@ -420,20 +556,33 @@ def test_bad_offsets_raise_valueerror_before_any_write(case, mode):
     table = np.ones((5, 3), dtype=np.float32)
     out = np.full((max(len(offsets) - last, 0), 3), 7.0, dtype=np.float32)
     with pytest.raises(ValueError, match=msg):
-        embtable.embedding_bag(table, indices, offsets, mode=mode, include_last_offset=last,
-                               out=out)
+        embtable.embedding_bag(
+            table, indices, offsets, mode=mode, include_last_offset=last, out=out
+        )
     np.testing.assert_array_equal(out, 7.0)
     target = np.full((5, 3), 2.0, dtype=np.float32)
     grad = np.ones((max(len(offsets) - last, 0), 3), dtype=np.float32)
     with pytest.raises(ValueError, match=msg):
-        _bag.embedding_bag_backward(grad, indices, offsets, target=target, mode=mode,
-                                    include_last_offset=last,
-                                    argmax=np.zeros(grad.shape, np.int64))
+        _bag.embedding_bag_backward(
+            grad,
+            indices,
+            offsets,
+            target=target,
+            mode=mode,
+            include_last_offset=last,
+            argmax=np.zeros(grad.shape, np.int64),
+        )
     np.testing.assert_array_equal(target, 2.0)
     with pytest.raises(ValueError, match=msg):
-        _bag.embedding_bag_backward_sparse(grad, indices, offsets, num_embeddings=5, mode=mode,
-                                           include_last_offset=last,
-                                           argmax=np.zeros(grad.shape, np.int64))
+        _bag.embedding_bag_backward_sparse(
+            grad,
+            indices,
+            offsets,
+            num_embeddings=5,
+            mode=mode,
+            include_last_offset=last,
+            argmax=np.zeros(grad.shape, np.int64),
+        )
 
 
 def test_first_bad_offset_is_named_whatever_the_rule():
@@ -455,22 +604,35 @@ def test_shape_rules():
     with pytest.raises(ValueError, match="offsets must be 1-D"):
         embtable.embedding_bag(table, [1, 2], [[0]])
     with pytest.raises(ValueError, match="only supported with mode='sum'"):
-        embtable.embedding_bag(table, [[1, 2]], mode="mean", per_sample_weights=[[1.0, 2.0]])
+        embtable.embedding_bag(
+            table, [[1, 2]], mode="mean", per_sample_weights=[[1.0, 2.0]]
+        )
     with pytest.raises(ValueError, match="only supported with mode='sum'"):
-        embtable.embedding_bag(table, [[1, 2]], mode="max",
-                               per_sample_weights=np.ones((1, 2), np.float32))
-    with pytest.raises(ValueError, match=r"per_sample_weights has shape \(2,\) but indices"):
-        embtable.embedding_bag(table, [[1, 2]], mode="sum",
-                               per_sample_weights=np.ones(2, np.float32))
+        embtable.embedding_bag(
+            table, [[1, 2]], mode="max", per_sample_weights=np.ones((1, 2), np.float32)
+        )
+    with pytest.raises(
+        ValueError, match=r"per_sample_weights has shape \(2,\) but indices"
+    ):
+        embtable.embedding_bag(
+            table, [[1, 2]], mode="sum", per_sample_weights=np.ones(2, np.float32)
+        )
     with pytest.raises(ValueError, match=r"per_sample_weights has shape \(1, 3\)"):
-        embtable.embedding_bag(table, [1, 2], [0], mode="sum",
-                               per_sample_weights=np.ones((1, 3), np.float32))
+        embtable.embedding_bag(
+            table,
+            [1, 2],
+            [0],
+            mode="sum",
+            per_sample_weights=np.ones((1, 3), np.float32),
+        )
     with pytest.raises(ValueError, match="mode must be 'sum', 'mean' or 'max'"):
         embtable.embedding_bag(table, [[1, 2]], mode="median")
     for p in (-1, 5):
         with pytest.raises(ValueError, match=f"padding_idx {p} is out of bounds"):
             embtable.embedding_bag(table, [[1, 2]], padding_idx=p)
-    with pytest.raises(ValueError, match=r"out has shape \(2, 3\) but \(num_bags, D\) is \(1, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"out has shape \(2, 3\) but \(num_bags, D\) is \(1, 3\)"
+    ):
         embtable.embedding_bag(table, [[1, 2]], out=np.zeros((2, 3), np.float32))
     with pytest.raises(ValueError, match="read-only"):
         ro = np.zeros((1, 3), np.float32)
@@ -485,10 +647,15 @@ def test_type_rules():
     with pytest.raises(TypeError, match="indices must be an array of integers"):
         embtable.embedding_bag(table, [[1.5]])
     with pytest.raises(TypeError, match="per_sample_weights has dtype int64"):
-        embtable.embedding_bag(table, [[1, 2]], mode="sum", per_sample_weights=np.ones((1, 2),
-                                                                                     np.int64))
-    with pytest.raises(TypeError, match="per_sample_weights has dtype float64 but table"):
-        embtable.embedding_bag(table, [[1, 2]], mode="sum", per_sample_weights=np.ones((1, 2)))
+        embtable.embedding_bag(
+            table, [[1, 2]], mode="sum", per_sample_weights=np.ones((1, 2), np.int64)
+        )
+    with pytest.raises(
+        TypeError, match="per_sample_weights has dtype float64 but table"
+    ):
+        embtable.embedding_bag(
+            table, [[1, 2]], mode="sum", per_sample_weights=np.ones((1, 2))
+        )
     with pytest.raises(TypeError, match="table has dtype int64"):
         embtable.embedding_bag(np.ones((5, 3), np.int64), [[1, 2]])
     with pytest.raises(TypeError, match="out has dtype float64 but table"):
@@ -500,7 +667,9 @@ def test_type_rules():
 def test_index_errors_name_position_and_leave_out_untouched():
     table = np.ones((5, 3), dtype=np.float32)
     out = np.full((2, 3), 4.0, dtype=np.float32)
-    with pytest.raises(IndexError, match=r"index 5 at position \(1, 0\) is out of bounds"):
+    with pytest.raises(
+        IndexError, match=r"index 5 at position \(1, 0\) is out of bounds"
+    ):
         embtable.embedding_bag(table, [[1, 2], [5, -1]], out=out)
     with pytest.raises(IndexError, match=r"index -1 at position \(3,\)"):
         embtable.embedding_bag(table, [1, 2, 0, -1], [0, 2], out=out)
@@ -529,32 +698,53 @@ def test_against_torch(case, dtype):
     mode, ragged, pad, weighted, last = case
     rng = np.random.default_rng(hash(case) % 2**32)
     V, D = 25, 19
-    table, indices, offsets = make_case(rng, V, D, dtype, ragged=ragged, n_bags=60, max_len=7,
-                                        last=last)
+    table, indices, offsets = make_case(
+        rng, V, D, dtype, ragged=ragged, n_bags=60, max_len=7, last=last
+    )
     w = rng.standard_normal(indices.shape).astype(dtype) if weighted else None
-    out, argmax = _bag.embedding_bag_forward(table, indices, offsets, mode=mode,
-                                             per_sample_weights=w, padding_idx=pad,
-                                             include_last_offset=last)
+    out, argmax = _bag.embedding_bag_forward(
+        table,
+        indices,
+        offsets,
+        mode=mode,
+        per_sample_weights=w,
+        padding_idx=pad,
+        include_last_offset=last,
+    )
     t_table = torch.tensor(table, requires_grad=True)
     t_w = torch.tensor(w, requires_grad=True) if weighted else None
-    t_out = F.embedding_bag(torch.from_numpy(indices), t_table,
-                            None if offsets is None else torch.from_numpy(offsets), mode=mode,
-                            per_sample_weights=t_w, padding_idx=pad, include_last_offset=last)
+    t_out = F.embedding_bag(
+        torch.from_numpy(indices),
+        t_table,
+        None if offsets is None else torch.from_numpy(offsets),
+        mode=mode,
+        per_sample_weights=t_w,
+        padding_idx=pad,
+        include_last_offset=last,
+    )
     np.testing.assert_allclose(out, t_out.detach().numpy(), **tol(dtype))
     grad = rng.standard_normal(out.shape).astype(dtype)
     t_out.backward(torch.from_numpy(grad))
-    kw = dict(mode=mode, per_sample_weights=w, padding_idx=pad, include_last_offset=last,
-              argmax=argmax)
-    dense = _bag.embedding_bag_backward(grad, indices, offsets, target=np.zeros_like(table), **kw)
+    kw = dict(
+        mode=mode,
+        per_sample_weights=w,
+        padding_idx=pad,
+        include_last_offset=last,
+        argmax=argmax,
+    )
+    dense = _bag.embedding_bag_backward(
+        grad, indices, offsets, target=np.zeros_like(table), **kw
+    )
     np.testing.assert_allclose(dense, t_table.grad.numpy(), **tol(dtype))
-    rows, values = _bag.embedding_bag_backward_sparse(grad, indices, offsets, num_embeddings=V,
-                                                      **kw)
+    rows, values = _bag.embedding_bag_backward_sparse(
+        grad, indices, offsets, num_embeddings=V, **kw
+    )
     t_dense = t_table.grad.numpy()
     np.testing.assert_allclose(values, t_dense[rows], **tol(dtype))
     if weighted:
-        gw = _bag.embedding_bag_per_sample_weights_backward(grad, table, indices, offsets,
-                                                            padding_idx=pad,
-                                                            include_last_offset=last)
+        gw = _bag.embedding_bag_per_sample_weights_backward(
+            grad, table, indices, offsets, padding_idx=pad, include_last_offset=last
+        )
         np.testing.assert_allclose(gw, t_w.grad.numpy(), **tol(dtype))
 
 
@@ -583,36 +773,62 @@ def test_property_ragged(V, D, sizes, mode, pad, seed, last):
     if not last:
         offsets = offsets[:-1]
     indices = rng.integers(0, V, size=n)
-    out, argmax = _bag.embedding_bag_forward(table, indices, offsets, mode=mode, padding_idx=pad,
-                                             include_last_offset=last)
-    want, want_arg = np_forward(table, indices, offsets, mode, padding_idx=pad, last=last)
+    out, argmax = _bag.embedding_bag_forward(
+        table, indices, offsets, mode=mode, padding_idx=pad, include_last_offset=last
+    )
+    want, want_arg = np_forward(
+        table, indices, offsets, mode, padding_idx=pad, last=last
+    )
     np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
     if mode == "max":
         np.testing.assert_array_equal(argmax, want_arg)
     grad = rng.standard_normal(out.shape)
-    got = _bag.embedding_bag_backward(grad, indices, offsets, target=np.zeros_like(table),
-                                      mode=mode, padding_idx=pad, include_last_offset=last,
-                                      argmax=argmax)
+    got = _bag.embedding_bag_backward(
+        grad,
+        indices,
+        offsets,
+        target=np.zeros_like(table),
+        mode=mode,
+        padding_idx=pad,
+        include_last_offset=last,
+        argmax=argmax,
+    )
     np.testing.assert_allclose(
-        got, np_backward(grad, V, indices, offsets, mode, None, pad, last, argmax),
-        rtol=1e-12, atol=1e-12)
+        got,
+        np_backward(grad, V, indices, offsets, mode, None, pad, last, argmax),
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 def test_sparse_backward_edge_cases():
     rows, values = _bag.embedding_bag_backward_sparse(
-        np.ones((1, 3), np.float32), [[0, 0]], num_embeddings=5, mode="sum", padding_idx=0)
+        np.ones((1, 3), np.float32),
+        [[0, 0]],
+        num_embeddings=5,
+        mode="sum",
+        padding_idx=0,
+    )
     assert rows.shape == (0,) and values.shape == (0, 3) and values.dtype == np.float32
     rows, values = _bag.embedding_bag_backward_sparse(
-        np.ones((0, 3)), np.zeros((0, 2), np.int64), num_embeddings=5, mode="max",
-        argmax=np.zeros((0, 3), np.int64))
+        np.ones((0, 3)),
+        np.zeros((0, 2), np.int64),
+        num_embeddings=5,
+        mode="max",
+        argmax=np.zeros((0, 3), np.int64),
+    )
     assert rows.shape == (0,) and values.shape == (0, 3) and values.dtype == np.float64
     rows, values = _bag.embedding_bag_backward_sparse(
-        np.ones((1, 0), np.float32), [[1, 2, 1]], num_embeddings=5, mode="mean")
+        np.ones((1, 0), np.float32), [[1, 2, 1]], num_embeddings=5, mode="mean"
+    )
     np.testing.assert_array_equal(rows, [1, 2])
     assert values.shape == (2, 0)
     # -0.0 survives exactly as in the dense backward (0 + -0.0 == +0.0 there too)
     grad = np.array([[-0.0, 1.0]], np.float32)
-    rows, values = _bag.embedding_bag_backward_sparse(grad, [[3]], num_embeddings=5, mode="sum")
-    dense = _bag.embedding_bag_backward(grad, [[3]], target=np.zeros((5, 2), np.float32),
-                                        mode="sum")
+    rows, values = _bag.embedding_bag_backward_sparse(
+        grad, [[3]], num_embeddings=5, mode="sum"
+    )
+    dense = _bag.embedding_bag_backward(
+        grad, [[3]], target=np.zeros((5, 2), np.float32), mode="sum"
+    )
     assert values.tobytes() == dense[rows].tobytes()

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import embtable
 import numpy as np
 import pytest
-
-import embtable
 from embtable import EmbeddingBag, RowGrad, optimizers
 
 MODES = ["sum", "mean", "max"]
@@ -24,7 +23,9 @@ def test_constructor_and_defaults():
     assert bag.embeddings.dtype == np.float32 and bag.embeddings.flags.c_contiguous
     assert bag.num_embeddings == 50 and bag.embedding_dim == 8
     assert np.all(np.abs(bag.embeddings) <= 0.05)  # Keras "uniform"
-    np.testing.assert_array_equal(EmbeddingBag(50, 8, seed=1).embeddings, bag.embeddings)
+    np.testing.assert_array_equal(
+        EmbeddingBag(50, 8, seed=1).embeddings, bag.embeddings
+    )
     assert bag.grad is None
     with pytest.raises(ValueError, match="mode must be"):
         EmbeddingBag(5, 2, mode="median")
@@ -33,10 +34,14 @@ def test_constructor_and_defaults():
     with pytest.raises(ValueError, match="padding_idx"):
         EmbeddingBag(5, 2, padding_idx=5)
     # padding row zeroed from the initializer, not from weights=
-    assert np.all(EmbeddingBag(5, 2, padding_idx=3, embeddings_initializer="ones").embeddings[3]
-                  == 0)
+    assert np.all(
+        EmbeddingBag(5, 2, padding_idx=3, embeddings_initializer="ones").embeddings[3]
+        == 0
+    )
     w = np.ones((5, 2))
-    np.testing.assert_array_equal(EmbeddingBag(5, 2, padding_idx=3, weights=w).embeddings, w)
+    np.testing.assert_array_equal(
+        EmbeddingBag(5, 2, padding_idx=3, weights=w).embeddings, w
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -50,15 +55,30 @@ def test_against_torch_module(dtype, mode, sparse, padding_idx):
     table = rng.standard_normal((V, D)).astype(dtype)
     ids, offsets = ragged(rng, V, 40, 6)
     w = rng.standard_normal(ids.shape).astype(dtype) if mode == "sum" else None
-    bag = EmbeddingBag(V, D, mode=mode, padding_idx=padding_idx, sparse=sparse, weights=table,
-                       dtype=dtype)
-    tb = torch.nn.EmbeddingBag.from_pretrained(torch.tensor(table), freeze=False, mode=mode,
-                                               padding_idx=padding_idx,
-                                               sparse=sparse and mode != "max")  # torch: no sparse max
+    bag = EmbeddingBag(
+        V,
+        D,
+        mode=mode,
+        padding_idx=padding_idx,
+        sparse=sparse,
+        weights=table,
+        dtype=dtype,
+    )
+    tb = torch.nn.EmbeddingBag.from_pretrained(
+        torch.tensor(table),
+        freeze=False,
+        mode=mode,
+        padding_idx=padding_idx,
+        sparse=sparse and mode != "max",
+    )  # torch: no sparse max
     t_w = None if w is None else torch.tensor(w, requires_grad=True)
     y = bag(ids, offsets, w)
     ty = tb(torch.from_numpy(ids), torch.from_numpy(offsets), per_sample_weights=t_w)
-    tol = dict(rtol=1e-5, atol=1e-5) if dtype == "float32" else dict(rtol=1e-12, atol=1e-12)
+    tol = (
+        dict(rtol=1e-5, atol=1e-5)
+        if dtype == "float32"
+        else dict(rtol=1e-12, atol=1e-12)
+    )
     np.testing.assert_allclose(y, ty.detach().numpy(), **tol)
     grad = rng.standard_normal(y.shape).astype(dtype)
     g = bag.backward(grad)
@@ -84,7 +104,9 @@ def test_max_rowgrad_lists_the_winners():
     y = bag(np.array([[0, 1, 2], [2, 2, 2]]))
     np.testing.assert_array_equal(y, [[5, 9], [1, 1]])
     g = bag.backward(np.array([[1, 2], [3, 4]], dtype=np.float32))
-    np.testing.assert_array_equal(g.indices, [0, 1, 2])  # row 3 never looked up, row 0 won col 1
+    np.testing.assert_array_equal(
+        g.indices, [0, 1, 2]
+    )  # row 3 never looked up, row 0 won col 1
     np.testing.assert_array_equal(g.values, [[0, 2], [1, 0], [3, 4]])
 
 
@@ -127,12 +149,17 @@ def test_sgd_step_matches_torch_and_sparse_equals_dense(mode):
         opt.step(bag)
         results.append(bag.embeddings.copy())
     np.testing.assert_allclose(results[0], results[1], rtol=1e-6, atol=1e-7)
-    tb = torch.nn.EmbeddingBag.from_pretrained(torch.tensor(table), freeze=False, mode=mode,
-                                               padding_idx=7)
+    tb = torch.nn.EmbeddingBag.from_pretrained(
+        torch.tensor(table), freeze=False, mode=mode, padding_idx=7
+    )
     topt = torch.optim.SGD(tb.parameters(), lr=0.1)
-    tb(torch.from_numpy(ids), torch.from_numpy(offsets)).backward(torch.from_numpy(grad))
+    tb(torch.from_numpy(ids), torch.from_numpy(offsets)).backward(
+        torch.from_numpy(grad)
+    )
     topt.step()
-    np.testing.assert_allclose(results[0], tb.weight.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        results[0], tb.weight.detach().numpy(), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_adam_sparse_step_touches_only_the_bag_rows():
@@ -175,24 +202,32 @@ def test_max_norm_renorms_looked_up_rows_before_pooling():
     table = (3 * rng.standard_normal((20, 5))).astype(np.float32)
     ids, offsets = np.array([1, 2, 2, 7, 19]), np.array([0, 3])
     bag = EmbeddingBag(20, 5, mode="sum", max_norm=1.0, weights=table)
-    tb = torch.nn.EmbeddingBag.from_pretrained(torch.tensor(table), freeze=False, mode="sum",
-                                               max_norm=1.0)
+    tb = torch.nn.EmbeddingBag.from_pretrained(
+        torch.tensor(table), freeze=False, mode="sum", max_norm=1.0
+    )
     y = bag(ids, offsets)
     ty = tb(torch.from_numpy(ids), torch.from_numpy(offsets))
     np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(bag.embeddings, tb.weight.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        bag.embeddings, tb.weight.detach().numpy(), rtol=1e-5, atol=1e-6
+    )
     untouched = np.setdiff1d(np.arange(20), ids)
     np.testing.assert_array_equal(bag.embeddings[untouched], table[untouched])
 
 
-@pytest.mark.parametrize("call", [
-    lambda b: b(np.array([1, 2, 25]), np.array([0, 1])),           # id out of range
-    lambda b: b(np.array([1, 2, 3]), np.array([0, 4])),            # offset past the end
-    lambda b: b(np.array([1, 2, 3]), np.array([1, 2])),            # offsets[0] != 0
-    lambda b: b(np.array([1, 2, 3]), np.array([0, 2, 1])),         # decreasing
-    lambda b: b(np.array([1, 2, 3])),                              # 1-D without offsets
-    lambda b: b(np.array([1, 2, 3]), np.array([0]), np.ones(2)),   # weights of the wrong shape
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda b: b(np.array([1, 2, 25]), np.array([0, 1])),  # id out of range
+        lambda b: b(np.array([1, 2, 3]), np.array([0, 4])),  # offset past the end
+        lambda b: b(np.array([1, 2, 3]), np.array([1, 2])),  # offsets[0] != 0
+        lambda b: b(np.array([1, 2, 3]), np.array([0, 2, 1])),  # decreasing
+        lambda b: b(np.array([1, 2, 3])),  # 1-D without offsets
+        lambda b: b(
+            np.array([1, 2, 3]), np.array([0]), np.ones(2)
+        ),  # weights of the wrong shape
+    ],
+)
 def test_bad_calls_leave_the_table_untouched(call):
     rng = np.random.default_rng(9)
     table = (3 * rng.standard_normal((20, 5))).astype(np.float32)
@@ -214,13 +249,19 @@ def test_errors_of_backward():
 
 
 def test_float_ids_and_config_roundtrip(tmp_path):
-    bag = EmbeddingBag(10, 3, mode="max", padding_idx=2, seed=5, include_last_offset=True)
+    bag = EmbeddingBag(
+        10, 3, mode="max", padding_idx=2, seed=5, include_last_offset=True
+    )
     y = bag(np.array([1.0, 2.0, 3.0]), np.array([0, 1, 3]))
     assert y.shape == (2, 3)
     with pytest.raises(TypeError):
         bag(np.array([1.5, 2.0]), np.array([0]))
     cfg = bag.get_config()
-    assert cfg["mode"] == "max" and cfg["num_embeddings"] == 10 and cfg["include_last_offset"]
+    assert (
+        cfg["mode"] == "max"
+        and cfg["num_embeddings"] == 10
+        and cfg["include_last_offset"]
+    )
     clone = EmbeddingBag.from_config(cfg)
     np.testing.assert_array_equal(clone.embeddings, bag.embeddings)  # same seed
     assert clone.mode == "max" and clone.padding_idx == 2

@@ -117,7 +117,8 @@ class EmbeddingBag(TableLayer):
         self._saved = dict(
             ids=ids.copy() if ids is indices else ids,
             offsets=offs.copy() if offs is not None and offs is offsets else offs,
-            weights=weights.copy() if weights is not None and weights is per_sample_weights
+            weights=weights.copy()
+            if weights is not None and weights is per_sample_weights
             else weights,
             argmax=argmax,
             shape=out.shape,
@@ -125,10 +126,8 @@ class EmbeddingBag(TableLayer):
         self._losses = self._table_losses()
         return out
 
-    __call__ = forward
-
     def backward(self, grad_output: Any) -> np.ndarray | RowGrad:
-        """Add this call's gradient into ``grad`` and return ``grad`` (the running total)."""
+        """Add this call's gradient into ``grad``; return ``grad`` (the total)."""
         if self._saved is None:
             raise RuntimeError("backward() needs a forward call first")
         s = self._saved
@@ -147,16 +146,23 @@ class EmbeddingBag(TableLayer):
             self._accumulate_grad(RowGrad._trusted(rows, values))
         else:
             _bag.embedding_bag_backward(
-                g, s["ids"], s["offsets"], target=self._dense_grad(), deterministic=True, **kw
-            )
-        if s["weights"] is not None:
-            self.per_sample_weights_grad = _bag.embedding_bag_per_sample_weights_backward(
                 g,
-                self.embeddings,
                 s["ids"],
                 s["offsets"],
-                padding_idx=self.padding_idx,
-                include_last_offset=self.include_last_offset,
+                target=self._dense_grad(),
+                deterministic=True,
+                **kw,
+            )
+        if s["weights"] is not None:
+            self.per_sample_weights_grad = (
+                _bag.embedding_bag_per_sample_weights_backward(
+                    g,
+                    self.embeddings,
+                    s["ids"],
+                    s["offsets"],
+                    padding_idx=self.padding_idx,
+                    include_last_offset=self.include_last_offset,
+                )
             )
         else:
             self.per_sample_weights_grad = None
@@ -167,8 +173,8 @@ class EmbeddingBag(TableLayer):
         shape = tuple(input_shape)
         if len(shape) != 2:
             raise ValueError(
-                f"the output shape follows from 2-D ids (B, L); 1-D ids need their offsets, "
-                f"got input shape {shape}"
+                "the output shape follows from 2-D ids (B, L); 1-D ids need their "
+                f"offsets, got input shape {shape}"
             )
         return (shape[0], self.output_dim)
 

@@ -585,6 +585,15 @@ def test_bad_offsets_raise_valueerror_before_any_write(case, mode):
         )
 
 
+def test_huge_uint64_offset_is_named_as_given():
+    with pytest.raises(
+        ValueError, match=r"offsets\[1\] = 18446744073709551615 is past"
+    ):
+        embtable.embedding_bag(
+            np.ones((5, 3)), [0, 1, 2], np.array([0, 2**64 - 1], dtype=np.uint64)
+        )
+
+
 def test_first_bad_offset_is_named_whatever_the_rule():
     table = np.ones((5, 3))
     with pytest.raises(ValueError, match=r"offsets\[2\] = 9 is past the end"):

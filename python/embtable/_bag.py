@@ -30,6 +30,16 @@ def _offsets(offsets: Any) -> np.ndarray | None:
     """Offsets as a C-contiguous int64 array (they are few: one per bag)."""
     if offsets is None:
         return None
+    if isinstance(offsets, np.ndarray) and offsets.dtype == np.uint64 and offsets.size:
+        # Values above 2**63 - 1 would wrap in int64: name them as given.
+        flat = offsets.reshape(-1)
+        big = np.flatnonzero(flat > np.iinfo(np.int64).max)
+        if big.size:
+            k = int(big[0])
+            raise ValueError(
+                f"offsets[{k}] = {int(flat[k])} is past the end of indices; every "
+                "offset must be <= len(indices)"
+            )
     arr = as_indices(offsets, None, name="offsets")
     if arr.dtype != np.int64:
         arr = arr.astype(np.int64)

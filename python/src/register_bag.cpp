@@ -4,6 +4,7 @@
 #include <memory>
 #include <optional>
 #include <stdexcept>
+#include <string>
 
 #include "checks.hpp"
 #include "embtable/embedding_bag.hpp"
@@ -183,6 +184,10 @@ py::array backward_py(const py::array& grad_out, const py::array& indices,
     py::gil_scoped_release nogil;
     if (reference) {
       check_indices(idx, in.index_shape, V);
+      for (int64_t k = 0; am && k < B * D; ++k)  // the oracle trusts argmax: check it here
+        if (am[k] < -1 || am[k] >= V)
+          throw std::invalid_argument("argmax entry " + std::to_string(am[k]) +
+                                      " is neither -1 nor a row of the table");
       embedding_bag_backward_ref<Scalar, Index>(gp, D, idx, in.bags, mode, w, padding_idx, am,
                                                 t);
     } else {

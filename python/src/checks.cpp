@@ -122,7 +122,7 @@ void check_no_overlap(const py::array& a, const char* a_name, const py::array& b
 py::array c_contiguous_input(const py::array& a) {
   if (a.flags() & py::array::c_style) return a;
   // Same dtype, new C-ordered buffer: a copy of a read-only input, never a cast.
-  return py::module_::import("numpy").attr("ascontiguousarray")(a).cast<py::array>();
+  return a.attr("copy")("C").cast<py::array>();
 }
 
 void check_shape(const py::array& a, const char* name, const std::vector<int64_t>& expected,

@@ -1,0 +1,312 @@
+"""Optimizers for embtable layers, with Keras 3's update formulas, run in C++.
+
+``opt.step(layer)`` applies ``layer.grad`` to ``layer.embeddings`` in place and
+then the layer's constraint. A dense gradient updates every row; a ``RowGrad``
+updates only its rows and their optimizer state (lazy updates, as PyTorch's
+``SparseAdam`` and TF's ``LazyAdam``), fused in one pass without a dense gradient.
+State (Adam's step count included) is kept per layer.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from ._rowgrad import RowGrad
+
+__all__ = ["SGD", "Adagrad", "Adam", "Optimizer", "RMSprop", "get"]
+
+
+def _lr(value: Any) -> float:
+    v = float(value)
+    if not v >= 0:
+        raise ValueError(f"learning_rate must be a float >= 0, got {value!r}")
+    return v
+
+
+class _LayerState:
+    __slots__ = ("iterations", "slots")
+
+    def __init__(self, slots: list[np.ndarray | None]) -> None:
+        self.iterations = 0
+        self.slots = slots
+
+
+class Optimizer:
+    """Base class. Subclasses set ``_kind`` and describe their state slots."""
+
+    _kind: str = ""
+
+    def __init__(self, learning_rate: float = 0.01) -> None:
+        self.learning_rate = _lr(learning_rate)
+        # id(layer) -> (weakref to the layer, its state); entries die with the layer.
+        self._states: dict[int, tuple[weakref.ref, _LayerState]] = {}
+
+    # -- state -----------------------------------------------------------------
+    def _slot_specs(self) -> list[float | None]:
+        """Per slot (3 of them): its initial value, or None when unused."""
+        raise NotImplementedError
+
+    def _state(self, layer: Any) -> _LayerState:
+        key = id(layer)
+        table = layer.embeddings
+        entry = self._states.get(key)
+        if entry is not None and entry[0]() is layer:
+            if all(s is None or s.shape == table.shape for s in entry[1].slots):
+                return entry[1]
+        slots: list[np.ndarray | None] = []
+        for init in self._slot_specs():
+            if init is None:
+                slots.append(None)
+            elif init == 0.0:
+                slots.append(np.zeros(table.shape, dtype=table.dtype))
+            else:
+                slots.append(np.full(table.shape, init, dtype=table.dtype))
+        st = _LayerState(slots)
+        states = self._states
+
+        def forget(_ref: weakref.ref, key: int = key) -> None:
+            states.pop(key, None)
+
+        self._states[key] = (weakref.ref(layer, forget), st)
+        return st
+
+    def iterations(self, layer: Any) -> int:
+        """The number of steps applied to ``layer`` (0 before the first)."""
+        entry = self._states.get(id(layer))
+        return 0 if entry is None or entry[0]() is not layer else entry[1].iterations
+
+    def state(self, layer: Any) -> dict[str, Any]:
+        """The layer's state: ``iterations`` and the named slot arrays (views)."""
+        st = self._state(layer)
+        out: dict[str, Any] = {"iterations": st.iterations}
+        for name, arr in zip(self._slot_names(), st.slots, strict=True):
+            if arr is not None:
+                out[name] = arr
+        return out
+
+    def _slot_names(self) -> tuple[str, str, str]:
+        return ("state1", "state2", "state3")
+
+    def _params(self) -> dict[str, Any]:
+        return {}
+
+    # -- step ------------------------------------------------------------------
+    def step(self, layer: Any) -> None:
+        """Apply ``layer.grad`` to ``layer.embeddings`` in place, then the constraint.
+
+        Does nothing when the layer is not trainable, its ``grad`` is None or a
+        RowGrad with no rows. ``layer.grad`` is left for ``layer.zero_grad()``.
+        """
+        if not getattr(layer, "trainable", True):
+            return
+        grad = layer.grad
+        if grad is None:
+            return
+        if isinstance(grad, RowGrad):
+            if len(grad) == 0:
+                return
+            rows: np.ndarray | None = grad.indices
+            values = grad.values
+        else:
+            rows, values = None, grad
+        st = self._state(layer)
+        st.iterations += 1
+        try:
+            _core.optim_step(
+                self._kind,
+                layer.embeddings,
+                rows,
+                values,
+                st.slots,
+                learning_rate=self.learning_rate,
+                step=st.iterations,
+                **self._params(),
+            )
+        except BaseException:
+            st.iterations -= 1
+            raise
+        apply = getattr(layer, "_apply_constraint", None)
+        if apply is not None:
+            apply(rows)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": type(self).__name__.lower(),
+            "learning_rate": self.learning_rate,
+            **self._params(),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Optimizer:
+        cfg = dict(config)
+        cfg.pop("name", None)
+        return cls(**cfg)
+
+    def __repr__(self) -> str:
+        args = ", ".join(
+            f"{k}={v!r}" for k, v in self.get_config().items() if k != "name"
+        )
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """``w -= lr * g``; with momentum ``m = momentum * m - lr * g; w += m``
+    (nesterov: ``w += momentum * m - lr * g``)."""
+
+    _kind = "sgd"
+
+    def __init__(
+        self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False
+    ) -> None:
+        super().__init__(learning_rate)
+        momentum = float(momentum)
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be a float in [0, 1], got {momentum}")
+        self.momentum = momentum
+        self.nesterov = bool(nesterov)
+
+    def _slot_specs(self) -> list[float | None]:
+        return [0.0 if self.momentum != 0.0 else None, None, None]
+
+    def _slot_names(self) -> tuple[str, str, str]:
+        return ("momentum", "", "")
+
+    def _params(self) -> dict[str, Any]:
+        return {"momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class Adagrad(Optimizer):
+    """``a += g**2; w -= lr * g / sqrt(a + epsilon)``."""
+
+    _kind = "adagrad"
+
+    def __init__(
+        self,
+        learning_rate: float = 0.001,
+        initial_accumulator_value: float = 0.1,
+        epsilon: float = 1e-7,
+    ) -> None:
+        super().__init__(learning_rate)
+        self.initial_accumulator_value = float(initial_accumulator_value)
+        if self.initial_accumulator_value < 0:
+            raise ValueError("initial_accumulator_value must be >= 0")
+        self.epsilon = float(epsilon)
+
+    def _slot_specs(self) -> list[float | None]:
+        return [self.initial_accumulator_value, None, None]
+
+    def _slot_names(self) -> tuple[str, str, str]:
+        return ("accumulator", "", "")
+
+    def _params(self) -> dict[str, Any]:
+        return {"epsilon": self.epsilon}
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "initial_accumulator_value": self.initial_accumulator_value,
+        }
+
+
+class RMSprop(Optimizer):
+    """``v = rho * v + (1 - rho) * g**2``; ``w -= lr * g / sqrt(v + epsilon)``
+    (centered: ``v - mg**2 + epsilon``; momentum: ``m = momentum * m + inc``)."""
+
+    _kind = "rmsprop"
+
+    def __init__(
+        self,
+        learning_rate: float = 0.001,
+        rho: float = 0.9,
+        momentum: float = 0.0,
+        epsilon: float = 1e-7,
+        centered: bool = False,
+    ) -> None:
+        super().__init__(learning_rate)
+        self.rho = float(rho)
+        self.momentum = float(momentum)
+        if self.momentum < 0:
+            raise ValueError(f"momentum must be >= 0, got {self.momentum}")
+        self.epsilon = float(epsilon)
+        self.centered = bool(centered)
+
+    def _slot_specs(self) -> list[float | None]:
+        return [0.0, 0.0 if self.momentum > 0 else None, 0.0 if self.centered else None]
+
+    def _slot_names(self) -> tuple[str, str, str]:
+        return ("velocity", "momentum", "average_gradient")
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "rho": self.rho,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "centered": self.centered,
+        }
+
+
+class Adam(Optimizer):
+    """``m += (g - m) * (1 - beta_1); v += (g**2 - v) * (1 - beta_2)``;
+    ``w -= alpha * m / (sqrt(v) + epsilon)``,
+    ``alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``."""
+
+    _kind = "adam"
+
+    def __init__(
+        self,
+        learning_rate: float = 0.001,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-7,
+    ) -> None:
+        super().__init__(learning_rate)
+        self.beta_1 = float(beta_1)
+        self.beta_2 = float(beta_2)
+        for nm, b in (("beta_1", self.beta_1), ("beta_2", self.beta_2)):
+            if not 0.0 <= b < 1.0:
+                raise ValueError(f"{nm} must be in [0, 1), got {b}")
+        self.epsilon = float(epsilon)
+
+    def _slot_specs(self) -> list[float | None]:
+        return [0.0, 0.0, None]
+
+    def _slot_names(self) -> tuple[str, str, str]:
+        return ("momentum", "velocity", "")
+
+    def _params(self) -> dict[str, Any]:
+        return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+
+
+_BY_NAME: dict[str, type[Optimizer]] = {
+    "sgd": SGD,
+    "adagrad": Adagrad,
+    "rmsprop": RMSprop,
+    "adam": Adam,
+}
+
+
+def get(identifier: Any) -> Optimizer:
+    """An optimizer from a name, a config dict, or an Optimizer (returned as is).
+
+    Names: ``"sgd"``, ``"adagrad"``, ``"rmsprop"``, ``"adam"`` or the class names;
+    anything else raises ValueError.
+    """
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, dict):
+        cls = _BY_NAME.get(str(identifier.get("name", "")).lower())
+        if cls is None:
+            raise ValueError(f"unknown optimizer config {identifier!r}")
+        return cls.from_config(identifier)
+    if isinstance(identifier, str):
+        cls = _BY_NAME.get(identifier.lower())
+        if cls is not None:
+            return cls()
+    raise ValueError(
+        f"unknown optimizer {identifier!r}; use one of 'sgd', 'adagrad', "
+        "'rmsprop', 'adam'"
+    )

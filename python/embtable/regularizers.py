@@ -1,0 +1,130 @@
+"""Weight and activity regularizers (Keras' ``L1``, ``L2``, ``L1L2``).
+
+A regularizer maps an array to a Python float penalty. By name: ``"l1"`` and
+``"l2"`` are 0.01, ``"l1_l2"`` is 0.01 / 0.01 (Keras 2's defaults).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["L1", "L1L2", "L2", "Regularizer", "deserialize", "get", "serialize"]
+
+
+class Regularizer:
+    """Base class: ``__call__(x) -> float``, ``get_config()``, ``from_config()``."""
+
+    def __call__(self, x: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Regularizer:
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.get_config() == other.get_config()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _nonneg(name: str, value: Any) -> float:
+    v = float(value)
+    if not v >= 0:
+        raise ValueError(f"{name} must be a float >= 0, got {value!r}")
+    return v
+
+
+class L1L2(Regularizer):
+    """``l1 * sum(|x|) + l2 * sum(x**2)``."""
+
+    def __init__(self, l1: float = 0.0, l2: float = 0.0) -> None:
+        self.l1 = _nonneg("l1", l1)
+        self.l2 = _nonneg("l2", l2)
+
+    def __call__(self, x: np.ndarray) -> float:
+        x = np.asarray(x)
+        total = 0.0
+        if self.l1:
+            total += self.l1 * float(np.sum(np.abs(x), dtype=np.float64))
+        if self.l2:
+            total += self.l2 * float(np.sum(np.square(x, dtype=np.float64)))
+        return total
+
+    def get_config(self) -> dict[str, Any]:
+        return {"l1": self.l1, "l2": self.l2}
+
+
+class L1(L1L2):
+    """``l1 * sum(|x|)``."""
+
+    def __init__(self, l1: float = 0.01) -> None:
+        super().__init__(l1=l1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"l1": self.l1}
+
+
+class L2(L1L2):
+    """``l2 * sum(x**2)``."""
+
+    def __init__(self, l2: float = 0.01) -> None:
+        super().__init__(l2=l2)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"l2": self.l2}
+
+
+_CLASSES: dict[str, type[Regularizer]] = {"L1": L1, "L2": L2, "L1L2": L1L2}
+_NAMES: dict[str, Callable[[], Regularizer]] = {
+    "l1": L1,
+    "l2": L2,
+    "l1_l2": lambda: L1L2(l1=0.01, l2=0.01),
+    "l1l2": lambda: L1L2(l1=0.01, l2=0.01),
+}
+
+
+def serialize(regularizer: Regularizer) -> dict[str, Any]:
+    """``{"class_name": ..., "config": ...}`` as Keras."""
+    return {
+        "class_name": type(regularizer).__name__,
+        "config": regularizer.get_config(),
+    }
+
+
+def deserialize(config: dict[str, Any]) -> Regularizer:
+    name = config.get("class_name")
+    if name not in _CLASSES:
+        raise ValueError(
+            f"unknown regularizer class {name!r}; known: {sorted(_CLASSES)}"
+        )
+    return _CLASSES[name].from_config(dict(config.get("config") or {}))
+
+
+def get(identifier: Any) -> Callable[[np.ndarray], float] | None:
+    """A regularizer from a name (``"l1"``, ``"l2"``, ``"l1_l2"``), a dict,
+    an object or None."""
+    if identifier is None:
+        return None
+    if isinstance(identifier, str):
+        if identifier in _CLASSES:
+            return _CLASSES[identifier]()
+        if identifier.lower() in _NAMES:
+            return _NAMES[identifier.lower()]()
+        raise ValueError(
+            f"unknown regularizer {identifier!r}; use 'l1', 'l2', 'l1_l2' or an object"
+        )
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    if callable(identifier):
+        return identifier
+    raise ValueError(f"cannot interpret {identifier!r} as a regularizer")

@@ -1,0 +1,399 @@
+"""embtable.Embedding against NumPy (one_hot @ W, np.add.at) and torch.nn.Embedding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from embtable import Embedding, RowGrad, constraints, initializers, regularizers
+
+
+def one_hot(ids, V):
+    return np.eye(V)[np.asarray(ids).reshape(-1)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(), (0,), (7,), (3, 4), (2, 3, 2)])
+def test_forward_is_one_hot_matmul(dtype, shape):
+    rng = np.random.default_rng(0)
+    V, D = 11, 5
+    layer = Embedding(V, D, dtype=dtype, seed=1)
+    ids = rng.integers(0, V, size=shape)
+    y = layer(ids)
+    assert y.shape == ids.shape + (D,) and y.dtype == np.dtype(dtype)
+    ref = (one_hot(ids, V) @ layer.embeddings.astype(np.float64)).reshape(
+        ids.shape + (D,)
+    )
+    np.testing.assert_array_equal(y, ref.astype(dtype))
+    np.testing.assert_array_equal(layer.forward(ids), y)
+
+
+def test_embeddings_owned_contiguous():
+    layer = Embedding(6, 3)
+    t = layer.embeddings
+    assert isinstance(t, np.ndarray) and t.flags.c_contiguous and t.flags.owndata
+    assert t.shape == (6, 3) and t.dtype == np.float32
+    assert np.all(np.abs(t) <= 0.05)
+    assert layer.count_params() == 18
+    assert layer.compute_output_shape((None, 4)) == (None, 4, 3)
+
+
+def test_float_ids():
+    layer = Embedding(10, 2, seed=0)
+    np.testing.assert_array_equal(layer(np.array([1.0, 3.0])), layer.embeddings[[1, 3]])
+    np.testing.assert_array_equal(layer([[2.0]]), layer.embeddings[[[2]]])
+    with pytest.raises(TypeError, match="whole"):
+        layer(np.array([1.5]))
+    with pytest.raises(TypeError):
+        layer(np.array([np.nan]))
+    with pytest.raises(IndexError, match="index 10 at position"):
+        layer(np.array([1.0, 10.0]))
+    assert layer([]).shape == (0, 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_backward(dtype):
+    rng = np.random.default_rng(2)
+    V, D = 9, 4
+    layer = Embedding(V, D, dtype=dtype)
+    ids = rng.integers(0, V, size=(5, 6))
+    layer(ids)
+    g = rng.standard_normal((5, 6, D)).astype(dtype)
+    grad = layer.backward(g)
+    assert grad is layer.grad and grad.shape == (V, D)
+    ref = np.zeros((V, D), dtype)
+    np.add.at(ref, ids, g)
+    np.testing.assert_array_equal(grad, ref)
+    oh = one_hot(ids, V)
+    np.testing.assert_allclose(grad, oh.T @ g.reshape(-1, D), rtol=1e-5, atol=1e-5)
+    # A second backward accumulates into the same array.
+    again = layer.backward(g)
+    assert again is grad
+    np.add.at(ref, ids, g)
+    np.testing.assert_array_equal(grad, ref)
+
+
+def test_dense_grad_buffer_reused():
+    layer = Embedding(5, 2)
+    layer([1, 2])
+    first = layer.backward(np.ones((2, 2)))
+    layer.zero_grad()
+    assert layer.grad is None
+    layer([3])
+    second = layer.backward(np.ones((1, 2)))
+    assert second is first  # the (V, D) buffer is reused, zeroed
+    np.testing.assert_array_equal(second, np.eye(5)[3][:, None] * np.ones((1, 2)))
+
+
+@pytest.mark.parametrize("padding_idx", [None, 0, 3])
+def test_sparse_backward_equals_dense(padding_idx):
+    rng = np.random.default_rng(3)
+    V, D = 12, 3
+    dense = Embedding(V, D, seed=4, padding_idx=padding_idx)
+    sparse = Embedding(V, D, seed=4, padding_idx=padding_idx, sparse=True)
+    np.testing.assert_array_equal(dense.embeddings, sparse.embeddings)
+    for _ in range(2):  # two backwards: the RowGrad merges
+        ids = rng.integers(0, V, size=(4, 5))
+        g = rng.standard_normal((4, 5, D)).astype(np.float32)
+        dense(ids)
+        sparse(ids)
+        gd = dense.backward(g)
+        gs = sparse.backward(g)
+    assert isinstance(gs, RowGrad) and gs is sparse.grad
+    assert gs.indices.dtype == np.int64
+    assert np.all(np.diff(gs.indices) > 0)
+    nz = np.flatnonzero(np.any(gd != 0, axis=1))
+    assert set(nz) <= set(gs.indices.tolist())
+    np.testing.assert_allclose(gs.to_dense(V), gd, rtol=1e-6, atol=1e-6)
+    if padding_idx is not None:
+        assert padding_idx not in gs.indices
+        assert np.all(gd[padding_idx] == 0)
+
+
+def test_backward_errors():
+    layer = Embedding(5, 2)
+    with pytest.raises(RuntimeError):
+        layer.backward(np.ones((1, 2)))
+    layer([[1, 2]])
+    with pytest.raises(ValueError, match=r"\(2, 2\).*\(1, 2, 2\)"):
+        layer.backward(np.ones((2, 2)))
+
+
+def test_padding_idx_init_and_weights():
+    layer = Embedding(5, 3, padding_idx=2, seed=0)
+    assert np.all(layer.embeddings[2] == 0) and np.any(layer.embeddings[1] != 0)
+    w = np.arange(15, dtype=np.float32).reshape(5, 3)
+    layer = Embedding(5, 3, padding_idx=2, weights=[w])
+    np.testing.assert_array_equal(layer.embeddings, w)
+    assert layer.embeddings is not w
+    layer2 = Embedding(5, 3, weights=w)
+    np.testing.assert_array_equal(layer2.embeddings, w)
+
+
+def renorm_ref(table, ids, max_norm, p):
+    for r in np.unique(ids):
+        n = np.linalg.norm(table[r].astype(np.float64), ord=p)
+        if n > max_norm:
+            table[r] = (table[r] * (max_norm / (n + 1e-7))).astype(table.dtype)
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, 3.0, np.inf])
+def test_max_norm_numpy(p):
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((8, 4)).astype(np.float32)
+    layer = Embedding(8, 4, weights=w, max_norm=1.0, norm_type=p)
+    ids = np.array([[1, 2, 1], [6, 6, 0]])
+    y = layer(ids)
+    ref = w.copy()
+    renorm_ref(ref, ids, 1.0, p)
+    np.testing.assert_allclose(layer.embeddings, ref, rtol=1e-6)
+    np.testing.assert_array_equal(y, layer.embeddings[ids])
+    untouched = [3, 4, 5, 7]
+    np.testing.assert_array_equal(layer.embeddings[untouched], w[untouched])
+
+
+def test_max_norm_bad_id_leaves_table():
+    w = np.full((4, 2), 10.0, np.float32)
+    layer = Embedding(4, 2, weights=w, max_norm=1.0)
+    with pytest.raises(IndexError, match="index 4 at position \\(1,\\)"):
+        layer([0, 4])
+    np.testing.assert_array_equal(layer.embeddings, w)
+    with pytest.raises(IndexError):
+        layer([-1])
+    np.testing.assert_array_equal(layer.embeddings, w)
+
+
+def test_against_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    V, D = 20, 6
+    w = (rng.standard_normal((V, D)) * 2).astype(np.float32)
+    ids = rng.integers(0, V, size=(4, 7))
+    ids[0, :3] = 3
+    g = rng.standard_normal((4, 7, D)).astype(np.float32)
+    for sparse in (False, True):
+        t = torch.nn.Embedding.from_pretrained(
+            torch.tensor(w), freeze=False, padding_idx=3, max_norm=1.5, sparse=sparse
+        )
+        layer = Embedding(V, D, weights=w, padding_idx=3, max_norm=1.5, sparse=sparse)
+        yt = t(torch.tensor(ids))
+        y = layer(ids)
+        np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(
+            layer.embeddings, t.weight.detach().numpy(), rtol=1e-6, atol=1e-7
+        )
+        yt.backward(torch.tensor(g))
+        grad = layer.backward(g)
+        tg = t.weight.grad.to_dense().numpy() if sparse else t.weight.grad.numpy()
+        dense = grad.to_dense(V) if sparse else grad
+        np.testing.assert_allclose(dense, tg, rtol=1e-5, atol=1e-6)
+
+
+def test_mask():
+    layer = Embedding(5, 2, mask_zero=True)
+    np.testing.assert_array_equal(
+        layer.compute_mask([[0, 1], [2, 0]]), [[False, True], [True, False]]
+    )
+    assert Embedding(5, 2).compute_mask([0, 1]) is None
+    # As Keras, the mask does not stop gradient reaching row 0.
+    layer([0, 0])
+    assert np.all(layer.backward(np.ones((2, 2)))[0] == 2)
+
+
+def test_losses():
+    w = np.arange(12, dtype=np.float32).reshape(4, 3) - 5
+    layer = Embedding(
+        4, 3, weights=w, embeddings_regularizer="l2", activity_regularizer="l1"
+    )
+    ids = np.array([[1, 2], [3, 3], [0, 1]])
+    y = layer(ids)
+    l_table, l_act = layer.losses
+    assert isinstance(l_table, float) and isinstance(l_act, float)
+    assert l_table == pytest.approx(0.01 * float(np.sum(w.astype(np.float64) ** 2)))
+    assert l_act == pytest.approx(0.01 * float(np.abs(y).sum()) / 3)
+    layer(2)  # 0-d ids: batch size 1
+    assert layer.losses[1] == pytest.approx(0.01 * float(np.abs(w[2]).sum()))
+    assert Embedding(4, 3).losses == []
+    r = regularizers.get("l1_l2")
+    assert (r.l1, r.l2) == (0.01, 0.01)
+    assert regularizers.L1L2(l1=0.5)(np.array([-2.0])) == 1.0
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "uniform",
+        "random_uniform",
+        "normal",
+        "random_normal",
+        "truncated_normal",
+        "glorot_uniform",
+        "glorot_normal",
+        "he_uniform",
+        "he_normal",
+        "lecun_uniform",
+        "lecun_normal",
+        "zeros",
+        "ones",
+        "constant",
+        "orthogonal",
+        "GlorotUniform",
+    ],
+)
+def test_initializers_seeded(name):
+    a = Embedding(30, 8, embeddings_initializer=name, seed=7)
+    b = Embedding(30, 8, embeddings_initializer=name, seed=7)
+    np.testing.assert_array_equal(a.embeddings, b.embeddings)
+    assert a.embeddings.dtype == np.float32 and a.embeddings.flags.c_contiguous
+
+
+def test_initializer_statistics():
+    t = initializers.get("uniform", seed=0)((200, 100), "float64")
+    assert t.min() >= -0.05 and t.max() < 0.05 and abs(t.mean()) < 0.002
+    t = initializers.get("normal", seed=0)((200, 100), "float64")
+    assert abs(t.std() - 0.05) < 0.002
+    t = initializers.TruncatedNormal(stddev=1.0, seed=0)((200, 100))
+    assert np.abs(t).max() <= 2.0
+    t = initializers.GlorotUniform(seed=0)((200, 100))
+    assert np.abs(t).max() <= np.sqrt(6 / 300)
+    assert np.all(initializers.get("ones")((2, 2)) == 1)
+    q = initializers.Orthogonal(seed=0)((8, 5), "float64")
+    np.testing.assert_allclose(q.T @ q, np.eye(5), atol=1e-12)
+    c = Embedding(3, 2, embeddings_initializer=lambda shape, dtype: np.full(shape, 7.0))
+    assert np.all(c.embeddings == 7)
+    unseeded = [Embedding(5, 4).embeddings for _ in range(2)]
+    assert not np.array_equal(*unseeded)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(input_dim=0, output_dim=2),
+        dict(input_dim=3, output_dim=-1),
+        dict(input_dim=2.5, output_dim=2),
+        dict(input_dim=3, output_dim=2, padding_idx=3),
+        dict(input_dim=3, output_dim=2, padding_idx=-1),
+        dict(input_dim=3, output_dim=2, max_norm=0),
+        dict(input_dim=3, output_dim=2, norm_type=0),
+        dict(input_dim=3, output_dim=2, dtype="float16"),
+        dict(input_dim=3, output_dim=2, dtype="int32"),
+        dict(input_dim=3, output_dim=2, weights=np.zeros((2, 2))),
+        dict(input_dim=3, output_dim=2, embeddings_initializer="nope"),
+        dict(input_dim=3, output_dim=2, embeddings_regularizer="l3"),
+        dict(input_dim=3, output_dim=2, embeddings_constraint="big"),
+    ],
+)
+def test_bad_constructor_args(kwargs):
+    with pytest.raises(ValueError):
+        Embedding(**kwargs)
+
+
+def custom_init(shape, dtype=None):
+    return np.full(shape, 0.25, dtype=dtype)
+
+
+def test_config_round_trip():
+    layer = Embedding(
+        7,
+        3,
+        embeddings_initializer=initializers.RandomNormal(stddev=0.1, seed=3),
+        embeddings_regularizer="l1_l2",
+        activity_regularizer=regularizers.L2(0.5),
+        embeddings_constraint=constraints.MaxNorm(3.0, axis=1),
+        mask_zero=True,
+        input_length=4,
+        dtype="float64",
+        seed=9,
+        name="emb",
+        trainable=False,
+        padding_idx=1,
+        max_norm=2.0,
+        norm_type=1.0,
+        sparse=True,
+    )
+    cfg = layer.get_config()
+    text = json.dumps(cfg)
+    for key in (
+        "input_dim",
+        "output_dim",
+        "embeddings_initializer",
+        "embeddings_regularizer",
+        "activity_regularizer",
+        "embeddings_constraint",
+        "mask_zero",
+        "input_length",
+        "name",
+        "trainable",
+        "dtype",
+    ):
+        assert key in cfg
+    assert cfg["embeddings_initializer"] == {
+        "class_name": "RandomNormal",
+        "config": {"mean": 0.0, "stddev": 0.1, "seed": 3},
+    }
+    assert cfg["embeddings_constraint"]["class_name"] == "MaxNorm"
+    clone = Embedding.from_config(json.loads(text))
+    assert clone.get_config() == cfg
+    np.testing.assert_array_equal(
+        clone.embeddings, layer.embeddings
+    )  # seeded initializer
+    assert clone.activity_regularizer == regularizers.L2(0.5)
+    # Another callable by qualified name, rebuilt through custom_objects.
+    custom = Embedding(4, 2, embeddings_initializer=custom_init)
+    cfg = custom.get_config()
+    assert cfg["embeddings_initializer"].endswith("custom_init")
+    json.dumps(cfg)
+    with pytest.raises(ValueError):
+        Embedding.from_config(cfg)
+    rebuilt = Embedding.from_config(cfg, custom_objects={"custom_init": custom_init})
+    assert np.all(rebuilt.embeddings == 0.25)
+
+
+@pytest.mark.parametrize("as_path", [False, True])
+@pytest.mark.parametrize("suffix", ["", ".npz"])
+def test_save_load(tmp_path, as_path, suffix):
+    layer = Embedding(6, 3, seed=2, padding_idx=0, sparse=True, name="words")
+    layer.embeddings[1] = 9
+    target = tmp_path / f"emb{suffix}"
+    written = layer.save(target if as_path else str(target))
+    assert Path(written) == tmp_path / "emb.npz" and Path(written).exists()
+    with np.load(written, allow_pickle=False) as data:
+        np.testing.assert_array_equal(data["embeddings"], layer.embeddings)
+        json.loads(str(data["config"]))
+    for p in (target, str(target), tmp_path / "emb.npz"):
+        back = Embedding.load(p)
+        np.testing.assert_array_equal(back.embeddings, layer.embeddings)
+        assert back.get_config() == layer.get_config()
+
+
+def test_save_other_suffix(tmp_path):
+    layer = Embedding(3, 2)
+    written = layer.save(tmp_path / "model.bin")
+    assert written.name == "model.bin.npz"
+    np.testing.assert_array_equal(
+        Embedding.load(tmp_path / "model.bin").embeddings, layer.embeddings
+    )
+
+
+def test_weights_api():
+    layer = Embedding(4, 2)
+    w = layer.get_weights()
+    assert len(w) == 1 and w[0] is not layer.embeddings
+    table = layer.embeddings
+    layer.set_weights([np.ones((4, 2))])
+    assert layer.embeddings is table and np.all(table == 1)
+    with pytest.raises(ValueError, match="shape"):
+        layer.set_weights([np.ones((3, 2))])
+
+
+def test_bad_ids():
+    layer = Embedding(5, 2)
+    with pytest.raises(IndexError, match="index 5 at position \\(0, 1\\)"):
+        layer([[0, 5]])
+    with pytest.raises(TypeError):
+        layer(np.array(["a"]))
+    np.testing.assert_array_equal(
+        layer(np.array([1, 2], dtype=np.uint8)), layer.embeddings[[1, 2]]
+    )

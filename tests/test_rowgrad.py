@@ -1,0 +1,127 @@
+"""RowGrad and the C++ coalesce / merge kernels against NumPy."""
+
+from __future__ import annotations
+
+import embtable
+import numpy as np
+import pytest
+from embtable import RowGrad, _core
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+def dense_grad(ids, g, V, padding_idx=None):
+    out = np.zeros((V, g.shape[-1]), dtype=g.dtype)
+    np.add.at(out, ids, g)
+    if padding_idx is not None:
+        out[padding_idx] = 0
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("idx_dtype", [np.int32, np.int64])
+def test_coalesce_matches_add_at(dtype, idx_dtype):
+    rng = np.random.default_rng(0)
+    V, D = 50, 7
+    ids = rng.integers(0, V, size=(13, 9)).astype(idx_dtype)
+    g = rng.standard_normal((13, 9, D)).astype(dtype)
+    rows, values = _core.rowgrad_coalesce(ids, g, V, -1)
+    assert rows.dtype == np.int64 and values.dtype == dtype
+    np.testing.assert_array_equal(rows, np.unique(ids))
+    ref = dense_grad(ids, g, V)
+    # Segments are added in index order, as np.add.at: bitwise equal.
+    np.testing.assert_array_equal(values, ref[rows])
+
+
+def test_coalesce_padding_and_empty():
+    ids = np.array([3, 0, 3, 0, 1])
+    g = np.arange(15, dtype=np.float32).reshape(5, 3)
+    rows, values = _core.rowgrad_coalesce(ids, g, 4, 0)
+    np.testing.assert_array_equal(rows, [1, 3])
+    np.testing.assert_array_equal(values, [g[4], g[0] + g[2]])
+    rows, values = _core.rowgrad_coalesce(
+        np.zeros((0,), np.int64), np.zeros((0, 3), np.float32), 4
+    )
+    assert rows.shape == (0,) and values.shape == (0, 3)
+
+
+def test_coalesce_many_threads_large_V():
+    rng = np.random.default_rng(1)
+    V, D = 3_000_000, 4  # 22 bits: three radix passes
+    ids = rng.integers(0, V, size=20_000)
+    ids[:100] = 7  # a long segment
+    g = rng.standard_normal((20_000, D))
+    embtable.set_num_threads(2)
+    rows, values = _core.rowgrad_coalesce(ids, g, V, -1)
+    uniq, inv = np.unique(ids, return_inverse=True)
+    ref = np.zeros((uniq.size, D))
+    np.add.at(ref, inv, g)
+    np.testing.assert_array_equal(rows, uniq)
+    np.testing.assert_array_equal(values, ref)
+
+
+def test_coalesce_bad_index():
+    with pytest.raises(IndexError, match="index 9 at position"):
+        _core.rowgrad_coalesce(np.array([1, 9]), np.zeros((2, 2), np.float32), 5, -1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    a=st.lists(st.integers(0, 30), max_size=20),
+    b=st.lists(st.integers(0, 30), max_size=20),
+)
+def test_merge_is_sum(a, b):
+    rng = np.random.default_rng(len(a) * 31 + len(b))
+    V, D = 31, 3
+    ga = rng.standard_normal((len(a), D))
+    gb = rng.standard_normal((len(b), D))
+    ra = RowGrad(*_core.rowgrad_coalesce(np.array(a, np.int64), ga, V))
+    rb = RowGrad(*_core.rowgrad_coalesce(np.array(b, np.int64), gb, V))
+    m = ra.merge(rb)
+    np.testing.assert_allclose(
+        m.to_dense(V), ra.to_dense(V) + rb.to_dense(V), rtol=1e-12
+    )
+    np.testing.assert_array_equal(
+        m.indices, np.union1d(ra.indices, rb.indices).astype(np.int64)
+    )
+    assert (ra + rb).indices.tolist() == m.indices.tolist()
+
+
+def test_rowgrad_validation_and_repr():
+    with pytest.raises(ValueError, match="sorted"):
+        RowGrad([3, 1], np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="shape"):
+        RowGrad([1, 3], np.zeros((3, 2)))
+    with pytest.raises(TypeError):
+        RowGrad([1], np.zeros((1, 2), np.int32))
+    g = RowGrad([1, 3], np.ones((2, 2), np.float32))
+    assert "RowGrad(rows=2, width=2" in repr(g)
+    assert len(g) == 2 and g.width == 2
+    with pytest.raises(IndexError):
+        g.to_dense(3)
+    with pytest.raises(TypeError):
+        g.merge(RowGrad([1], np.ones((1, 2), np.float64)))
+
+
+@pytest.mark.parametrize("padding_idx", [-1, 2])
+def test_coalesce_matches_scalar_ref(padding_idx):
+    rng = np.random.default_rng(9)
+    ids = rng.integers(0, 20, size=(30, 3)).astype(np.int32)
+    g = rng.standard_normal((30, 3, 5)).astype(np.float32)
+    rows, values = _core.rowgrad_coalesce(ids, g, 20, padding_idx)
+    rrows, rvalues = _core.rowgrad_coalesce_ref(ids, g, 20, padding_idx)
+    np.testing.assert_array_equal(rows, rrows)
+    np.testing.assert_array_equal(values, rvalues)
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, 2.5, np.inf])
+def test_renorm_matches_scalar_ref(p):
+    rng = np.random.default_rng(10)
+    t = rng.standard_normal((3000, 16))
+    ids = rng.integers(0, 3000, size=4000)
+    a, b = t.copy(), t.copy()
+    embtable.set_num_threads(2)
+    _core.embedding_renorm(a, ids, 1.0, p)
+    _core.embedding_renorm_ref(b, ids, 1.0, p)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, t)

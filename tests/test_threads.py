@@ -1,0 +1,155 @@
+"""The thread pool: thread-count independence, concurrent callers, fork safety, defaults."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import embtable
+from embtable import _core
+
+
+def test_results_identical_for_1_to_4_threads(rng):
+    V, D, N = 2000, 24, 50_000
+    table = rng.standard_normal((V, D)).astype(np.float32)
+    ids = (rng.zipf(1.5, size=N) % V).astype(np.int64)
+    updates = rng.standard_normal((N, D)).astype(np.float32)
+    gathered, det = [], []
+    for threads in (1, 2, 3, 4):
+        embtable.set_num_threads(threads)
+        assert embtable.get_num_threads() == threads
+        gathered.append(embtable.gather(table, ids).tobytes())
+        target = table.copy()
+        embtable.scatter_add(target, ids, updates, deterministic=True)
+        det.append(target.tobytes())
+    assert len(set(gathered)) == 1
+    assert len(set(det)) == 1
+
+
+def test_eight_python_threads_at_once(rng):
+    V, D, N = 500, 16, 20_000
+    table = rng.standard_normal((V, D)).astype(np.float32)
+    shared = np.zeros((V, D), np.float32)
+    ids = [rng.integers(0, V, size=N) for _ in range(8)]
+    ones = np.ones((N, D), np.float32)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def work(k):
+        try:
+            barrier.wait()
+            for rep in range(10):
+                out = embtable.gather(table, ids[k])
+                np.testing.assert_array_equal(out, table[ids[k]])
+                # concurrent writers on one target must not lose updates
+                embtable.scatter_add(shared, ids[k], ones, deterministic=bool(rep % 2))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    assert not errors, errors[0]
+    counts = sum(np.bincount(i, minlength=V) for i in ids) * 10
+    np.testing.assert_array_equal(shared, np.repeat(counts[:, None], D, 1).astype(np.float32))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_after_pool_ran(rng):
+    embtable.set_num_threads(2)
+    table = rng.standard_normal((100_000, 32)).astype(np.float32)
+    ids = rng.integers(0, 100_000, size=200_000)
+    embtable.gather(table, ids)  # the pool has run
+    pid = os.fork()
+    if pid == 0:  # child: must be able to use the pool again
+        code = 1
+        try:
+            out = embtable.gather(table, ids)
+            target = np.zeros_like(table)
+            embtable.scatter_add(target, ids, out)
+            ok = np.array_equal(out, table[ids])
+            code = 0 if ok else 2
+        finally:
+            os._exit(code)
+    deadline = 60
+    import time
+
+    waited = 0.0
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if waited > deadline:
+            os.kill(pid, 9)
+            pytest.fail("forked child hung")
+        time.sleep(0.05)
+        waited += 0.05
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_env_var_sets_threads_at_import():
+    code = "import embtable; print(embtable.get_num_threads())"
+    env = dict(os.environ, EMBTABLE_NUM_THREADS="3")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "3"
+
+
+def test_bad_env_var_warns_and_is_ignored():
+    code = ("import warnings, embtable, os; "
+            "print(embtable.get_num_threads() == embtable._core.default_num_threads())")
+    env = dict(os.environ, EMBTABLE_NUM_THREADS="zero")
+    out = subprocess.run([sys.executable, "-W", "default", "-c", code], env=env,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+    assert "EMBTABLE_NUM_THREADS" in out.stderr
+
+
+def test_default_is_affinity_capped_by_quota():
+    default = _core.default_num_threads()
+    assert 1 <= default <= len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    "contents,cpus",
+    [("max 100000", 0), ("150000 100000", 2), ("100000 100000", 1), ("50000 100000", 1),
+     ("250001 100000", 3), ("garbage", 0), ("", 0), ("-1 100000", 0)],
+)
+def test_cgroup_quota_rounds_up(contents, cpus):
+    assert _core.cpus_from_cgroup_cpu_max(contents) == cpus
+
+
+def test_many_threads_requested_work(rng):
+    embtable.set_num_threads(16)
+    table = rng.standard_normal((300, 8)).astype(np.float32)
+    ids = rng.integers(0, 300, size=100_000)
+    np.testing.assert_array_equal(embtable.gather(table, ids), table[ids])
+
+
+def test_torch_and_embtable_together(rng):
+    """No OpenMP in embtable: importing torch next to it (either order) just works."""
+    torch = pytest.importorskip("torch")
+    code = (
+        "import torch, embtable, numpy as np\n"
+        "t = np.arange(40, dtype=np.float32).reshape(10, 4)\n"
+        "ids = np.array([3, 1, 3])\n"
+        "a = embtable.gather(t, ids)\n"
+        "b = torch.nn.functional.embedding(torch.from_numpy(ids), torch.from_numpy(t)).numpy()\n"
+        "assert (a == b).all()\n"
+        "print('ok')\n"
+    )
+    for first in ("torch", "embtable"):
+        src = f"import {first}\n" + code
+        out = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "ok"
+    assert torch.get_num_threads() >= 1

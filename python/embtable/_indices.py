@@ -44,21 +44,11 @@ def as_indices(indices: Any, V: int | None, name: str = "indices") -> np.ndarray
             flat = int(bad[0])
             value = int(arr.reshape(-1)[flat])
             raise IndexError(_core.index_error_message(str(value), list(arr.shape), flat, V))
-    # np.asarray(order="C"), not np.ascontiguousarray: that one makes 0-d arrays 1-d.
     if arr.dtype in _NATIVE and arr.dtype.isnative:
-<<<<<<< HEAD
-        return np.asarray(arr, order="C")
-    target = np.int32 if arr.dtype.itemsize < 4 or (kind == "u" and arr.dtype.itemsize == 2) \
-        else np.int64
-    if kind == "u" and arr.dtype.itemsize == 4:
-        target = np.int64
-    return np.asarray(arr, dtype=target, order="C")
-=======
         # (np.ascontiguousarray would turn a 0-d array into 1-d.)
         return arr if arr.flags.c_contiguous else arr.copy(order="C")
     # int8/int16/uint8/uint16 fit int32; int32-and-wider others need int64.
     return arr.astype(np.int32 if arr.dtype.itemsize <= 2 else np.int64, order="C")
->>>>>>> bag
 
 
 def table_rows(table: Any) -> int | None:

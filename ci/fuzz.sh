@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzz stage: an atheris (libFuzzer) harness per public function, each checked
-# against a NumPy oracle (fuzz/harness.py), over an embtable built with Debian's
+# against a NumPy oracle (tests/fuzz_harness.py), over an embtable built with Debian's
 # clang-14 and -fsanitize=address,<UBSan checks>,fuzzer-no-link.
 #
 #   ci/fuzz.sh [RUNS]   executions per target (default 50000; ci/fuzz_long.sh: 1000000)

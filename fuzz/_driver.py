@@ -7,7 +7,9 @@ import sys
 
 import atheris
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The harness lives in tests/ (the suite replays the kept corpus through it, also
+# from a copy of tests/ outside the tree).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 import numpy  # noqa: F401 - imported first: only embtable's Python is instrumented
 
@@ -16,7 +18,7 @@ import numpy  # noqa: F401 - imported first: only embtable's Python is instrumen
 # instrumented: tracing its byte loops would cost most of the fuzzer's speed.
 with atheris.instrument_imports(include=["embtable"]):
     import embtable  # noqa: F401
-import harness  # noqa: E402
+import fuzz_harness as harness  # noqa: E402
 
 
 def main(target: str) -> None:

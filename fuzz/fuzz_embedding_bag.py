@@ -1,4 +1,4 @@
-"""atheris fuzzer: embtable.embedding_bag (offsets, 2-D bags, weights, padding_idx) vs a NumPy oracle (see harness.py)."""
+"""atheris fuzzer: embtable.embedding_bag (offsets, 2-D bags, weights, padding_idx) vs a NumPy oracle (see tests/fuzz_harness.py)."""
 
 import _driver
 

@@ -1,4 +1,4 @@
-"""atheris fuzzer: embtable.gather vs np.take (see harness.py)."""
+"""atheris fuzzer: embtable.gather vs np.take (see tests/fuzz_harness.py)."""
 
 import _driver
 

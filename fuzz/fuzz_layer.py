@@ -1,4 +1,4 @@
-"""atheris fuzzer: embtable.Embedding / EmbeddingBag forward + backward vs NumPy (see harness.py)."""
+"""atheris fuzzer: embtable.Embedding / EmbeddingBag forward + backward vs NumPy (see tests/fuzz_harness.py)."""
 
 import _driver
 

@@ -1,4 +1,4 @@
-"""atheris fuzzer: embtable.scatter_add (atomic mode) vs np.add.at (see harness.py)."""
+"""atheris fuzzer: embtable.scatter_add (atomic mode) vs np.add.at (see tests/fuzz_harness.py)."""
 
 import _driver
 

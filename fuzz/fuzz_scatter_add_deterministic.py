@@ -1,4 +1,4 @@
-"""atheris fuzzer: embtable.scatter_add(deterministic=True) vs np.add.at, bitwise (see harness.py)."""
+"""atheris fuzzer: embtable.scatter_add(deterministic=True) vs np.add.at, bitwise (see tests/fuzz_harness.py)."""
 
 import _driver
 

@@ -41,12 +41,6 @@ def table(tmp_path_factory):
     path.unlink()
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    n = embtable.get_num_threads()
-    yield
-    embtable.set_num_threads(n)
-
 
 @pytest.mark.parametrize("index_dtype", [np.int32, np.int64, np.uint32, np.uint64])
 @pytest.mark.parametrize("threads", [1, 2])

@@ -24,12 +24,6 @@ V, D = 512, 64  # float32 rows of 256 B: 600 indices exceed the grain, so the po
 N_IDX = 600
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    n = embtable.get_num_threads()
-    yield
-    embtable.set_num_threads(n)
-
 
 def _run_threads(targets: list, timeout: float = JOIN_TIMEOUT) -> None:
     threads = [threading.Thread(target=t, daemon=True) for t in targets]

@@ -10,18 +10,12 @@ import pytest
 
 import embtable
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
-import harness  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fuzz_harness as harness  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent / "fuzz_corpus"
 CASES = sorted(p for p in CORPUS.glob("*/*") if p.is_file() and p.parent.name in harness.TARGETS)
 
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    n = embtable.get_num_threads()
-    yield
-    embtable.set_num_threads(n)
 
 
 def test_corpus_is_not_empty():

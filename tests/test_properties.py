@@ -21,8 +21,8 @@ from hypothesis.extra import numpy as hnp
 
 import embtable
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
-from harness import np_embedding_bag  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fuzz_harness import np_embedding_bag  # noqa: E402
 
 EXAMPLES = int(os.environ.get("EMBTABLE_HYPOTHESIS_EXAMPLES", "2000"))
 SETTINGS = settings(
@@ -37,12 +37,6 @@ INDEX_DTYPES = [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.
 # Long rows make a few indices exceed the parallel grain, so the pool runs.
 DIMS = [0, 1, 2, 3, 5, 8, 64, 130]
 
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    n = embtable.get_num_threads()
-    yield
-    embtable.set_num_threads(n)
 
 
 @st.composite

@@ -83,6 +83,22 @@ if hasattr(embtable, "embedding_bag"):
             TABLE, FLAT, OFFS, mode="mean", per_sample_weights=W), ValueError, (TABLE, FLAT, W)),
     ]
 
+if hasattr(embtable, "Embedding"):
+    LAYER = embtable.Embedding(50, 8, seed=0)
+    SPARSE = embtable.Embedding(50, 8, seed=0, sparse=True)
+    GRAD = np.ones(IDX.shape + (8,), dtype=np.float32)
+
+    def _layer_step(layer):
+        layer(IDX)
+        layer.backward(GRAD)
+        layer.zero_grad()
+
+    CASES += [
+        ("Embedding forward+backward", lambda: _layer_step(LAYER), None, (IDX, GRAD)),
+        ("Embedding sparse forward+backward", lambda: _layer_step(SPARSE), None, (IDX, GRAD)),
+        ("Embedding bad index", lambda: LAYER(BAD), IndexError, (BAD,)),
+    ]
+
 
 def _call_many(call, expected, n: int) -> None:
     if expected is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from . import _core
 from ._config import _threads_from_env, get_num_threads, set_num_threads, show_config
 from ._functional import gather, scatter_add
+from ._sgns import sgns_step
 
 __version__: str = _core.__version__
 
@@ -19,6 +20,7 @@ __all__ = [
     "get_num_threads",
     "scatter_add",
     "set_num_threads",
+    "sgns_step",
     "show_config",
 ]
 

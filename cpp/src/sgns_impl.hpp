@@ -1,0 +1,131 @@
+// The SGNS hot loop, written once and compiled per instruction set: a
+// translation unit defines EMBTABLE_SGNS_TABLE (the accessor's name) and
+// includes this file. Internal linkage throughout (see kernels_impl.hpp).
+#ifndef EMBTABLE_SGNS_TABLE
+#error "define EMBTABLE_SGNS_TABLE before including sgns_impl.hpp"
+#endif
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "sgns_kernels.hpp"
+
+namespace embtable::sgns_kernels {
+namespace {
+
+// Partial sums of dot(): a fixed count, so every SIMD level adds in the same
+// order and gives the same bits (no -ffast-math needed to vectorize).
+constexpr int kLanes = 16;
+
+template <class Scalar>
+inline Scalar dot(const Scalar* __restrict a, const Scalar* __restrict b, int64_t D) noexcept {
+  Scalar acc[kLanes] = {};
+  int64_t d = 0;
+  for (; d + kLanes <= D; d += kLanes)
+    for (int l = 0; l < kLanes; ++l) acc[l] += a[d + l] * b[d + l];
+  for (int w = kLanes / 2; w > 0; w /= 2)
+    for (int l = 0; l < w; ++l) acc[l] += acc[l + w];
+  Scalar s = acc[0];
+  for (; d < D; ++d) s += a[d] * b[d];
+  return s;
+}
+
+// y += g * x
+template <class Scalar>
+inline void axpy(Scalar* __restrict y, Scalar g, const Scalar* __restrict x, int64_t D) noexcept {
+  for (int64_t d = 0; d < D; ++d) y[d] += g * x[d];
+}
+
+// (label - sigmoid(s)), and adds the pair's loss -log(sigmoid(+-s)) to `loss`.
+template <class Scalar>
+inline Scalar sigmoid_residual(Scalar s, bool positive, double& loss) noexcept {
+  const Scalar e = std::exp(-std::abs(s));  // in (0, 1]: no overflow either way
+  const Scalar one = 1;
+  const Scalar p = s >= 0 ? one / (one + e) : e / (one + e);  // sigmoid(s)
+  const Scalar margin = positive ? -s : s;
+  loss += static_cast<double>(std::log1p(e) + std::max(margin, Scalar{0}));
+  return positive ? one - p : -p;
+}
+
+// Holds the striped spin lock of one row (of either table) for its lifetime, or
+// nothing when `on` is false. A pair never holds two, so there is no lock order
+// to get wrong. The stripes are shared by every SIMD level's kernels.
+class RowLock {
+ public:
+  RowLock(const void* row, bool on) noexcept
+      : l_(on ? &sgns_locks()[stripe(reinterpret_cast<uintptr_t>(row))].v : nullptr) {
+    if (!l_) return;
+    while (l_->exchange(1, std::memory_order_acquire) != 0)
+      while (l_->load(std::memory_order_relaxed) != 0) cpu_relax();
+  }
+  ~RowLock() {
+    if (l_) l_->store(0, std::memory_order_release);
+  }
+  RowLock(const RowLock&) = delete;
+  RowLock& operator=(const RowLock&) = delete;
+
+ private:
+  static uint32_t stripe(uintptr_t address) noexcept {
+    // Fibonacci hashing of the row's address: rows of both tables, spread.
+    return static_cast<uint32_t>((static_cast<uint64_t>(address) * 0x9E3779B97F4A7C15ull) >>
+                                 (64 - kLockBits));
+  }
+  static void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+  std::atomic<uint32_t>* l_;
+};
+
+template <class Scalar, class Index, bool Locked>
+double run(Scalar* in, Scalar* out, int64_t D, const Index* centers, const Index* contexts,
+           const Index* negatives, int64_t K, Scalar lr, int64_t b, int64_t e) {
+  std::vector<Scalar> buf(static_cast<size_t>(2 * D));
+  Scalar* h = buf.data();
+  Scalar* grad = h + D;
+  double loss = 0;
+  for (int64_t i = b; i < e; ++i) {
+    const int64_t c = static_cast<int64_t>(centers[i]);
+    Scalar* in_row = in + c * D;
+    const int64_t ctx = static_cast<int64_t>(contexts[i]);
+    {
+      RowLock lock(in_row, Locked);
+      std::memcpy(h, in_row, static_cast<size_t>(D) * sizeof(Scalar));
+    }
+    std::fill(grad, grad + D, Scalar{0});
+    for (int64_t k = -1; k < K; ++k) {
+      const int64_t t = k < 0 ? ctx : static_cast<int64_t>(negatives[i * K + k]);
+      if (k >= 0 && t == ctx) continue;
+      Scalar* row = out + t * D;
+      RowLock lock(row, Locked);
+      const Scalar g = sigmoid_residual(dot(h, row, D), k < 0, loss) * lr;
+      axpy(grad, g, row, D);
+      axpy(row, g, h, D);
+    }
+    RowLock lock(in_row, Locked);
+    for (int64_t d = 0; d < D; ++d) in_row[d] += grad[d];
+  }
+  return loss;
+}
+
+template <class Scalar, class Index>
+double run_range(Scalar* in, Scalar* out, int64_t D, const Index* centers, const Index* contexts,
+                 const Index* negatives, int64_t K, Scalar lr, int64_t b, int64_t e,
+                 bool locked) {
+  return locked ? run<Scalar, Index, true>(in, out, D, centers, contexts, negatives, K, lr, b, e)
+                : run<Scalar, Index, false>(in, out, D, centers, contexts, negatives, K, lr, b, e);
+}
+
+const Table kTable{&run_range<float, int32_t>, &run_range<float, int64_t>,
+                   &run_range<double, int32_t>, &run_range<double, int64_t>};
+
+}  // namespace
+
+const Table& EMBTABLE_SGNS_TABLE() noexcept { return kTable; }
+
+}  // namespace embtable::sgns_kernels

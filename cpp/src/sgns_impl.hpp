@@ -40,14 +40,43 @@ inline void axpy(Scalar* __restrict y, Scalar g, const Scalar* __restrict x, int
   for (int64_t d = 0; d < D; ++d) y[d] += g * x[d];
 }
 
-// (label - sigmoid(s)), and adds the pair's loss -log(sigmoid(+-s)) to `loss`.
+// The summed loss, sum_t log(1 + e_t) + max(margin_t, 0), kept cheap: the logs
+// of the (1 + e_t) in (1, 2] are taken as the log of their product, folded
+// every kFold factors (2^kFold stays far inside double's range), so the loss
+// costs a multiply and an add per target instead of a log1p.
+class LossSum {
+ public:
+  void add(double one_plus_e, double linear) noexcept {
+    prod_ *= one_plus_e;
+    linear_ += linear;
+    if (++n_ == kFold) fold();
+  }
+  double total() noexcept {
+    fold();
+    return logs_ + linear_;
+  }
+
+ private:
+  static constexpr int kFold = 256;
+  void fold() noexcept {
+    logs_ += std::log(prod_);
+    prod_ = 1;
+    n_ = 0;
+  }
+  double prod_ = 1, logs_ = 0, linear_ = 0;
+  int n_ = 0;
+};
+
+// (label - sigmoid(s)), and adds -log(sigmoid(s)) (label 1) or
+// -log(sigmoid(-s)) (label 0) to `loss`.
 template <class Scalar>
-inline Scalar sigmoid_residual(Scalar s, bool positive, double& loss) noexcept {
+inline Scalar sigmoid_residual(Scalar s, bool positive, LossSum& loss) noexcept {
   const Scalar e = std::exp(-std::abs(s));  // in (0, 1]: no overflow either way
   const Scalar one = 1;
   const Scalar p = s >= 0 ? one / (one + e) : e / (one + e);  // sigmoid(s)
+  // -log(sigmoid(x)) = log(1 + exp(-|x|)) + max(-x, 0)
   const Scalar margin = positive ? -s : s;
-  loss += static_cast<double>(std::log1p(e) + std::max(margin, Scalar{0}));
+  loss.add(1.0 + static_cast<double>(e), static_cast<double>(std::max(margin, Scalar{0})));
   return positive ? one - p : -p;
 }
 
@@ -88,7 +117,7 @@ double run(Scalar* in, Scalar* out, int64_t D, const Index* centers, const Index
   std::vector<Scalar> buf(static_cast<size_t>(2 * D));
   Scalar* h = buf.data();
   Scalar* grad = h + D;
-  double loss = 0;
+  LossSum loss;
   for (int64_t i = b; i < e; ++i) {
     const int64_t c = static_cast<int64_t>(centers[i]);
     Scalar* in_row = in + c * D;
@@ -110,7 +139,7 @@ double run(Scalar* in, Scalar* out, int64_t D, const Index* centers, const Index
     RowLock lock(in_row, Locked);
     for (int64_t d = 0; d < D; ++d) in_row[d] += grad[d];
   }
-  return loss;
+  return loss.total();
 }
 
 template <class Scalar, class Index>

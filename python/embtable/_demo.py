@@ -1,0 +1,548 @@
+"""``python -m embtable demo``: word2vec (skip-gram, negative sampling) with embtable.
+
+Trains word embeddings on a corpus every machine has -- the docstrings of the
+Python standard library -- or on any text file (``--corpus PATH``), using only
+NumPy and :func:`embtable.sgns_step`, the fused C++ SGNS kernel. Then prints the
+nearest neighbours of a few words, the similarity of a few related pairs against
+random ones, and saves the input table.
+
+NumPy prepares each batch (subsampling, the window's (center, context) pairs,
+negatives drawn from a unigram^0.75 table) and the kernel trains on it with the
+GIL released; a second Python thread prepares the next batch meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import embtable
+
+__all__ = [
+    "Corpus",
+    "TrainResult",
+    "build_corpus",
+    "main",
+    "nearest",
+    "read_text_corpus",
+    "stdlib_docstrings",
+    "train",
+]
+
+_WORD = re.compile(r"[a-z]+")
+# Never imported while collecting docstrings: tests, GUIs, modules that act on
+# import (print, open a browser) and tool packages with nothing to say.
+_SKIP = {
+    "__hello__", "__phello__", "__main__", "_tkinter", "antigravity", "ensurepip",
+    "idlelib", "lib2to3", "pydoc_data", "site", "test", "tests", "this", "tkinter",
+    "turtle", "turtledemo", "venv", "webbrowser",
+}
+PAIRS = (("list", "tuple"), ("read", "write"), ("send", "recv"), ("key", "value"),
+         ("start", "stop"), ("client", "server"), ("encode", "decode"))
+QUERY_WORDS = ("list", "file", "thread")
+
+
+# ---------------------------------------------------------------------------
+# Corpus
+
+
+def _skipped(name: str) -> bool:
+    return any(p in _SKIP or p.startswith(("test", "_test")) for p in name.split("."))
+
+
+def _collect_stdlib_docstrings() -> list[str]:
+    """Import every stdlib module (in this process) and return its docstrings.
+
+    Modules, then their classes and functions, then the classes' methods, in
+    sorted order, each object once. Run it in a child process: importing the
+    whole standard library has side effects a caller should not inherit.
+    """
+    import importlib
+    import inspect
+    import io
+    import pkgutil
+    import sysconfig
+    import warnings
+
+    stdlib = os.path.realpath(sysconfig.get_paths()["stdlib"])
+    paths = [stdlib, os.path.join(stdlib, "lib-dynload")]
+    names = sorted(set(sys.builtin_module_names)
+                   | {m.name for m in pkgutil.iter_modules(paths)})
+    docs: list[str] = []
+    seen: set[int] = set()
+
+    def collect(obj: object, modname: str, depth: int) -> None:
+        doc = getattr(obj, "__doc__", None)
+        if isinstance(doc, str) and id(obj) not in seen:
+            seen.add(id(obj))
+            docs.append(doc)
+        if depth == 0:
+            return
+        try:
+            members = sorted(vars(obj).items())
+        except TypeError:
+            return
+        for key, value in members:
+            if key.startswith("__"):
+                continue
+            if (inspect.isclass(value) or inspect.isroutine(value)) and getattr(
+                value, "__module__", None
+            ) == modname:
+                collect(value, modname, depth - 1)
+
+    sink = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), \
+            contextlib.redirect_stderr(sink):
+        warnings.simplefilter("ignore")
+        todo = list(reversed(names))
+        while todo:
+            name = todo.pop()
+            if _skipped(name):
+                continue
+            try:
+                module = importlib.import_module(name)
+            except BaseException:  # noqa: BLE001 - anything may happen on import
+                continue
+            file = getattr(module, "__file__", None)
+            if file is not None and not os.path.realpath(file).startswith(stdlib):
+                continue  # e.g. a site-packages module shadowing nothing
+            collect(module, name, 2)
+            path = getattr(module, "__path__", None)
+            if path is not None:
+                subs = sorted(f"{name}.{m.name}" for m in pkgutil.iter_modules(path))
+                todo.extend(reversed(subs))
+    return docs
+
+
+def stdlib_docstrings() -> list[str]:
+    """The docstrings of the Python standard library, collected in a child process."""
+    code = (
+        "import json, sys\n"
+        "from embtable._demo import _collect_stdlib_docstrings\n"
+        "docs = _collect_stdlib_docstrings()\n"
+        "sys.stdout.write(json.dumps(docs))\n"
+    )
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env,
+        stdin=subprocess.DEVNULL, timeout=600, check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"collecting stdlib docstrings failed:\n{proc.stderr[-2000:]}")
+    return list(json.loads(proc.stdout))
+
+
+def read_text_corpus(path: str | os.PathLike[str]) -> list[str]:
+    """The lines of a UTF-8 text file (each line is a sentence, as gensim's LineSentence)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read().splitlines()
+
+
+def tokenize(text: str) -> list[str]:
+    """Lowercase alphabetic words."""
+    return _WORD.findall(text.lower())
+
+
+@dataclass
+class Corpus:
+    """A tokenized corpus over a vocabulary.
+
+    ``ids``: the word id of every in-vocabulary token, in order (int32).
+    ``sentence``: the sentence number of each token (windows never cross it).
+    ``words``: the vocabulary, most frequent first; ``counts`` their counts.
+    """
+
+    ids: np.ndarray
+    sentence: np.ndarray
+    words: list[str]
+    counts: np.ndarray
+    index: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.index = {w: i for i, w in enumerate(self.words)}
+
+
+def build_corpus(sentences: Sequence[str], min_count: int = 5,
+                 max_tokens: int | None = None) -> Corpus:
+    """Tokenize, count, keep words seen at least ``min_count`` times, map to ids."""
+    tokenized = [tokenize(s) for s in sentences]
+    if max_tokens is not None:
+        kept, total = [], 0
+        for toks in tokenized:
+            if total >= max_tokens:
+                break
+            toks = toks[: max_tokens - total]
+            kept.append(toks)
+            total += len(toks)
+        tokenized = kept
+    counter = Counter(t for toks in tokenized for t in toks)
+    vocab = sorted((w for w, n in counter.items() if n >= min_count),
+                   key=lambda w: (-counter[w], w))
+    index = {w: i for i, w in enumerate(vocab)}
+    ids: list[int] = []
+    sent: list[int] = []
+    for s, toks in enumerate(tokenized):
+        row = [index[t] for t in toks if t in index]
+        ids.extend(row)
+        sent.extend([s] * len(row))
+    counts = np.array([counter[w] for w in vocab], dtype=np.int64)
+    return Corpus(np.array(ids, dtype=np.int32), np.array(sent, dtype=np.int32), vocab, counts)
+
+
+# ---------------------------------------------------------------------------
+# Training
+
+
+def noise_table(counts: np.ndarray, size: int = 1 << 22) -> np.ndarray:
+    """word2vec's negative-sampling table: word w fills a share ~ counts[w]**0.75."""
+    p = counts.astype(np.float64) ** 0.75
+    reps = np.maximum(np.round(p / p.sum() * size), 1).astype(np.int64)
+    return np.repeat(np.arange(len(counts), dtype=np.int32), reps)
+
+
+def keep_probability(counts: np.ndarray, sample: float) -> np.ndarray:
+    """word2vec's subsampling: frequent words are dropped with probability 1 - keep."""
+    if sample <= 0:
+        return np.ones(len(counts))
+    threshold = sample * counts.sum()
+    f = counts.astype(np.float64)
+    return np.minimum((np.sqrt(f / threshold) + 1) * threshold / f, 1.0)
+
+
+@dataclass
+class Batch:
+    centers: np.ndarray
+    contexts: np.ndarray
+    negatives: np.ndarray
+    done_words: int  # raw corpus tokens covered so far, over all epochs
+    epoch: int
+
+
+def _batches(corpus: Corpus, epochs: int, window: int, negative: int, sample: float,
+             batch_words: int, seed: int) -> Iterator[Batch]:
+    """(center, context, negatives) batches of every epoch, in order.
+
+    A token at i with reduced window b (uniform in 1..window, as word2vec) pairs
+    with every token of its sentence at distance <= b. The input ("center") side
+    is the context token, the output side the token at i, as in word2vec's C code.
+    """
+    rng = np.random.default_rng(seed)
+    table = noise_table(corpus.counts)
+    keep_p = keep_probability(corpus.counts, sample)
+    n_raw = len(corpus.ids)
+    for epoch in range(epochs):
+        keep = np.flatnonzero(rng.random(n_raw) < keep_p[corpus.ids])
+        stream = corpus.ids[keep]
+        sent = corpus.sentence[keep]
+        n = len(stream)
+        step = max(1, int(batch_words * len(keep) / max(n_raw, 1)))
+        for a in range(0, n, step):
+            b = min(a + step, n)
+            pos = np.arange(a, b)
+            reduced = rng.integers(1, window + 1, size=b - a)
+            ins, outs = [], []
+            for off in range(1, window + 1):
+                near = pos[reduced >= off]
+                for j in (near - off, near + off):
+                    ok = (j >= 0) & (j < n)
+                    i_ok, j_ok = near[ok], j[ok]
+                    same = sent[i_ok] == sent[j_ok]
+                    ins.append(stream[j_ok[same]])
+                    outs.append(stream[i_ok[same]])
+            centers = np.concatenate(ins) if ins else np.zeros(0, np.int32)
+            contexts = np.concatenate(outs) if outs else np.zeros(0, np.int32)
+            negatives = table[rng.integers(0, len(table), size=(len(centers), negative),
+                                           dtype=np.int32)]
+            done = epoch * n_raw + (int(keep[b - 1]) + 1 if b < n else n_raw)
+            yield Batch(centers, contexts, negatives, done, epoch)
+
+
+def _prefetched(it: Iterator[Batch], depth: int = 2) -> Iterator[Batch]:
+    """Runs `it` in a helper thread, `depth` batches ahead (the kernel frees the GIL)."""
+    q: queue.Queue[object] = queue.Queue(maxsize=depth)
+    end = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in it:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(end)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
+            q.put(e)
+
+    worker = threading.Thread(target=produce, name="embtable-demo-batches", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        worker.join()
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: both tables, the per-epoch mean losses and the timing."""
+
+    in_table: np.ndarray
+    out_table: np.ndarray
+    epoch_loss: list[float]
+    seconds: float
+    raw_words: int  # tokens x epochs
+
+    @property
+    def words_per_second(self) -> float:
+        return self.raw_words / self.seconds if self.seconds > 0 else float("inf")
+
+
+class _Progress:
+    """tqdm when installed, else a line every few seconds on stderr."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+        self.total = total
+        self.done = 0
+        self.t0 = time.perf_counter()
+        self.last_print = self.t0
+        if not enabled:
+            return
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return
+        self.bar = tqdm(total=total, unit="word", unit_scale=True, dynamic_ncols=True,
+                        desc="sgns", file=sys.stderr)
+
+    def update(self, done: int, loss: float, lr: float) -> None:
+        step, self.done = done - self.done, done
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(step)
+            self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.4f}", refresh=False)
+            return
+        now = time.perf_counter()
+        if now - self.last_print >= 2.0 or done >= self.total:
+            self.last_print = now
+            rate = done / max(now - self.t0, 1e-9)
+            print(f"sgns: {done}/{self.total} words, {rate:,.0f} words/s, loss {loss:.3f}",
+                  file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def train(corpus: Corpus, *, dim: int = 100, window: int = 5, negative: int = 5,
+          epochs: int = 5, lr: float = 0.025, min_lr: float = 0.0001, sample: float = 1e-3,
+          seed: int = 1, batch_words: int = 10_000, progress: bool = False,
+          prefetch: bool = True) -> TrainResult:
+    """Skip-gram with negative sampling over `corpus`; returns the trained tables.
+
+    word2vec's recipe: input table uniform in +-0.5/dim, output table zeros, the
+    learning rate decays linearly from `lr` to `min_lr` over all the words,
+    frequent words subsampled with `sample`, negatives from unigram^0.75.
+    """
+    V = len(corpus.words)
+    if V == 0:
+        raise ValueError("the vocabulary is empty: lower --min-count or use a larger corpus")
+    rng = np.random.default_rng(seed)
+    in_table = ((rng.random((V, dim), dtype=np.float32) - 0.5) / dim).astype(np.float32)
+    out_table = np.zeros((V, dim), dtype=np.float32)
+    total = len(corpus.ids) * epochs
+    batches = _batches(corpus, epochs, window, negative, sample, batch_words, seed + 1)
+    if prefetch:
+        batches = _prefetched(batches)
+    sums = [0.0] * epochs
+    pairs = [0] * epochs
+    bar = _Progress(total, progress)
+    t0 = time.perf_counter()
+    try:
+        for batch in batches:
+            alpha = max(lr * (1.0 - batch.done_words / max(total, 1)), min_lr)
+            loss = embtable.sgns_step(in_table, out_table, batch.centers, batch.contexts,
+                                      batch.negatives, alpha)
+            sums[batch.epoch] += loss * len(batch.centers)
+            pairs[batch.epoch] += len(batch.centers)
+            bar.update(batch.done_words, loss, alpha)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    epoch_loss = [s / p if p else float("nan") for s, p in zip(sums, pairs, strict=True)]
+    return TrainResult(in_table, out_table, epoch_loss, seconds, total)
+
+
+# ---------------------------------------------------------------------------
+# Evaluation and output
+
+
+def _unit_rows(table: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(table, axis=1, keepdims=True)
+    return table / np.maximum(norms, 1e-12)
+
+
+def nearest(table: np.ndarray, words: list[str], word: str, k: int = 8
+            ) -> list[tuple[str, float]]:
+    """The `k` words closest to `word` by cosine similarity (the word itself excluded)."""
+    unit = _unit_rows(table)
+    w = words.index(word)
+    sims = unit @ unit[w]
+    sims[w] = -np.inf
+    top = np.argsort(-sims, kind="stable")[:k]
+    return [(words[i], float(sims[i])) for i in top]
+
+
+def pair_report(table: np.ndarray, corpus: Corpus, pairs: Sequence[tuple[str, str]],
+                seed: int = 0, n_random: int = 2000) -> tuple[list[tuple[str, str, float, float]],
+                                                              float]:
+    """Cosine of each known pair and its percentile among random word pairs."""
+    unit = _unit_rows(table)
+    V = len(corpus.words)
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, V, n_random)
+    b = rng.integers(0, V, n_random)
+    keep = a != b
+    rand = np.sort(np.einsum("ij,ij->i", unit[a[keep]], unit[b[keep]]))
+    out = []
+    for x, y in pairs:
+        if x in corpus.index and y in corpus.index:
+            s = float(unit[corpus.index[x]] @ unit[corpus.index[y]])
+            pct = 100.0 * np.searchsorted(rand, s) / max(len(rand), 1)
+            out.append((x, y, s, pct))
+    return out, float(rand.mean()) if len(rand) else float("nan")
+
+
+def save_table(table: np.ndarray, words: list[str], path: str | os.PathLike[str]) -> Path:
+    """Saves `table` (with embtable.Embedding.save when available) and its vocabulary.
+
+    The table goes to `path` (``.npz`` added when missing); the words, one per
+    line in row order, to the same name with ``.vocab.txt``.
+    """
+    p = Path(path)
+    if p.suffix != ".npz":
+        p = p.with_name(p.name + ".npz")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    layer_cls = getattr(embtable, "Embedding", None)
+    if layer_cls is not None:
+        layer_cls(table.shape[0], table.shape[1], weights=table).save(p)
+    else:  # an embtable without the Embedding layer: the same table, as np.savez
+        np.savez(p, embeddings=table)
+    p.with_name(p.name[: -len(".npz")] + ".vocab.txt").write_text(
+        "\n".join(words) + "\n", encoding="utf-8")
+    return p
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m embtable demo",
+        description="Train word2vec skip-gram embeddings (negative sampling) with embtable "
+                    "on the Python standard library's docstrings or on a text file.")
+    p.add_argument("--corpus", metavar="PATH",
+                   help="a UTF-8 text file, one sentence per line (default: the stdlib "
+                        "docstrings)")
+    p.add_argument("--epochs", type=int, default=5, help="passes over the corpus (5)")
+    p.add_argument("--dim", type=int, default=100, help="embedding dimension (100)")
+    p.add_argument("--window", type=int, default=5, help="max context distance (5)")
+    p.add_argument("--negative", type=int, default=5, help="negatives per pair (5)")
+    p.add_argument("--min-count", type=int, default=5, help="drop rarer words (5)")
+    p.add_argument("--sample", type=float, default=1e-3,
+                   help="subsampling threshold of frequent words, 0 to disable (1e-3)")
+    p.add_argument("--lr", type=float, default=0.025, help="initial learning rate (0.025)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="embtable threads (default: embtable.get_num_threads())")
+    p.add_argument("--seed", type=int, default=1, help="random seed (1)")
+    p.add_argument("--max-tokens", type=int, default=None, help="use only the first N tokens")
+    p.add_argument("--words", default=",".join(QUERY_WORDS),
+                   help="comma-separated words to show neighbours of (list,file,thread)")
+    p.add_argument("--out", default="embtable-sgns.npz",
+                   help="where to save the input table (embtable-sgns.npz; the vocabulary "
+                        "goes next to it as .vocab.txt); '' to skip saving")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo with command-line arguments `argv` (``sys.argv[1:]`` by default)."""
+    args = _parser().parse_args(argv)
+    for name in ("epochs", "dim", "window", "min_count"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")
+    if args.negative < 0:
+        raise SystemExit("--negative must be >= 0")
+    old_threads = embtable.get_num_threads()
+    if args.threads is not None:
+        embtable.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        embtable.set_num_threads(old_threads)
+
+
+def _run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    if args.corpus:
+        sentences = read_text_corpus(args.corpus)
+        source = args.corpus
+    else:
+        sentences = stdlib_docstrings()
+        source = f"docstrings of the Python {sys.version.split()[0]} standard library"
+    corpus = build_corpus(sentences, args.min_count, args.max_tokens)
+    print(f"corpus: {source}: {len(corpus.ids):,} tokens, {len(corpus.words):,} words "
+          f"with count >= {args.min_count} ({time.perf_counter() - t0:.1f} s)")
+    print(f"training: dim {args.dim}, window {args.window}, {args.negative} negatives, "
+          f"{args.epochs} epochs, {embtable.get_num_threads()} threads")
+    result = train(corpus, dim=args.dim, window=args.window, negative=args.negative,
+                   epochs=args.epochs, lr=args.lr, sample=args.sample, seed=args.seed,
+                   progress=not args.no_progress)
+    print(f"trained in {result.seconds:.2f} s: {result.words_per_second:,.0f} words/s "
+          f"(tokens x epochs / training time)")
+    print("loss per epoch: " + ", ".join(f"{x:.4f}" for x in result.epoch_loss))
+    for word in [w.strip() for w in args.words.split(",") if w.strip()]:
+        if word not in corpus.index:
+            print(f"{word!r} is not in the vocabulary")
+            continue
+        near = ", ".join(f"{w} {s:.2f}" for w, s in nearest(result.in_table, corpus.words,
+                                                             word))
+        print(f"nearest to {word!r}: {near}")
+    report, rand_mean = pair_report(result.in_table, corpus, PAIRS)
+    if report:
+        print(f"pair similarity (random pairs average {rand_mean:.2f}):")
+        for x, y, s, pct in report:
+            print(f"  {x}/{y}: {s:.2f} (above {pct:.0f}% of random pairs)")
+    if args.out:
+        path = save_table(result.in_table, corpus.words, args.out)
+        print(f"saved the {result.in_table.shape[0]} x {result.in_table.shape[1]} table to "
+              f"{path} (words in {path.name[:-4]}.vocab.txt)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

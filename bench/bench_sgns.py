@@ -22,7 +22,7 @@ import embtable
 from embtable import _demo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sgns_numpy import train_numpy  # noqa: E402
+from sgns_numpy import train_numpy, train_step  # noqa: E402
 
 SETTINGS = dict(dim=100, window=5, negative=5, epochs=5, sample=1e-3)
 
@@ -68,7 +68,10 @@ def main() -> int:
     token_sents = [_demo.tokenize(s) for s in sentences]
     for r in range(args.repeats):
         res = _demo.train(corpus, seed=1 + r, **settings)
-        record("embtable sgns_step", res.words_per_second,
+        record("embtable sgns_train (demo)", res.words_per_second,
+               quality(res.in_table, corpus.words, corpus))
+        res = train_step(corpus, seed=1 + r, **settings)
+        record("sgns_step + NumPy pairs", res.words_per_second,
                quality(res.in_table, corpus.words, corpus))
         if gensim is not None:
             t0 = time.perf_counter()

@@ -38,21 +38,6 @@ def test_build_corpus_and_tables():
     assert keep[1] == 1.0 and 0 < keep[0] < 0.1
 
 
-def test_batches_respect_window_and_sentences():
-    corpus = _demo.build_corpus(["a b c d e f", "g h i j"] * 3, min_count=1)
-    for batch in _demo._batches(corpus, 1, 2, 3, 0.0, 1000, seed=0):
-        assert batch.negatives.shape == (len(batch.centers), 3)
-    # With sample=0 every token is kept; every pair is within 2 and in one line.
-    pos = {w: i for i, w in enumerate("abcdefghij")}
-    seen = set()
-    for batch in _demo._batches(corpus, 1, 2, 1, 0.0, 10_000, seed=0):
-        for c, x in zip(batch.centers, batch.contexts, strict=True):
-            a, b = pos[corpus.words[c]], pos[corpus.words[x]]
-            assert 1 <= abs(a - b) <= 2 and (a < 6) == (b < 6)
-            seen.add((a, b))
-    assert (0, 1) in seen and (1, 0) in seen and (5, 6) not in seen
-
-
 def test_demo_runs_and_loss_falls(tmp_path, capsys):
     corpus_file = tiny_corpus(tmp_path / "tiny.txt")
     out = tmp_path / "emb"

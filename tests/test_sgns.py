@@ -206,3 +206,130 @@ def test_threaded_training_reduces_loss():
     scores = in_t @ out_t.T
     w = np.arange(V)
     assert np.mean(scores[w, (w + 1) % V] > np.median(scores, axis=1)) > 0.95
+
+
+# --- sgns_train: the fused token-stream loop ---------------------------------
+
+
+def stream(n=300, V=40, sentences=True, seed=0):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, V, n)
+    sent = np.cumsum(rng.random(n) < 0.1) if sentences else None
+    noise = rng.integers(0, V, 1000)
+    return tokens, sent, noise
+
+
+@pytest.mark.parametrize("window", [1, 3, 5])
+def test_pairs_follow_the_window_and_sentence_rules(window):
+    pos_tokens = np.arange(200)  # token id = position, so pairs show their distance
+    sent = np.repeat(np.arange(20), 10)
+    noise = np.arange(50)
+    ins, outs, negs = _core.sgns_pairs(pos_tokens, sent, noise, 0, 200, window, 3, 7)
+    assert negs.shape == (len(ins), 3) and negs.min() >= 0 and negs.max() < 50
+    d = ins - outs
+    assert (np.abs(d) >= 1).all() and (np.abs(d) <= window).all()
+    assert (sent[ins] == sent[outs]).all()
+    # Symmetric reduced window: each center has 2b candidates before the cuts, and
+    # an interior center sees j = i - b .. i + b, b uniform in 1..window.
+    widths = {}
+    for i, o in zip(ins, outs, strict=True):
+        widths[o] = max(widths.get(o, 0), abs(i - o))
+    interior = [c for c in range(200) if c % 10 >= window and c % 10 < 10 - window]
+    if interior:
+        seen = {widths.get(c, 0) for c in interior}
+        assert seen <= set(range(1, window + 1))
+        if window > 1 and len(interior) > 20:
+            assert len(seen) > 1
+
+
+def test_pairs_do_not_depend_on_slicing():
+    tokens, sent, noise = stream()
+    whole = _core.sgns_pairs(tokens, sent, noise, 0, 300, 4, 5, 11)
+    parts = [_core.sgns_pairs(tokens, sent, noise, a, b, 4, 5, 11)
+             for a, b in [(0, 17), (17, 200), (200, 300)]]
+    for k in range(3):
+        np.testing.assert_array_equal(whole[k], np.concatenate([p[k] for p in parts]))
+    other = _core.sgns_pairs(tokens, sent, noise, 0, 300, 4, 5, 12)
+    assert not np.array_equal(whole[2][: len(other[2])], other[2][: len(whole[2])])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("itype", [np.int32, np.int64])
+def test_train_equals_sgns_step_on_its_pairs(one_thread, dtype, itype):
+    tokens, sent, noise = stream(seed=2)
+    tokens, noise = tokens.astype(itype), noise.astype(itype)
+    rng = np.random.default_rng(1)
+    in_t = (rng.random((40, 24)) - 0.5).astype(dtype)
+    out_t = (rng.random((40, 24)) - 0.5).astype(dtype)
+    a_in, a_out, b_in, b_out = in_t.copy(), out_t.copy(), in_t.copy(), out_t.copy()
+    loss, pairs = embtable.sgns_train(a_in, a_out, tokens, noise=noise, window=3, negative=4,
+                                      lr=0.05, sentences=sent, start=10, stop=290, seed=5)
+    ins, outs, negs = _core.sgns_pairs(tokens, sent, noise, 10, 290, 3, 4, 5)
+    want = embtable.sgns_step(b_in, b_out, ins, outs, negs, 0.05)
+    assert pairs == len(ins) > 0
+    np.testing.assert_array_equal(a_in, b_in)
+    np.testing.assert_array_equal(a_out, b_out)
+    assert loss == pytest.approx(want, rel=1e-12)
+
+
+def test_train_learning_rate_decays_linearly(one_thread):
+    # One center per call: each call's step uses exactly lr at `start`.
+    tokens, sent, noise = stream(n=50, seed=4)
+    rng = np.random.default_rng(0)
+    in_t = (rng.random((40, 8)) - 0.5).astype(np.float64)
+    out_t = (rng.random((40, 8)) - 0.5).astype(np.float64)
+    a_in, a_out, b_in, b_out = in_t.copy(), out_t.copy(), in_t.copy(), out_t.copy()
+    embtable.sgns_train(a_in, a_out, tokens, noise=noise, window=2, negative=2, lr=0.1,
+                        end_lr=0.0, sentences=sent, start=0, stop=50, seed=3)
+    for i in range(50):
+        ins, outs, negs = _core.sgns_pairs(tokens, sent, noise, i, i + 1, 2, 2, 3)
+        embtable.sgns_step(b_in, b_out, ins, outs, negs, 0.1 * (1 - i / 50))
+    np.testing.assert_allclose(a_in, b_in, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(a_out, b_out, rtol=1e-12, atol=1e-14)
+
+
+def test_train_errors_leave_tables_untouched():
+    tokens, sent, noise = stream()
+    in_t, out_t = np.zeros((40, 4), np.float32), np.zeros((40, 4), np.float32)
+    bad = tokens.copy()
+    bad[123] = 40
+    with pytest.raises(IndexError, match=r"^tokens: index 40 at position \(123,\)"):
+        embtable.sgns_train(in_t, out_t, bad, noise=noise)
+    bad_noise = noise.copy()
+    bad_noise[5] = -1
+    with pytest.raises(IndexError, match=r"^noise: index -1 at position \(5,\)"):
+        embtable.sgns_train(in_t, out_t, tokens, noise=bad_noise)
+    with pytest.raises(ValueError, match="start <= stop"):
+        embtable.sgns_train(in_t, out_t, tokens, noise=noise, start=5, stop=400)
+    with pytest.raises(ValueError, match="noise is empty"):
+        embtable.sgns_train(in_t, out_t, tokens, noise=[])
+    with pytest.raises(ValueError, match="one \\(V, D\\)"):
+        embtable.sgns_train(in_t, np.zeros((41, 4), np.float32), tokens, noise=noise)
+    with pytest.raises(ValueError, match="sentences"):
+        embtable.sgns_train(in_t, out_t, tokens, noise=noise, sentences=sent[:-1])
+    assert not in_t.any() and not out_t.any()
+    assert embtable.sgns_train(in_t, out_t, tokens, noise=noise, window=0) == (0.0, 0)
+    assert embtable.sgns_train(in_t, out_t, tokens[:0], noise=noise) == (0.0, 0)
+
+
+def test_train_threaded_learns_a_planted_structure():
+    # Sentences "w w+1 w+2" over V words: neighbours in id co-occur.
+    old = embtable.get_num_threads()
+    embtable.set_num_threads(2)
+    try:
+        V, D = 100, 24
+        rng = np.random.default_rng(3)
+        starts = rng.integers(0, V, 20000)
+        tokens = ((starts[:, None] + np.arange(3)) % V).ravel()
+        sent = np.repeat(np.arange(len(starts)), 3)
+        in_t = ((rng.random((V, D)) - 0.5) / D).astype(np.float32)
+        out_t = np.zeros((V, D), np.float32)
+        losses = [embtable.sgns_train(in_t, out_t, tokens, noise=np.arange(V), window=2,
+                                      negative=5, lr=0.05, sentences=sent, seed=e)[0]
+                  for e in range(4)]
+    finally:
+        embtable.set_num_threads(old)
+    assert np.isfinite(in_t).all() and losses[-1] < 0.7 * losses[0]
+    scores = in_t @ out_t.T
+    w = np.arange(V)
+    assert np.mean(scores[w, (w + 1) % V] > np.median(scores, axis=1)) > 0.95

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "sgns_kernels.hpp"
+#include "sgns_window.hpp"
 
 namespace embtable::sgns_kernels {
 namespace {
@@ -111,33 +112,43 @@ class RowLock {
   std::atomic<uint32_t>* l_;
 };
 
+// One pair: input row `in_row`, positive output row `ctx`, K negatives.
+// h and grad are scratch rows of D.
+template <class Scalar, bool Locked, class Neg>
+inline void train_pair(Scalar* in_row, Scalar* out, int64_t D, int64_t ctx, const Neg* negs,
+                       int64_t K, Scalar lr, Scalar* __restrict h, Scalar* __restrict grad,
+                       LossSum& loss) noexcept {
+  {
+    RowLock lock(in_row, Locked);
+    std::memcpy(h, in_row, static_cast<size_t>(D) * sizeof(Scalar));
+  }
+  std::fill(grad, grad + D, Scalar{0});
+  for (int64_t k = -1; k < K; ++k) {
+    const int64_t t = k < 0 ? ctx : static_cast<int64_t>(negs[k]);
+    if (k >= 0 && t == ctx) continue;
+    Scalar* row = out + t * D;
+    RowLock lock(row, Locked);
+    const Scalar g = sigmoid_residual(dot(h, row, D), k < 0, loss) * lr;
+    axpy(grad, g, row, D);
+    axpy(row, g, h, D);
+  }
+  RowLock lock(in_row, Locked);
+  for (int64_t d = 0; d < D; ++d) in_row[d] += grad[d];
+}
+
 template <class Scalar, class Index, bool Locked>
 double run(Scalar* in, Scalar* out, int64_t D, const Index* centers, const Index* contexts,
            const Index* negatives, int64_t K, Scalar lr, int64_t b, int64_t e) {
   std::vector<Scalar> buf(static_cast<size_t>(2 * D));
-  Scalar* h = buf.data();
-  Scalar* grad = h + D;
   LossSum loss;
   for (int64_t i = b; i < e; ++i) {
-    const int64_t c = static_cast<int64_t>(centers[i]);
-    Scalar* in_row = in + c * D;
-    const int64_t ctx = static_cast<int64_t>(contexts[i]);
-    {
-      RowLock lock(in_row, Locked);
-      std::memcpy(h, in_row, static_cast<size_t>(D) * sizeof(Scalar));
+    if (i + 1 < e) {
+      __builtin_prefetch(in + static_cast<int64_t>(centers[i + 1]) * D);
+      __builtin_prefetch(out + static_cast<int64_t>(contexts[i + 1]) * D);
     }
-    std::fill(grad, grad + D, Scalar{0});
-    for (int64_t k = -1; k < K; ++k) {
-      const int64_t t = k < 0 ? ctx : static_cast<int64_t>(negatives[i * K + k]);
-      if (k >= 0 && t == ctx) continue;
-      Scalar* row = out + t * D;
-      RowLock lock(row, Locked);
-      const Scalar g = sigmoid_residual(dot(h, row, D), k < 0, loss) * lr;
-      axpy(grad, g, row, D);
-      axpy(row, g, h, D);
-    }
-    RowLock lock(in_row, Locked);
-    for (int64_t d = 0; d < D; ++d) in_row[d] += grad[d];
+    train_pair<Scalar, Locked>(in + static_cast<int64_t>(centers[i]) * D, out, D,
+                               static_cast<int64_t>(contexts[i]), negatives + i * K, K, lr,
+                               buf.data(), buf.data() + D, loss);
   }
   return loss.total();
 }
@@ -150,8 +161,40 @@ double run_range(Scalar* in, Scalar* out, int64_t D, const Index* centers, const
                 : run<Scalar, Index, false>(in, out, D, centers, contexts, negatives, K, lr, b, e);
 }
 
-const Table kTable{&run_range<float, int32_t>, &run_range<float, int64_t>,
-                   &run_range<double, int32_t>, &run_range<double, int64_t>};
+template <class Scalar, class Index, bool Locked>
+double run_tokens(Scalar* in, Scalar* out, int64_t D, const TokenArgs<Index>& a, Scalar lr,
+                  Scalar end_lr, int64_t b, int64_t e, int64_t* pairs) {
+  std::vector<Scalar> buf(static_cast<size_t>(2 * D));
+  std::vector<int64_t> negs(static_cast<size_t>(a.K));
+  LossSum loss;
+  int64_t count = 0;
+  const double span = static_cast<double>(a.stop - a.start);
+  for (int64_t i = b; i < e; ++i) {
+    // Linear decay over the centers [start, stop), as word2vec does over the corpus.
+    const auto frac = static_cast<Scalar>(static_cast<double>(i - a.start) / span);
+    const Scalar step = lr + (end_lr - lr) * frac;
+    for_each_pair(a.tokens, a.sentences, a.n, a.window, a.K, a.noise, a.noise_len, a.seed, i,
+                  negs.data(), [&](int64_t input, int64_t target, const int64_t* ng) {
+                    train_pair<Scalar, Locked>(in + input * D, out, D, target, ng, a.K, step,
+                                               buf.data(), buf.data() + D, loss);
+                    ++count;
+                  });
+  }
+  *pairs = count;
+  return loss.total();
+}
+
+template <class Scalar, class Index>
+double tokens_range(Scalar* in, Scalar* out, int64_t D, const TokenArgs<Index>& a, Scalar lr,
+                    Scalar end_lr, int64_t b, int64_t e, bool locked, int64_t* pairs) {
+  return locked ? run_tokens<Scalar, Index, true>(in, out, D, a, lr, end_lr, b, e, pairs)
+                : run_tokens<Scalar, Index, false>(in, out, D, a, lr, end_lr, b, e, pairs);
+}
+
+const Table kTable{&run_range<float, int32_t>,     &run_range<float, int64_t>,
+                   &run_range<double, int32_t>,    &run_range<double, int64_t>,
+                   &tokens_range<float, int32_t>,  &tokens_range<float, int64_t>,
+                   &tokens_range<double, int32_t>, &tokens_range<double, int64_t>};
 
 }  // namespace
 

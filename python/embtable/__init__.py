@@ -10,7 +10,7 @@ from __future__ import annotations
 from . import _core
 from ._config import _threads_from_env, get_num_threads, set_num_threads, show_config
 from ._functional import gather, scatter_add
-from ._sgns import sgns_step
+from ._sgns import sgns_step, sgns_train
 
 __version__: str = _core.__version__
 
@@ -21,6 +21,7 @@ __all__ = [
     "scatter_add",
     "set_num_threads",
     "sgns_step",
+    "sgns_train",
     "show_config",
 ]
 

@@ -6,9 +6,9 @@ NumPy and :func:`embtable.sgns_step`, the fused C++ SGNS kernel. Then prints the
 nearest neighbours of a few words, the similarity of a few related pairs against
 random ones, and saves the input table.
 
-NumPy prepares each batch (subsampling, the window's (center, context) pairs,
-negatives drawn from a unigram^0.75 table) and the kernel trains on it with the
-GIL released; a second Python thread prepares the next batch meanwhile.
+NumPy builds the vocabulary and subsamples frequent words once per epoch;
+:func:`embtable.sgns_train` does the rest in C++ (reduced windows, negatives
+from a unigram^0.75 table, the fused SGNS updates, on all threads).
 """
 
 from __future__ import annotations
@@ -17,14 +17,12 @@ import argparse
 import contextlib
 import json
 import os
-import queue
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,90 +222,6 @@ def keep_probability(counts: np.ndarray, sample: float) -> np.ndarray:
 
 
 @dataclass
-class Batch:
-    centers: np.ndarray
-    contexts: np.ndarray
-    negatives: np.ndarray
-    done_words: int  # raw corpus tokens covered so far, over all epochs
-    epoch: int
-
-
-def _batches(corpus: Corpus, epochs: int, window: int, negative: int, sample: float,
-             batch_words: int, seed: int) -> Iterator[Batch]:
-    """(center, context, negatives) batches of every epoch, in order.
-
-    A token at i with reduced window b (uniform in 1..window, as word2vec) pairs
-    with every token of its sentence at distance <= b. The input ("center") side
-    is the context token, the output side the token at i, as in word2vec's C code.
-    """
-    rng = np.random.default_rng(seed)
-    table = noise_table(corpus.counts)
-    keep_p = keep_probability(corpus.counts, sample)
-    n_raw = len(corpus.ids)
-    for epoch in range(epochs):
-        keep = np.flatnonzero(rng.random(n_raw) < keep_p[corpus.ids])
-        stream = corpus.ids[keep]
-        sent = corpus.sentence[keep]
-        n = len(stream)
-        step = max(1, int(batch_words * len(keep) / max(n_raw, 1)))
-        for a in range(0, n, step):
-            b = min(a + step, n)
-            pos = np.arange(a, b)
-            reduced = rng.integers(1, window + 1, size=b - a)
-            ins, outs = [], []
-            for off in range(1, window + 1):
-                near = pos[reduced >= off]
-                for j in (near - off, near + off):
-                    ok = (j >= 0) & (j < n)
-                    i_ok, j_ok = near[ok], j[ok]
-                    same = sent[i_ok] == sent[j_ok]
-                    ins.append(stream[j_ok[same]])
-                    outs.append(stream[i_ok[same]])
-            centers = np.concatenate(ins) if ins else np.zeros(0, np.int32)
-            contexts = np.concatenate(outs) if outs else np.zeros(0, np.int32)
-            negatives = table[rng.integers(0, len(table), size=(len(centers), negative),
-                                           dtype=np.int32)]
-            done = epoch * n_raw + (int(keep[b - 1]) + 1 if b < n else n_raw)
-            yield Batch(centers, contexts, negatives, done, epoch)
-
-
-def _prefetched(it: Iterator[Batch], depth: int = 2) -> Iterator[Batch]:
-    """Runs `it` in a helper thread, `depth` batches ahead (the kernel frees the GIL)."""
-    q: queue.Queue[object] = queue.Queue(maxsize=depth)
-    end = object()
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in it:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(end)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
-            q.put(e)
-
-    worker = threading.Thread(target=produce, name="embtable-demo-batches", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = q.get()
-            if item is end:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item  # type: ignore[misc]
-    finally:
-        stop.set()
-        worker.join()
-
-
-@dataclass
 class TrainResult:
     """What :func:`train` returns: both tables, the per-epoch mean losses and the timing."""
 
@@ -363,13 +277,15 @@ class _Progress:
 
 def train(corpus: Corpus, *, dim: int = 100, window: int = 5, negative: int = 5,
           epochs: int = 5, lr: float = 0.025, min_lr: float = 0.0001, sample: float = 1e-3,
-          seed: int = 1, batch_words: int = 10_000, progress: bool = False,
-          prefetch: bool = True) -> TrainResult:
+          seed: int = 1, batch_words: int = 10_000, progress: bool = False) -> TrainResult:
     """Skip-gram with negative sampling over `corpus`; returns the trained tables.
 
-    word2vec's recipe: input table uniform in +-0.5/dim, output table zeros, the
-    learning rate decays linearly from `lr` to `min_lr` over all the words,
-    frequent words subsampled with `sample`, negatives from unigram^0.75.
+    word2vec's recipe: input table uniform in +-0.5/dim, output table zeros,
+    frequent words subsampled with `sample` (NumPy, once per epoch), then
+    :func:`embtable.sgns_train` over the epoch's stream in slices of about
+    `batch_words` corpus words (reduced windows, negatives from a unigram^0.75
+    table, the learning rate falling linearly from `lr` to `min_lr` over all
+    the words, all in the C++ kernel).
     """
     V = len(corpus.words)
     if V == 0:
@@ -377,22 +293,39 @@ def train(corpus: Corpus, *, dim: int = 100, window: int = 5, negative: int = 5,
     rng = np.random.default_rng(seed)
     in_table = ((rng.random((V, dim), dtype=np.float32) - 0.5) / dim).astype(np.float32)
     out_table = np.zeros((V, dim), dtype=np.float32)
-    total = len(corpus.ids) * epochs
-    batches = _batches(corpus, epochs, window, negative, sample, batch_words, seed + 1)
-    if prefetch:
-        batches = _prefetched(batches)
+    table = noise_table(corpus.counts)
+    keep_p = keep_probability(corpus.counts, sample)
+    n_raw = len(corpus.ids)
+    total = n_raw * epochs
+
+    def rate(done: int) -> float:
+        return max(lr * (1.0 - done / max(total, 1)), min_lr)
+
     sums = [0.0] * epochs
     pairs = [0] * epochs
     bar = _Progress(total, progress)
     t0 = time.perf_counter()
     try:
-        for batch in batches:
-            alpha = max(lr * (1.0 - batch.done_words / max(total, 1)), min_lr)
-            loss = embtable.sgns_step(in_table, out_table, batch.centers, batch.contexts,
-                                      batch.negatives, alpha)
-            sums[batch.epoch] += loss * len(batch.centers)
-            pairs[batch.epoch] += len(batch.centers)
-            bar.update(batch.done_words, loss, alpha)
+        for epoch in range(epochs):
+            kept = np.flatnonzero(rng.random(n_raw) < keep_p[corpus.ids])
+            stream = corpus.ids[kept]
+            sentences = corpus.sentence[kept].astype(np.int64)
+            n = len(stream)
+            step = max(1, int(batch_words * n / max(n_raw, 1)))
+            epoch_seed = int(rng.integers(0, 2**63))
+            done_b = epoch * n_raw
+            for a in range(0, n, step):
+                b = min(a + step, n)
+                done_a = epoch * n_raw + int(kept[a])
+                done_b = epoch * n_raw + (int(kept[b]) if b < n else n_raw)
+                loss, count = embtable.sgns_train(
+                    in_table, out_table, stream, noise=table, window=window,
+                    negative=negative, lr=rate(done_a), end_lr=rate(done_b),
+                    sentences=sentences, start=a, stop=b, seed=epoch_seed)
+                sums[epoch] += loss * count
+                pairs[epoch] += count
+                bar.update(done_b, loss, rate(done_b))
+            bar.update((epoch + 1) * n_raw, sums[epoch] / max(pairs[epoch], 1), rate(done_b))
     finally:
         bar.close()
     seconds = time.perf_counter() - t0

@@ -9,7 +9,7 @@ import numpy as np
 from . import _core
 from ._indices import as_indices, table_rows
 
-__all__ = ["sgns_step"]
+__all__ = ["sgns_step", "sgns_train"]
 
 
 def sgns_step(
@@ -73,3 +73,71 @@ def sgns_step(
     if not (c.dtype == x.dtype == n.dtype):
         c, x, n = (np.ascontiguousarray(a, dtype=np.int64) for a in (c, x, n))
     return float(_core.sgns_step(in_table, out_table, c, x, n, float(lr)))
+
+
+def sgns_train(
+    in_table: np.ndarray,
+    out_table: np.ndarray,
+    tokens: Any,
+    *,
+    noise: Any,
+    window: int = 5,
+    negative: int = 5,
+    lr: float = 0.025,
+    end_lr: float | None = None,
+    sentences: Any = None,
+    start: int = 0,
+    stop: int | None = None,
+    seed: int = 0,
+) -> tuple[float, int]:
+    """word2vec's skip-gram loop over a token stream, fused in C++ (gensim's shape).
+
+    For each center position ``i`` in ``[start, stop)`` (default: all of
+    ``tokens``): a reduced window ``b`` uniform in ``1..window``; every position
+    ``j`` with ``0 < |i - j| <= b`` in the same sentence gives one
+    :func:`sgns_step` pair -- input row ``tokens[j]``, positive output row
+    ``tokens[i]``, ``negative`` ids drawn uniformly from ``noise`` (pass a
+    unigram^0.75 table, as word2vec). The learning rate falls linearly from
+    ``lr`` at ``start`` to ``end_lr`` (default ``lr``) at ``stop``. Pairs are
+    generated on the fly: nothing proportional to the pairs is allocated.
+
+    Parameters
+    ----------
+    in_table, out_table : ndarray, both (V, D)
+        float32 or float64, C-contiguous, writeable, not overlapping; ``tokens``
+        and ``noise`` index both.
+    tokens : integer array-like, shape (n,)
+        The (already subsampled) token ids. Contexts may come from anywhere in
+        it, so a long stream can be trained in ``start``/``stop`` slices.
+    noise : integer array-like, 1-D
+        Negatives are drawn uniformly from its entries.
+    sentences : integer array-like, shape (n,), optional
+        A sentence number per token; windows never cross a change of it.
+    seed : int
+        The draws of position ``i`` depend on ``(seed, i)`` only: the same pairs
+        for any thread count or slicing (see ``_core.sgns_pairs``).
+
+    Returns
+    -------
+    (float, int)
+        The mean loss per pair (as :func:`sgns_step`) and the number of pairs.
+
+    Threads, validation and the Hogwild trade-off are those of
+    :func:`sgns_step`; with one thread the result is exactly ``sgns_step`` run
+    on these pairs in order.
+    """
+    V = table_rows(in_table)
+    tok = as_indices(tokens, V, "tokens")
+    nz = as_indices(noise, V, "noise")
+    if tok.dtype != nz.dtype:
+        tok, nz = (np.ascontiguousarray(a, dtype=np.int64) for a in (tok, nz))
+    sent = None
+    if sentences is not None:
+        sent = np.ascontiguousarray(as_indices(sentences, None, "sentences"), dtype=np.int64)
+    n = tok.shape[0] if tok.ndim == 1 else -1
+    stop = n if stop is None else int(stop)
+    end = float(lr) if end_lr is None else float(end_lr)
+    loss, pairs = _core.sgns_train(in_table, out_table, tok, sent, nz, int(start), stop,
+                                   int(window), int(negative), float(lr), end,
+                                   int(seed) & (2**64 - 1))
+    return float(loss), int(pairs)

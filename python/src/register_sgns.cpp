@@ -1,6 +1,8 @@
 // sgns_step: the fused skip-gram negative-sampling SGD step.
 #include <cstdint>
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "checks.hpp"
 #include "embtable/sgns.hpp"
@@ -85,6 +87,95 @@ double sgns_step_py(const py::object& in_obj, const py::object& out_obj,
   });
 }
 
+// tokens and noise: one native int32/int64 dtype; sentences: int64 or None.
+struct StreamArgs {
+  IndexKind ik;
+  int64_t n, noise_len;
+  const int64_t* sentences = nullptr;
+};
+
+StreamArgs check_stream(const py::array& tokens, const py::object& sentences_obj,
+                        const py::array& noise, py::array& sentences_keep) {
+  StreamArgs s;
+  s.ik = index_kind(tokens, "tokens");
+  if (index_kind(noise, "noise") != s.ik)
+    throw py::type_error("tokens and noise must share one index dtype (int32 or int64)");
+  if (tokens.ndim() != 1)
+    throw py::value_error("tokens must be 1-D, got shape " + shape_str(tokens));
+  if (noise.ndim() != 1) throw py::value_error("noise must be 1-D, got shape " + shape_str(noise));
+  s.n = tokens.shape(0);
+  s.noise_len = noise.shape(0);
+  if (!sentences_obj.is_none()) {
+    sentences_keep = py::reinterpret_borrow<py::array>(sentences_obj);
+    const py::dtype dt = sentences_keep.dtype();
+    if (dt.kind() != 'i' || dt.itemsize() != 8 || !(sentences_keep.flags() & py::array::c_style))
+      throw py::type_error("sentences must be a C-contiguous int64 array here");
+    check_shape(sentences_keep, "sentences", {s.n}, "tokens has shape");
+    s.sentences = static_cast<const int64_t*>(sentences_keep.data());
+  }
+  return s;
+}
+
+py::tuple sgns_train_py(const py::object& in_obj, const py::object& out_obj,
+                        const py::array& tokens, const py::object& sentences_obj,
+                        const py::array& noise, int64_t start, int64_t stop, int64_t window,
+                        int64_t negative, double lr, double end_lr, uint64_t seed) {
+  py::array in_table = inplace_array(in_obj, "in_table");
+  py::array out_table = inplace_array(out_obj, "out_table");
+  const FloatKind fk = float_kind(in_table, "in_table");
+  check_same_float(out_table, "out_table", in_table, "in_table");
+  check_table(in_table, "in_table", true);
+  check_table(out_table, "out_table", true);
+  if (shape_of(in_table) != shape_of(out_table))
+    throw py::value_error("in_table has shape " + shape_str(in_table) + " but out_table has "
+                          "shape " + shape_str(out_table) + "; sgns_train needs one (V, D)");
+  check_no_overlap(in_table, "in_table", out_table, "out_table");
+  py::array sentences;
+  const StreamArgs s = check_stream(tokens, sentences_obj, noise, sentences);
+  for (const py::array* a : {&tokens, &noise, static_cast<const py::array*>(&sentences)}) {
+    check_no_overlap(*a, "an index array", in_table, "in_table");
+    check_no_overlap(*a, "an index array", out_table, "out_table");
+  }
+  const int64_t V = in_table.shape(0), D = in_table.shape(1);
+  const SgnsTrainResult r = dispatch(fk, s.ik, [&](auto f, auto i) {
+    using Scalar = decltype(f);
+    using Index = decltype(i);
+    Scalar* in = mutable_ptr<Scalar>(in_table);
+    Scalar* out = mutable_ptr<Scalar>(out_table);
+    const Index* tok = const_ptr<Index>(tokens);
+    const Index* nz = const_ptr<Index>(noise);
+    py::gil_scoped_release nogil;
+    return sgns_train<Scalar, Index>(in, out, V, D, tok, s.sentences, s.n, start, stop, window,
+                                     negative, nz, s.noise_len, static_cast<Scalar>(lr),
+                                     static_cast<Scalar>(end_lr), seed);
+  });
+  return py::make_tuple(r.loss, r.pairs);
+}
+
+py::tuple sgns_pairs_py(const py::array& tokens, const py::object& sentences_obj,
+                        const py::array& noise, int64_t start, int64_t stop, int64_t window,
+                        int64_t negative, uint64_t seed) {
+  py::array sentences;
+  const StreamArgs s = check_stream(tokens, sentences_obj, noise, sentences);
+  std::vector<int64_t> inputs, targets, negs;
+  auto run = [&](auto i) {
+    using Index = decltype(i);
+    sgns_pairs<Index>(const_ptr<Index>(tokens), s.sentences, s.n, start, stop, window,
+                      negative, const_ptr<Index>(noise), s.noise_len, seed, inputs, targets,
+                      negs);
+  };
+  if (s.ik == IndexKind::i32)
+    run(int32_t{});
+  else
+    run(int64_t{});
+  const auto N = static_cast<py::ssize_t>(inputs.size());
+  py::array_t<int64_t> a(N), b(N), c(std::vector<py::ssize_t>{N, negative});
+  std::copy(inputs.begin(), inputs.end(), a.mutable_data());
+  std::copy(targets.begin(), targets.end(), b.mutable_data());
+  std::copy(negs.begin(), negs.end(), c.mutable_data());
+  return py::make_tuple(a, b, c);
+}
+
 }  // namespace
 
 void register_sgns(py::module_& m) {
@@ -93,6 +184,15 @@ void register_sgns(py::module_& m) {
         py::kw_only(), py::arg("ref") = false,
         "Fused skip-gram negative-sampling SGD step in place on both tables; returns the mean "
         "loss. ref=True runs the scalar single-threaded oracle.");
+  m.def("sgns_train", &sgns_train_py, py::arg("in_table"), py::arg("out_table"),
+        py::arg("tokens"), py::arg("sentences"), py::arg("noise"), py::arg("start"),
+        py::arg("stop"), py::arg("window"), py::arg("negative"), py::arg("lr"),
+        py::arg("end_lr"), py::arg("seed"),
+        "word2vec skip-gram over a token stream, fused; returns (mean loss, pairs).");
+  m.def("sgns_pairs", &sgns_pairs_py, py::arg("tokens"), py::arg("sentences"),
+        py::arg("noise"), py::arg("start"), py::arg("stop"), py::arg("window"),
+        py::arg("negative"), py::arg("seed"),
+        "The (inputs, targets, negatives) pairs sgns_train trains, in order (for tests).");
 }
 
 }  // namespace embtable::binding

@@ -33,6 +33,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace embtable {
 
@@ -53,5 +54,41 @@ template <class Scalar, class Index>
 double sgns_step_ref(Scalar* in_table, Scalar* out_table, int64_t D, const Index* centers,
                      const Index* contexts, int64_t N, const Index* negatives, int64_t K,
                      Scalar lr);
+
+// Word2vec's whole skip-gram loop over a token stream, fused (gensim's shape):
+//
+//   for i in [start, stop):                 the centers, in order when single-threaded
+//     step = lr + (end_lr - lr) * (i - start) / (stop - start)
+//     b = uniform in [1, window]             (word2vec's reduced window)
+//     for j in [i - b, i + b], j != i, 0 <= j < n, sentences[j] == sentences[i]:
+//       negs = K draws, uniform over `noise` (e.g. a unigram^0.75 table)
+//       sgns_step on the one pair (tokens[j], tokens[i], negs) with step
+//   return {summed loss / pairs, pairs}
+//
+// Both tables are (V, D); tokens index both. The draws for center i come from a
+// counter-based generator keyed by (seed, i), so the pairs do not depend on the
+// thread count or on how [0, n) is cut into calls. Threads as in sgns_step.
+// Every token and noise id is checked first; start/stop outside 0 <= start <=
+// stop <= n, a negative window or K, or an empty noise with K > 0:
+// std::invalid_argument.
+struct SgnsTrainResult {
+  double loss;    // mean loss per pair (0 when there were none)
+  int64_t pairs;  // (center, context) pairs trained
+};
+
+template <class Scalar, class Index>
+SgnsTrainResult sgns_train(Scalar* in_table, Scalar* out_table, int64_t V, int64_t D,
+                           const Index* tokens, const int64_t* sentences, int64_t n,
+                           int64_t start, int64_t stop, int64_t window, int64_t K,
+                           const Index* noise, int64_t noise_len, Scalar lr, Scalar end_lr,
+                           uint64_t seed);
+
+// The pairs sgns_train(start, stop, ...) trains, in its single-thread order:
+// input rows, output (positive) rows, and K negatives each (row-major).
+template <class Index>
+void sgns_pairs(const Index* tokens, const int64_t* sentences, int64_t n, int64_t start,
+                int64_t stop, int64_t window, int64_t K, const Index* noise, int64_t noise_len,
+                uint64_t seed, std::vector<int64_t>& inputs, std::vector<int64_t>& targets,
+                std::vector<int64_t>& negatives);
 
 }  // namespace embtable

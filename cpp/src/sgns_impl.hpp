@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "sgns_kernels.hpp"
@@ -89,8 +90,17 @@ class RowLock {
   RowLock(const void* row, bool on) noexcept
       : l_(on ? &sgns_locks()[stripe(reinterpret_cast<uintptr_t>(row))].v : nullptr) {
     if (!l_) return;
-    while (l_->exchange(1, std::memory_order_acquire) != 0)
-      while (l_->load(std::memory_order_relaxed) != 0) cpu_relax();
+    // Held for one dot + two axpys; if the holder was preempted (an
+    // oversubscribed machine), stop burning its CPU after a short spin.
+    for (int spins = 0; l_->exchange(1, std::memory_order_acquire) != 0;) {
+      while (l_->load(std::memory_order_relaxed) != 0) {
+        if (++spins < 128) {
+          cpu_relax();
+        } else {
+          std::this_thread::yield();
+        }
+      }
+    }
   }
   ~RowLock() {
     if (l_) l_->store(0, std::memory_order_release);

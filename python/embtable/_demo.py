@@ -205,8 +205,15 @@ def build_corpus(sentences: Sequence[str], min_count: int = 5,
 # Training
 
 
-def noise_table(counts: np.ndarray, size: int = 1 << 22) -> np.ndarray:
-    """word2vec's negative-sampling table: word w fills a share ~ counts[w]**0.75."""
+def noise_table(counts: np.ndarray, size: int | None = None) -> np.ndarray:
+    """word2vec's negative-sampling table: word w fills a share ~ counts[w]**0.75.
+
+    Every draw is a random read of this table, so by default it is sized to the
+    vocabulary (64 slots a word, 2**16 to 2**25 in all) rather than word2vec's
+    1e8: small enough to stay in cache, fine enough for the rarest word.
+    """
+    if size is None:
+        size = min(max(64 * len(counts), 1 << 16), 1 << 25)
     p = counts.astype(np.float64) ** 0.75
     reps = np.maximum(np.round(p / p.sum() * size), 1).astype(np.int64)
     return np.repeat(np.arange(len(counts), dtype=np.int32), reps)
@@ -277,7 +284,7 @@ class _Progress:
 
 def train(corpus: Corpus, *, dim: int = 100, window: int = 5, negative: int = 5,
           epochs: int = 5, lr: float = 0.025, min_lr: float = 0.0001, sample: float = 1e-3,
-          seed: int = 1, batch_words: int = 10_000, progress: bool = False) -> TrainResult:
+          seed: int = 1, batch_words: int = 50_000, progress: bool = False) -> TrainResult:
     """Skip-gram with negative sampling over `corpus`; returns the trained tables.
 
     word2vec's recipe: input table uniform in +-0.5/dim, output table zeros,

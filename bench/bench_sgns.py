@@ -1,8 +1,9 @@
-"""Skip-gram words/second: embtable's demo vs plain NumPy vs gensim, one corpus, one run.
+"""Skip-gram words/second: embtable vs plain NumPy vs gensim, one corpus, one run.
 
-    python bench/bench_sgns.py [--threads 2] [--repeats 3] [--corpus PATH] [--skip-numpy]
+    python bench/bench_sgns.py [--threads 2] [--repeats 3] [--corpus PATH]
+                               [--skip-numpy]
 
-Raw words/second = corpus tokens x epochs / training time (corpus building and
+Raw words/second = corpus tokens x epochs / training time (corpus building,
 vocabulary excluded), at dim 100, window 5, 5 negatives, min_count 5, 5 epochs,
 sample 1e-3. gensim (an optional extra, never required) runs when installed.
 Quality: cosine of related pairs against random pairs, for each trained table.
@@ -16,9 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 import embtable
+import numpy as np
 from embtable import _demo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -46,12 +46,17 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=SETTINGS["epochs"])
     args = ap.parse_args()
     settings = dict(SETTINGS, epochs=args.epochs)
-    sentences = (_demo.read_text_corpus(args.corpus) if args.corpus
-                 else _demo.stdlib_docstrings())
+    sentences = (
+        _demo.read_text_corpus(args.corpus)
+        if args.corpus
+        else _demo.stdlib_docstrings()
+    )
     corpus = _demo.build_corpus(sentences, min_count=5)
     n = len(corpus.ids)
-    print(f"corpus: {n:,} tokens, {len(corpus.words):,} words; {settings}; "
-          f"{args.threads} threads; median of {args.repeats}")
+    print(
+        f"corpus: {n:,} tokens, {len(corpus.words):,} words; {settings}; "
+        f"{args.threads} threads; median of {args.repeats}"
+    )
     embtable.set_num_threads(args.threads)
     results: dict[str, list[float]] = {}
 
@@ -68,29 +73,51 @@ def main() -> int:
     token_sents = [_demo.tokenize(s) for s in sentences]
     for r in range(args.repeats):
         res = _demo.train(corpus, seed=1 + r, **settings)
-        record("embtable sgns_train (demo)", res.words_per_second,
-               quality(res.in_table, corpus.words, corpus))
+        record(
+            "embtable sgns_train (demo)",
+            res.words_per_second,
+            quality(res.in_table, corpus.words, corpus),
+        )
         res = train_step(corpus, seed=1 + r, **settings)
-        record("sgns_step + NumPy pairs", res.words_per_second,
-               quality(res.in_table, corpus.words, corpus))
+        record(
+            "sgns_step + NumPy pairs",
+            res.words_per_second,
+            quality(res.in_table, corpus.words, corpus),
+        )
         if gensim is not None:
-            t0 = time.perf_counter()
-            model = Word2Vec(vector_size=settings["dim"], window=settings["window"],
-                             negative=settings["negative"], min_count=5, sg=1, hs=0,
-                             sample=settings["sample"], workers=args.threads, seed=1 + r)
+            model = Word2Vec(
+                vector_size=settings["dim"],
+                window=settings["window"],
+                negative=settings["negative"],
+                min_count=5,
+                sg=1,
+                hs=0,
+                sample=settings["sample"],
+                workers=args.threads,
+                seed=1 + r,
+            )
             model.build_vocab(token_sents)
             t1 = time.perf_counter()
-            model.train(token_sents, total_examples=model.corpus_count,
-                        epochs=settings["epochs"])
+            model.train(
+                token_sents,
+                total_examples=model.corpus_count,
+                epochs=settings["epochs"],
+            )
             secs = time.perf_counter() - t1
             words = model.wv.index_to_key
             table = model.wv.vectors[[model.wv.key_to_index[w] for w in words]]
-            record(f"gensim {gensim.__version__} Word2Vec", n * settings["epochs"] / secs,
-                   quality(np.ascontiguousarray(table), list(words), corpus))
+            record(
+                f"gensim {gensim.__version__} Word2Vec",
+                n * settings["epochs"] / secs,
+                quality(np.ascontiguousarray(table), list(words), corpus),
+            )
         if not args.skip_numpy and r == 0:
             res = train_numpy(corpus, **settings)
-            record("plain NumPy (take+add.at)", res.words_per_second,
-                   quality(res.in_table, corpus.words, corpus))
+            record(
+                "plain NumPy (take+add.at)",
+                res.words_per_second,
+                quality(res.in_table, corpus.words, corpus),
+            )
     print("median words/s:")
     for name, v in results.items():
         print(f"  {name:<28} {statistics.median(v):>12,.0f}")

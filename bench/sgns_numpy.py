@@ -9,13 +9,11 @@ minibatch step per batch); `train_step` with embtable.sgns_step.
 from __future__ import annotations
 
 import time
-
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numpy as np
-
 import embtable
+import numpy as np
 from embtable._demo import Corpus, TrainResult, keep_probability, noise_table
 
 
@@ -28,8 +26,15 @@ class Batch:
     epoch: int
 
 
-def _batches(corpus: Corpus, epochs: int, window: int, negative: int, sample: float,
-             batch_words: int, seed: int) -> Iterator[Batch]:
+def _batches(
+    corpus: Corpus,
+    epochs: int,
+    window: int,
+    negative: int,
+    sample: float,
+    batch_words: int,
+    seed: int,
+) -> Iterator[Batch]:
     """(center, context, negatives) batches of every epoch, in order.
 
     A token at i with reduced window b (uniform in 1..window, as word2vec) pairs
@@ -61,53 +66,28 @@ def _batches(corpus: Corpus, epochs: int, window: int, negative: int, sample: fl
                     outs.append(stream[i_ok[same]])
             centers = np.concatenate(ins) if ins else np.zeros(0, np.int32)
             contexts = np.concatenate(outs) if outs else np.zeros(0, np.int32)
-            negatives = table[rng.integers(0, len(table), size=(len(centers), negative),
-                                           dtype=np.int32)]
+            negatives = table[
+                rng.integers(
+                    0, len(table), size=(len(centers), negative), dtype=np.int32
+                )
+            ]
             done = epoch * n_raw + (int(keep[b - 1]) + 1 if b < n else n_raw)
             yield Batch(centers, contexts, negatives, done, epoch)
 
 
-def _prefetched(it: Iterator[Batch], depth: int = 2) -> Iterator[Batch]:
-    """Runs `it` in a helper thread, `depth` batches ahead (the kernel frees the GIL)."""
-    q: queue.Queue[object] = queue.Queue(maxsize=depth)
-    end = object()
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in it:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(end)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
-            q.put(e)
-
-    worker = threading.Thread(target=produce, name="embtable-demo-batches", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = q.get()
-            if item is end:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item  # type: ignore[misc]
-    finally:
-        stop.set()
-        worker.join()
-
-
-
-
-def train_numpy(corpus: Corpus, *, dim: int = 100, window: int = 5, negative: int = 5,
-                epochs: int = 5, lr: float = 0.025, min_lr: float = 0.0001,
-                sample: float = 1e-3, seed: int = 1, batch_words: int = 1000) -> TrainResult:
+def train_numpy(
+    corpus: Corpus,
+    *,
+    dim: int = 100,
+    window: int = 5,
+    negative: int = 5,
+    epochs: int = 5,
+    lr: float = 0.025,
+    min_lr: float = 0.0001,
+    sample: float = 1e-3,
+    seed: int = 1,
+    batch_words: int = 1000,
+) -> TrainResult:
     V = len(corpus.words)
     rng = np.random.default_rng(seed)
     in_t = ((rng.random((V, dim), dtype=np.float32) - 0.5) / dim).astype(np.float32)
@@ -124,22 +104,37 @@ def train_numpy(corpus: Corpus, *, dim: int = 100, window: int = 5, negative: in
         labels[:, 0] = 1
         valid = np.ones(targets.shape, bool)
         valid[:, 1:] = b.negatives != b.contexts[:, None]
-        h = np.take(in_t, b.centers, axis=0)                     # (P, D)
-        o = np.take(out_t, targets, axis=0)                      # (P, K+1, D)
+        h = np.take(in_t, b.centers, axis=0)  # (P, D)
+        o = np.take(out_t, targets, axis=0)  # (P, K+1, D)
         s = np.einsum("pd,pkd->pk", h, o)
-        g = (labels - 0.5 * (1 + np.tanh(0.5 * s))) * alpha * valid  # sigmoid, no overflow
+        g = (
+            (labels - 0.5 * (1 + np.tanh(0.5 * s))) * alpha * valid
+        )  # sigmoid, no overflow
         loss = np.logaddexp(0, np.where(labels > 0, -s, s)) * valid
         np.add.at(in_t, b.centers, np.einsum("pk,pkd->pd", g, o))
-        np.add.at(out_t, targets.reshape(-1), (g[:, :, None] * h[:, None, :]).reshape(-1, dim))
+        np.add.at(
+            out_t, targets.reshape(-1), (g[:, :, None] * h[:, None, :]).reshape(-1, dim)
+        )
         sums[b.epoch] += float(loss.sum())
         pairs[b.epoch] += len(b.centers)
     seconds = time.perf_counter() - t0
-    return TrainResult(in_t, out_t, [s / max(p, 1) for s, p in zip(sums, pairs)], seconds, total)
+    losses = [s / max(p, 1) for s, p in zip(sums, pairs, strict=True)]
+    return TrainResult(in_t, out_t, losses, seconds, total)
 
 
-def train_step(corpus: Corpus, *, dim: int = 100, window: int = 5, negative: int = 5,
-               epochs: int = 5, lr: float = 0.025, min_lr: float = 0.0001,
-               sample: float = 1e-3, seed: int = 1, batch_words: int = 10_000) -> TrainResult:
+def train_step(
+    corpus: Corpus,
+    *,
+    dim: int = 100,
+    window: int = 5,
+    negative: int = 5,
+    epochs: int = 5,
+    lr: float = 0.025,
+    min_lr: float = 0.0001,
+    sample: float = 1e-3,
+    seed: int = 1,
+    batch_words: int = 10_000,
+) -> TrainResult:
     """The same batches, each trained by one embtable.sgns_step call."""
     V = len(corpus.words)
     rng = np.random.default_rng(seed)
@@ -150,8 +145,11 @@ def train_step(corpus: Corpus, *, dim: int = 100, window: int = 5, negative: int
     t0 = time.perf_counter()
     for b in _batches(corpus, epochs, window, negative, sample, batch_words, seed + 1):
         alpha = max(lr * (1.0 - b.done_words / total), min_lr)
-        loss = embtable.sgns_step(in_t, out_t, b.centers, b.contexts, b.negatives, alpha)
+        loss = embtable.sgns_step(
+            in_t, out_t, b.centers, b.contexts, b.negatives, alpha
+        )
         sums[b.epoch] += loss * len(b.centers)
         pairs[b.epoch] += len(b.centers)
     seconds = time.perf_counter() - t0
-    return TrainResult(in_t, out_t, [s / max(p, 1) for s, p in zip(sums, pairs)], seconds, total)
+    losses = [s / max(p, 1) for s, p in zip(sums, pairs, strict=True)]
+    return TrainResult(in_t, out_t, losses, seconds, total)

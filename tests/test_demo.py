@@ -5,10 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import embtable
 import numpy as np
 import pytest
-
-import embtable
 from embtable import _demo
 from embtable.__main__ import main as cli_main
 
@@ -16,8 +15,10 @@ from embtable.__main__ import main as cli_main
 def tiny_corpus(path, n_lines=400, seed=0):
     # Two topics whose words co-occur only within their own lines.
     rng = np.random.default_rng(seed)
-    topics = [["alpha", "beta", "gamma", "delta", "epsilon"],
-              ["red", "green", "blue", "cyan", "magenta"]]
+    topics = [
+        ["alpha", "beta", "gamma", "delta", "epsilon"],
+        ["red", "green", "blue", "cyan", "magenta"],
+    ]
     lines = []
     for i in range(n_lines):
         words = rng.choice(topics[i % 2], size=8)
@@ -27,7 +28,9 @@ def tiny_corpus(path, n_lines=400, seed=0):
 
 
 def test_build_corpus_and_tables():
-    corpus = _demo.build_corpus(["The list, a LIST; the file", "list file x"], min_count=2)
+    corpus = _demo.build_corpus(
+        ["The list, a LIST; the file", "list file x"], min_count=2
+    )
     assert corpus.words == ["list", "file", "the"]
     np.testing.assert_array_equal(corpus.ids, [2, 0, 0, 2, 1, 0, 1])
     np.testing.assert_array_equal(corpus.sentence, [0, 0, 0, 0, 0, 1, 1])
@@ -41,12 +44,33 @@ def test_build_corpus_and_tables():
 def test_demo_runs_and_loss_falls(tmp_path, capsys):
     corpus_file = tiny_corpus(tmp_path / "tiny.txt")
     out = tmp_path / "emb"
-    rc = cli_main(["demo", "--corpus", str(corpus_file), "--epochs", "4", "--dim", "16",
-                   "--min-count", "2", "--threads", "2", "--words", "alpha,red,nosuch",
-                   "--out", str(out), "--no-progress", "--sample", "0"])
+    rc = cli_main(
+        [
+            "demo",
+            "--corpus",
+            str(corpus_file),
+            "--epochs",
+            "4",
+            "--dim",
+            "16",
+            "--min-count",
+            "2",
+            "--threads",
+            "2",
+            "--words",
+            "alpha,red,nosuch",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--sample",
+            "0",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
-    losses = [float(x) for x in text.split("loss per epoch: ")[1].split("\n")[0].split(", ")]
+    losses = [
+        float(x) for x in text.split("loss per epoch: ")[1].split("\n")[0].split(", ")
+    ]
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert "nearest to 'alpha':" in text and "'nosuch' is not in the vocabulary" in text
     saved = np.load(tmp_path / "emb.npz", allow_pickle=False)
@@ -56,7 +80,9 @@ def test_demo_runs_and_loss_falls(tmp_path, capsys):
 
 
 def test_training_learns_the_topics(tmp_path):
-    corpus = _demo.build_corpus(_demo.read_text_corpus(tiny_corpus(tmp_path / "t.txt")), 2)
+    corpus = _demo.build_corpus(
+        _demo.read_text_corpus(tiny_corpus(tmp_path / "t.txt")), 2
+    )
     res = _demo.train(corpus, dim=16, epochs=5, sample=0, seed=3)
     assert res.epoch_loss[-1] < res.epoch_loss[0]
     # Words of one topic are nearer each other than the other topic's words.
@@ -72,14 +98,33 @@ def test_cli_usage_and_unknown_command(capsys):
 
 
 def test_python_dash_m_demo_help():
-    proc = subprocess.run([sys.executable, "-m", "embtable", "demo", "--help"],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "embtable", "demo", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0 and "--corpus" in proc.stdout
 
 
 def test_threads_restored(tmp_path):
     before = embtable.get_num_threads()
     corpus_file = tiny_corpus(tmp_path / "tiny.txt", n_lines=20)
-    _demo.main(["--corpus", str(corpus_file), "--epochs", "1", "--dim", "4", "--min-count",
-                "1", "--threads", "1", "--out", "", "--no-progress"])
+    _demo.main(
+        [
+            "--corpus",
+            str(corpus_file),
+            "--epochs",
+            "1",
+            "--dim",
+            "4",
+            "--min-count",
+            "1",
+            "--threads",
+            "1",
+            "--out",
+            "",
+            "--no-progress",
+        ]
+    )
     assert embtable.get_num_threads() == before

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import embtable
 import numpy as np
 import pytest
-
-import embtable
 from embtable import _core
 
 
@@ -18,7 +17,9 @@ def sgns_numpy(in_table, out_table, centers, contexts, negatives, lr):
         c = centers[i]
         h = in_table[c].copy()
         grad = np.zeros_like(h)
-        targets = [(contexts[i], 1)] + [(t, 0) for t in negatives[i] if t != contexts[i]]
+        targets = [(contexts[i], 1)] + [
+            (t, 0) for t in negatives[i] if t != contexts[i]
+        ]
         for t, label in targets:
             s = dt(h @ out_table[t])
             g = (dt(label) - dt(1) / (dt(1) + np.exp(-s))) * lr
@@ -31,7 +32,7 @@ def sgns_numpy(in_table, out_table, centers, contexts, negatives, lr):
 
 def make(V_in, V_out, D, N, K, dtype=np.float32, itype=np.int64, seed=0):
     rng = np.random.default_rng(seed)
-    in_table = ((rng.random((V_in, D)) - 0.5)).astype(dtype)
+    in_table = (rng.random((V_in, D)) - 0.5).astype(dtype)
     out_table = ((rng.random((V_out, D)) - 0.5) * 0.5).astype(dtype)
     centers = rng.integers(0, V_in, N).astype(itype)
     contexts = rng.integers(0, V_out, N).astype(itype)
@@ -114,7 +115,9 @@ def test_loss_is_mean_pair_loss_at_zero_tables(one_thread):
 
 def test_empty_and_k_zero():
     in_t, out_t = np.ones((3, 4)), np.ones((3, 4))
-    assert embtable.sgns_step(in_t, out_t, [], [], np.zeros((0, 5), np.int64), 0.1) == 0.0
+    assert (
+        embtable.sgns_step(in_t, out_t, [], [], np.zeros((0, 5), np.int64), 0.1) == 0.0
+    )
     assert (in_t == 1).all() and (out_t == 1).all()
     loss = embtable.sgns_step(in_t, out_t, [0], [1], np.zeros((1, 0), np.int64), 0.1)
     assert loss == pytest.approx(np.logaddexp(0, -4.0))
@@ -126,7 +129,12 @@ def test_empty_and_k_zero():
     [
         ("centers", 7, 20, r"^centers: index 20 at position \(7,\) .* 20 rows$"),
         ("contexts", 3, 12, r"^contexts: index 12 at position \(3,\) .* 12 rows$"),
-        ("negatives", (5, 1), 12, r"^negatives: index 12 at position \(5, 1\) .* 12 rows$"),
+        (
+            "negatives",
+            (5, 1),
+            12,
+            r"^negatives: index 12 at position \(5, 1\) .* 12 rows$",
+        ),
         ("negatives", (8, 0), -1, r"^negatives: index -1 at position \(8, 0\)"),
     ],
 )
@@ -175,8 +183,9 @@ def test_argument_errors():
 def test_mixed_index_dtypes_and_lists_are_converted(one_thread):
     in_t, out_t, c, x, n = make(10, 10, 4, 5, 2)
     a_in, a_out = in_t.copy(), out_t.copy()
-    la = embtable.sgns_step(a_in, a_out, c.astype(np.int32), x.astype(np.uint16),
-                            n.tolist(), 0.1)
+    la = embtable.sgns_step(
+        a_in, a_out, c.astype(np.int32), x.astype(np.uint16), n.tolist(), 0.1
+    )
     lb = embtable.sgns_step(in_t, out_t, c, x, n, 0.1)
     np.testing.assert_array_equal(a_in, in_t)
     np.testing.assert_array_equal(a_out, out_t)
@@ -245,8 +254,10 @@ def test_pairs_follow_the_window_and_sentence_rules(window):
 def test_pairs_do_not_depend_on_slicing():
     tokens, sent, noise = stream()
     whole = _core.sgns_pairs(tokens, sent, noise, 0, 300, 4, 5, 11)
-    parts = [_core.sgns_pairs(tokens, sent, noise, a, b, 4, 5, 11)
-             for a, b in [(0, 17), (17, 200), (200, 300)]]
+    parts = [
+        _core.sgns_pairs(tokens, sent, noise, a, b, 4, 5, 11)
+        for a, b in [(0, 17), (17, 200), (200, 300)]
+    ]
     for k in range(3):
         np.testing.assert_array_equal(whole[k], np.concatenate([p[k] for p in parts]))
     other = _core.sgns_pairs(tokens, sent, noise, 0, 300, 4, 5, 12)
@@ -262,8 +273,19 @@ def test_train_equals_sgns_step_on_its_pairs(one_thread, dtype, itype):
     in_t = (rng.random((40, 24)) - 0.5).astype(dtype)
     out_t = (rng.random((40, 24)) - 0.5).astype(dtype)
     a_in, a_out, b_in, b_out = in_t.copy(), out_t.copy(), in_t.copy(), out_t.copy()
-    loss, pairs = embtable.sgns_train(a_in, a_out, tokens, noise=noise, window=3, negative=4,
-                                      lr=0.05, sentences=sent, start=10, stop=290, seed=5)
+    loss, pairs = embtable.sgns_train(
+        a_in,
+        a_out,
+        tokens,
+        noise=noise,
+        window=3,
+        negative=4,
+        lr=0.05,
+        sentences=sent,
+        start=10,
+        stop=290,
+        seed=5,
+    )
     ins, outs, negs = _core.sgns_pairs(tokens, sent, noise, 10, 290, 3, 4, 5)
     want = embtable.sgns_step(b_in, b_out, ins, outs, negs, 0.05)
     assert pairs == len(ins) > 0
@@ -279,8 +301,20 @@ def test_train_learning_rate_decays_linearly(one_thread):
     in_t = (rng.random((40, 8)) - 0.5).astype(np.float64)
     out_t = (rng.random((40, 8)) - 0.5).astype(np.float64)
     a_in, a_out, b_in, b_out = in_t.copy(), out_t.copy(), in_t.copy(), out_t.copy()
-    embtable.sgns_train(a_in, a_out, tokens, noise=noise, window=2, negative=2, lr=0.1,
-                        end_lr=0.0, sentences=sent, start=0, stop=50, seed=3)
+    embtable.sgns_train(
+        a_in,
+        a_out,
+        tokens,
+        noise=noise,
+        window=2,
+        negative=2,
+        lr=0.1,
+        end_lr=0.0,
+        sentences=sent,
+        start=0,
+        stop=50,
+        seed=3,
+    )
     for i in range(50):
         ins, outs, negs = _core.sgns_pairs(tokens, sent, noise, i, i + 1, 2, 2, 3)
         embtable.sgns_step(b_in, b_out, ins, outs, negs, 0.1 * (1 - i / 50))
@@ -324,9 +358,20 @@ def test_train_threaded_learns_a_planted_structure():
         sent = np.repeat(np.arange(len(starts)), 3)
         in_t = ((rng.random((V, D)) - 0.5) / D).astype(np.float32)
         out_t = np.zeros((V, D), np.float32)
-        losses = [embtable.sgns_train(in_t, out_t, tokens, noise=np.arange(V), window=2,
-                                      negative=5, lr=0.05, sentences=sent, seed=e)[0]
-                  for e in range(4)]
+        losses = [
+            embtable.sgns_train(
+                in_t,
+                out_t,
+                tokens,
+                noise=np.arange(V),
+                window=2,
+                negative=5,
+                lr=0.05,
+                sentences=sent,
+                seed=e,
+            )[0]
+            for e in range(4)
+        ]
     finally:
         embtable.set_num_threads(old)
     assert np.isfinite(in_t).all() and losses[-1] < 0.7 * losses[0]

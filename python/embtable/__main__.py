@@ -13,8 +13,14 @@ from collections.abc import Sequence
 __all__ = ["COMMANDS", "main"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("embtable._demo", "train word2vec skip-gram embeddings on the stdlib docstrings"),
-    "bench": ("embtable._bench", "benchmark embtable against NumPy (and PyTorch if installed)"),
+    "demo": (
+        "embtable._demo",
+        "train word2vec skip-gram embeddings on the stdlib docstrings",
+    ),
+    "bench": (
+        "embtable._bench",
+        "benchmark embtable against NumPy (and PyTorch if installed)",
+    ),
 }
 
 
@@ -41,8 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as e:
         if e.name != module_name:
             raise
-        print(f"error: the {name!r} command is not available in this build of embtable "
-              f"({module_name} is missing)", file=sys.stderr)
+        print(
+            f"error: the {name!r} command is not available in this build of embtable "
+            f"({module_name} is missing)",
+            file=sys.stderr,
+        )
         return 2
     return int(module.main(rest) or 0)
 

@@ -45,12 +45,34 @@ _WORD = re.compile(r"[a-z]+")
 # Never imported while collecting docstrings: tests, GUIs, modules that act on
 # import (print, open a browser) and tool packages with nothing to say.
 _SKIP = {
-    "__hello__", "__phello__", "__main__", "_tkinter", "antigravity", "ensurepip",
-    "idlelib", "lib2to3", "pydoc_data", "site", "test", "tests", "this", "tkinter",
-    "turtle", "turtledemo", "venv", "webbrowser",
+    "__hello__",
+    "__phello__",
+    "__main__",
+    "_tkinter",
+    "antigravity",
+    "ensurepip",
+    "idlelib",
+    "lib2to3",
+    "pydoc_data",
+    "site",
+    "test",
+    "tests",
+    "this",
+    "tkinter",
+    "turtle",
+    "turtledemo",
+    "venv",
+    "webbrowser",
 }
-PAIRS = (("list", "tuple"), ("read", "write"), ("send", "recv"), ("key", "value"),
-         ("start", "stop"), ("client", "server"), ("encode", "decode"))
+PAIRS = (
+    ("list", "tuple"),
+    ("read", "write"),
+    ("send", "recv"),
+    ("key", "value"),
+    ("start", "stop"),
+    ("client", "server"),
+    ("encode", "decode"),
+)
 QUERY_WORDS = ("list", "file", "thread")
 
 
@@ -78,8 +100,9 @@ def _collect_stdlib_docstrings() -> list[str]:
 
     stdlib = os.path.realpath(sysconfig.get_paths()["stdlib"])
     paths = [stdlib, os.path.join(stdlib, "lib-dynload")]
-    names = sorted(set(sys.builtin_module_names)
-                   | {m.name for m in pkgutil.iter_modules(paths)})
+    names = sorted(
+        set(sys.builtin_module_names) | {m.name for m in pkgutil.iter_modules(paths)}
+    )
     docs: list[str] = []
     seen: set[int] = set()
 
@@ -103,8 +126,11 @@ def _collect_stdlib_docstrings() -> list[str]:
                 collect(value, modname, depth - 1)
 
     sink = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), \
-            contextlib.redirect_stderr(sink):
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(sink),
+        contextlib.redirect_stderr(sink),
+    ):
         warnings.simplefilter("ignore")
         todo = list(reversed(names))
         while todo:
@@ -136,16 +162,23 @@ def stdlib_docstrings() -> list[str]:
     )
     env = dict(os.environ, PYTHONHASHSEED="0")
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env,
-        stdin=subprocess.DEVNULL, timeout=600, check=False,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+        check=False,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"collecting stdlib docstrings failed:\n{proc.stderr[-2000:]}")
+        raise RuntimeError(
+            f"collecting stdlib docstrings failed:\n{proc.stderr[-2000:]}"
+        )
     return list(json.loads(proc.stdout))
 
 
 def read_text_corpus(path: str | os.PathLike[str]) -> list[str]:
-    """The lines of a UTF-8 text file (each line is a sentence, as gensim's LineSentence)."""
+    """The lines of a UTF-8 text file: each a sentence, as gensim's LineSentence."""
     with open(path, encoding="utf-8", errors="replace") as f:
         return f.read().splitlines()
 
@@ -174,8 +207,9 @@ class Corpus:
         self.index = {w: i for i, w in enumerate(self.words)}
 
 
-def build_corpus(sentences: Sequence[str], min_count: int = 5,
-                 max_tokens: int | None = None) -> Corpus:
+def build_corpus(
+    sentences: Sequence[str], min_count: int = 5, max_tokens: int | None = None
+) -> Corpus:
     """Tokenize, count, keep words seen at least ``min_count`` times, map to ids."""
     tokenized = [tokenize(s) for s in sentences]
     if max_tokens is not None:
@@ -188,8 +222,10 @@ def build_corpus(sentences: Sequence[str], min_count: int = 5,
             total += len(toks)
         tokenized = kept
     counter = Counter(t for toks in tokenized for t in toks)
-    vocab = sorted((w for w, n in counter.items() if n >= min_count),
-                   key=lambda w: (-counter[w], w))
+    vocab = sorted(
+        (w for w, n in counter.items() if n >= min_count),
+        key=lambda w: (-counter[w], w),
+    )
     index = {w: i for i, w in enumerate(vocab)}
     ids: list[int] = []
     sent: list[int] = []
@@ -198,7 +234,9 @@ def build_corpus(sentences: Sequence[str], min_count: int = 5,
         ids.extend(row)
         sent.extend([s] * len(row))
     counts = np.array([counter[w] for w in vocab], dtype=np.int64)
-    return Corpus(np.array(ids, dtype=np.int32), np.array(sent, dtype=np.int32), vocab, counts)
+    return Corpus(
+        np.array(ids, dtype=np.int32), np.array(sent, dtype=np.int32), vocab, counts
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -230,7 +268,7 @@ def keep_probability(counts: np.ndarray, sample: float) -> np.ndarray:
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: both tables, the per-epoch mean losses and the timing."""
+    """What :func:`train` returns: both tables, per-epoch mean losses, timing."""
 
     in_table: np.ndarray
     out_table: np.ndarray
@@ -259,8 +297,14 @@ class _Progress:
             from tqdm import tqdm
         except ImportError:
             return
-        self.bar = tqdm(total=total, unit="word", unit_scale=True, dynamic_ncols=True,
-                        desc="sgns", file=sys.stderr)
+        self.bar = tqdm(
+            total=total,
+            unit="word",
+            unit_scale=True,
+            dynamic_ncols=True,
+            desc="sgns",
+            file=sys.stderr,
+        )
 
     def update(self, done: int, loss: float, lr: float) -> None:
         step, self.done = done - self.done, done
@@ -274,17 +318,31 @@ class _Progress:
         if now - self.last_print >= 2.0 or done >= self.total:
             self.last_print = now
             rate = done / max(now - self.t0, 1e-9)
-            print(f"sgns: {done}/{self.total} words, {rate:,.0f} words/s, loss {loss:.3f}",
-                  file=sys.stderr)
+            print(
+                f"sgns: {done}/{self.total} words, {rate:,.0f} words/s, "
+                f"loss {loss:.3f}",
+                file=sys.stderr,
+            )
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
 
 
-def train(corpus: Corpus, *, dim: int = 100, window: int = 5, negative: int = 5,
-          epochs: int = 5, lr: float = 0.025, min_lr: float = 0.0001, sample: float = 1e-3,
-          seed: int = 1, batch_words: int = 50_000, progress: bool = False) -> TrainResult:
+def train(
+    corpus: Corpus,
+    *,
+    dim: int = 100,
+    window: int = 5,
+    negative: int = 5,
+    epochs: int = 5,
+    lr: float = 0.025,
+    min_lr: float = 0.0001,
+    sample: float = 1e-3,
+    seed: int = 1,
+    batch_words: int = 50_000,
+    progress: bool = False,
+) -> TrainResult:
     """Skip-gram with negative sampling over `corpus`; returns the trained tables.
 
     word2vec's recipe: input table uniform in +-0.5/dim, output table zeros,
@@ -296,7 +354,9 @@ def train(corpus: Corpus, *, dim: int = 100, window: int = 5, negative: int = 5,
     """
     V = len(corpus.words)
     if V == 0:
-        raise ValueError("the vocabulary is empty: lower --min-count or use a larger corpus")
+        raise ValueError(
+            "the vocabulary is empty: lower --min-count or use a larger corpus"
+        )
     rng = np.random.default_rng(seed)
     in_table = ((rng.random((V, dim), dtype=np.float32) - 0.5) / dim).astype(np.float32)
     out_table = np.zeros((V, dim), dtype=np.float32)
@@ -326,17 +386,31 @@ def train(corpus: Corpus, *, dim: int = 100, window: int = 5, negative: int = 5,
                 done_a = epoch * n_raw + int(kept[a])
                 done_b = epoch * n_raw + (int(kept[b]) if b < n else n_raw)
                 loss, count = embtable.sgns_train(
-                    in_table, out_table, stream, noise=table, window=window,
-                    negative=negative, lr=rate(done_a), end_lr=rate(done_b),
-                    sentences=sentences, start=a, stop=b, seed=epoch_seed)
+                    in_table,
+                    out_table,
+                    stream,
+                    noise=table,
+                    window=window,
+                    negative=negative,
+                    lr=rate(done_a),
+                    end_lr=rate(done_b),
+                    sentences=sentences,
+                    start=a,
+                    stop=b,
+                    seed=epoch_seed,
+                )
                 sums[epoch] += loss * count
                 pairs[epoch] += count
                 bar.update(done_b, loss, rate(done_b))
-            bar.update((epoch + 1) * n_raw, sums[epoch] / max(pairs[epoch], 1), rate(done_b))
+            bar.update(
+                (epoch + 1) * n_raw, sums[epoch] / max(pairs[epoch], 1), rate(done_b)
+            )
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
-    epoch_loss = [s / p if p else float("nan") for s, p in zip(sums, pairs, strict=True)]
+    epoch_loss = [
+        s / p if p else float("nan") for s, p in zip(sums, pairs, strict=True)
+    ]
     return TrainResult(in_table, out_table, epoch_loss, seconds, total)
 
 
@@ -349,9 +423,10 @@ def _unit_rows(table: np.ndarray) -> np.ndarray:
     return table / np.maximum(norms, 1e-12)
 
 
-def nearest(table: np.ndarray, words: list[str], word: str, k: int = 8
-            ) -> list[tuple[str, float]]:
-    """The `k` words closest to `word` by cosine similarity (the word itself excluded)."""
+def nearest(
+    table: np.ndarray, words: list[str], word: str, k: int = 8
+) -> list[tuple[str, float]]:
+    """The `k` words closest to `word` by cosine similarity (`word` excluded)."""
     unit = _unit_rows(table)
     w = words.index(word)
     sims = unit @ unit[w]
@@ -360,9 +435,13 @@ def nearest(table: np.ndarray, words: list[str], word: str, k: int = 8
     return [(words[i], float(sims[i])) for i in top]
 
 
-def pair_report(table: np.ndarray, corpus: Corpus, pairs: Sequence[tuple[str, str]],
-                seed: int = 0, n_random: int = 2000) -> tuple[list[tuple[str, str, float, float]],
-                                                              float]:
+def pair_report(
+    table: np.ndarray,
+    corpus: Corpus,
+    pairs: Sequence[tuple[str, str]],
+    seed: int = 0,
+    n_random: int = 2000,
+) -> tuple[list[tuple[str, str, float, float]], float]:
     """Cosine of each known pair and its percentile among random word pairs."""
     unit = _unit_rows(table)
     V = len(corpus.words)
@@ -375,12 +454,14 @@ def pair_report(table: np.ndarray, corpus: Corpus, pairs: Sequence[tuple[str, st
     for x, y in pairs:
         if x in corpus.index and y in corpus.index:
             s = float(unit[corpus.index[x]] @ unit[corpus.index[y]])
-            pct = 100.0 * np.searchsorted(rand, s) / max(len(rand), 1)
+            pct = 100.0 * float(np.searchsorted(rand, s)) / max(len(rand), 1)
             out.append((x, y, s, pct))
     return out, float(rand.mean()) if len(rand) else float("nan")
 
 
-def save_table(table: np.ndarray, words: list[str], path: str | os.PathLike[str]) -> Path:
+def save_table(
+    table: np.ndarray, words: list[str], path: str | os.PathLike[str]
+) -> Path:
     """Saves `table` (with embtable.Embedding.save when available) and its vocabulary.
 
     The table goes to `path` (``.npz`` added when missing); the words, one per
@@ -396,35 +477,59 @@ def save_table(table: np.ndarray, words: list[str], path: str | os.PathLike[str]
     else:  # an embtable without the Embedding layer: the same table, as np.savez
         np.savez(p, embeddings=table)
     p.with_name(p.name[: -len(".npz")] + ".vocab.txt").write_text(
-        "\n".join(words) + "\n", encoding="utf-8")
+        "\n".join(words) + "\n", encoding="utf-8"
+    )
     return p
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m embtable demo",
-        description="Train word2vec skip-gram embeddings (negative sampling) with embtable "
-                    "on the Python standard library's docstrings or on a text file.")
-    p.add_argument("--corpus", metavar="PATH",
-                   help="a UTF-8 text file, one sentence per line (default: the stdlib "
-                        "docstrings)")
+        description="Train word2vec skip-gram embeddings (negative sampling) with "
+        "embtable "
+        "on the Python standard library's docstrings or on a text file.",
+    )
+    p.add_argument(
+        "--corpus",
+        metavar="PATH",
+        help="a UTF-8 text file, one sentence per line (default: the stdlib "
+        "docstrings)",
+    )
     p.add_argument("--epochs", type=int, default=5, help="passes over the corpus (5)")
     p.add_argument("--dim", type=int, default=100, help="embedding dimension (100)")
     p.add_argument("--window", type=int, default=5, help="max context distance (5)")
     p.add_argument("--negative", type=int, default=5, help="negatives per pair (5)")
     p.add_argument("--min-count", type=int, default=5, help="drop rarer words (5)")
-    p.add_argument("--sample", type=float, default=1e-3,
-                   help="subsampling threshold of frequent words, 0 to disable (1e-3)")
-    p.add_argument("--lr", type=float, default=0.025, help="initial learning rate (0.025)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="embtable threads (default: embtable.get_num_threads())")
+    p.add_argument(
+        "--sample",
+        type=float,
+        default=1e-3,
+        help="subsampling threshold of frequent words, 0 to disable (1e-3)",
+    )
+    p.add_argument(
+        "--lr", type=float, default=0.025, help="initial learning rate (0.025)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="embtable threads (default: embtable.get_num_threads())",
+    )
     p.add_argument("--seed", type=int, default=1, help="random seed (1)")
-    p.add_argument("--max-tokens", type=int, default=None, help="use only the first N tokens")
-    p.add_argument("--words", default=",".join(QUERY_WORDS),
-                   help="comma-separated words to show neighbours of (list,file,thread)")
-    p.add_argument("--out", default="embtable-sgns.npz",
-                   help="where to save the input table (embtable-sgns.npz; the vocabulary "
-                        "goes next to it as .vocab.txt); '' to skip saving")
+    p.add_argument(
+        "--max-tokens", type=int, default=None, help="use only the first N tokens"
+    )
+    p.add_argument(
+        "--words",
+        default=",".join(QUERY_WORDS),
+        help="comma-separated words to show neighbours of (list,file,thread)",
+    )
+    p.add_argument(
+        "--out",
+        default="embtable-sgns.npz",
+        help="where to save the input table (embtable-sgns.npz; the vocabulary "
+        "goes next to it as .vocab.txt); '' to skip saving",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -455,22 +560,37 @@ def _run(args: argparse.Namespace) -> int:
         sentences = stdlib_docstrings()
         source = f"docstrings of the Python {sys.version.split()[0]} standard library"
     corpus = build_corpus(sentences, args.min_count, args.max_tokens)
-    print(f"corpus: {source}: {len(corpus.ids):,} tokens, {len(corpus.words):,} words "
-          f"with count >= {args.min_count} ({time.perf_counter() - t0:.1f} s)")
-    print(f"training: dim {args.dim}, window {args.window}, {args.negative} negatives, "
-          f"{args.epochs} epochs, {embtable.get_num_threads()} threads")
-    result = train(corpus, dim=args.dim, window=args.window, negative=args.negative,
-                   epochs=args.epochs, lr=args.lr, sample=args.sample, seed=args.seed,
-                   progress=not args.no_progress)
-    print(f"trained in {result.seconds:.2f} s: {result.words_per_second:,.0f} words/s "
-          f"(tokens x epochs / training time)")
+    print(
+        f"corpus: {source}: {len(corpus.ids):,} tokens, {len(corpus.words):,} words "
+        f"with count >= {args.min_count} ({time.perf_counter() - t0:.1f} s)"
+    )
+    print(
+        f"training: dim {args.dim}, window {args.window}, {args.negative} negatives, "
+        f"{args.epochs} epochs, {embtable.get_num_threads()} threads"
+    )
+    result = train(
+        corpus,
+        dim=args.dim,
+        window=args.window,
+        negative=args.negative,
+        epochs=args.epochs,
+        lr=args.lr,
+        sample=args.sample,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    print(
+        f"trained in {result.seconds:.2f} s: {result.words_per_second:,.0f} words/s "
+        f"(tokens x epochs / training time)"
+    )
     print("loss per epoch: " + ", ".join(f"{x:.4f}" for x in result.epoch_loss))
     for word in [w.strip() for w in args.words.split(",") if w.strip()]:
         if word not in corpus.index:
             print(f"{word!r} is not in the vocabulary")
             continue
-        near = ", ".join(f"{w} {s:.2f}" for w, s in nearest(result.in_table, corpus.words,
-                                                             word))
+        near = ", ".join(
+            f"{w} {s:.2f}" for w, s in nearest(result.in_table, corpus.words, word)
+        )
         print(f"nearest to {word!r}: {near}")
     report, rand_mean = pair_report(result.in_table, corpus, PAIRS)
     if report:
@@ -479,8 +599,11 @@ def _run(args: argparse.Namespace) -> int:
             print(f"  {x}/{y}: {s:.2f} (above {pct:.0f}% of random pairs)")
     if args.out:
         path = save_table(result.in_table, corpus.words, args.out)
-        print(f"saved the {result.in_table.shape[0]} x {result.in_table.shape[1]} table to "
-              f"{path} (words in {path.name[:-4]}.vocab.txt)")
+        print(
+            f"saved the {result.in_table.shape[0]} x {result.in_table.shape[1]} table "
+            "to "
+            f"{path} (words in {path.name[:-4]}.vocab.txt)"
+        )
     return 0
 
 

@@ -133,11 +133,24 @@ def sgns_train(
         tok, nz = (np.ascontiguousarray(a, dtype=np.int64) for a in (tok, nz))
     sent = None
     if sentences is not None:
-        sent = np.ascontiguousarray(as_indices(sentences, None, "sentences"), dtype=np.int64)
+        sent = np.ascontiguousarray(
+            as_indices(sentences, None, "sentences"), dtype=np.int64
+        )
     n = tok.shape[0] if tok.ndim == 1 else -1
     stop = n if stop is None else int(stop)
     end = float(lr) if end_lr is None else float(end_lr)
-    loss, pairs = _core.sgns_train(in_table, out_table, tok, sent, nz, int(start), stop,
-                                   int(window), int(negative), float(lr), end,
-                                   int(seed) & (2**64 - 1))
+    loss, pairs = _core.sgns_train(
+        in_table,
+        out_table,
+        tok,
+        sent,
+        nz,
+        int(start),
+        stop,
+        int(window),
+        int(negative),
+        float(lr),
+        end,
+        int(seed) & (2**64 - 1),
+    )
     return float(loss), int(pairs)

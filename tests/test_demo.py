@@ -72,7 +72,7 @@ def test_demo_runs_and_loss_falls(tmp_path, capsys):
         float(x) for x in text.split("loss per epoch: ")[1].split("\n")[0].split(", ")
     ]
     assert len(losses) == 4 and losses[-1] < losses[0]
-    assert "nearest to 'alpha':" in text and "'nosuch' is not in the vocabulary" in text
+    assert "nearest to 'alpha'" in text and "'nosuch' is not in the vocabulary" in text
     saved = np.load(tmp_path / "emb.npz", allow_pickle=False)
     table = saved[saved.files[0]]
     words = (tmp_path / "emb.vocab.txt").read_text(encoding="utf-8").split()

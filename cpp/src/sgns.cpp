@@ -152,7 +152,7 @@ void sgns_pairs(const Index* tokens, const int64_t* sentences, int64_t n, int64_
                 uint64_t seed, std::vector<int64_t>& inputs, std::vector<int64_t>& targets,
                 std::vector<int64_t>& negatives) {
   check_stream(n, start, stop, window, K, noise_len);
-  std::vector<int64_t> negs(static_cast<size_t>(K));
+  std::vector<int64_t> negs(static_cast<size_t>(2 * window * K + 1));
   for (int64_t i = start; i < stop; ++i)
     sgns_kernels::for_each_pair(tokens, sentences, n, window, K, noise, noise_len, seed, i,
                                 negs.data(), [&](int64_t in, int64_t t, const int64_t* ng) {

@@ -36,6 +36,13 @@ inline Scalar dot(const Scalar* __restrict a, const Scalar* __restrict b, int64_
   return s;
 }
 
+template <class Scalar>
+inline void prefetch_row(const Scalar* row, int64_t D) noexcept {
+  const char* p = reinterpret_cast<const char*>(row);
+  const int64_t bytes = D * static_cast<int64_t>(sizeof(Scalar));
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 1, 3);
+}
+
 // y += g * x
 template <class Scalar>
 inline void axpy(Scalar* __restrict y, Scalar g, const Scalar* __restrict x, int64_t D) noexcept {
@@ -152,9 +159,11 @@ double run(Scalar* in, Scalar* out, int64_t D, const Index* centers, const Index
   std::vector<Scalar> buf(static_cast<size_t>(2 * D));
   LossSum loss;
   for (int64_t i = b; i < e; ++i) {
-    if (i + 1 < e) {
-      __builtin_prefetch(in + static_cast<int64_t>(centers[i + 1]) * D);
-      __builtin_prefetch(out + static_cast<int64_t>(contexts[i + 1]) * D);
+    if (i + 1 < e) {  // the next pair's rows, while this one computes
+      prefetch_row(in + static_cast<int64_t>(centers[i + 1]) * D, D);
+      prefetch_row(out + static_cast<int64_t>(contexts[i + 1]) * D, D);
+      for (int64_t k = 0; k < K; ++k)
+        prefetch_row(out + static_cast<int64_t>(negatives[(i + 1) * K + k]) * D, D);
     }
     train_pair<Scalar, Locked>(in + static_cast<int64_t>(centers[i]) * D, out, D,
                                static_cast<int64_t>(contexts[i]), negatives + i * K, K, lr,
@@ -175,7 +184,10 @@ template <class Scalar, class Index, bool Locked>
 double run_tokens(Scalar* in, Scalar* out, int64_t D, const TokenArgs<Index>& a, Scalar lr,
                   Scalar end_lr, int64_t b, int64_t e, int64_t* pairs) {
   std::vector<Scalar> buf(static_cast<size_t>(2 * D));
-  std::vector<int64_t> negs(static_cast<size_t>(a.K));
+  // The pairs of one center (at most 2 * window), collected first so the rows of
+  // pair p + 1 can be prefetched while pair p computes.
+  const auto cap = static_cast<size_t>(2 * a.window);
+  std::vector<int64_t> inputs(cap), targets(cap), negs(cap * static_cast<size_t>(a.K) + 1);
   LossSum loss;
   int64_t count = 0;
   const double span = static_cast<double>(a.stop - a.start);
@@ -183,12 +195,25 @@ double run_tokens(Scalar* in, Scalar* out, int64_t D, const TokenArgs<Index>& a,
     // Linear decay over the centers [start, stop), as word2vec does over the corpus.
     const auto frac = static_cast<Scalar>(static_cast<double>(i - a.start) / span);
     const Scalar step = lr + (end_lr - lr) * frac;
+    int64_t m = 0;
     for_each_pair(a.tokens, a.sentences, a.n, a.window, a.K, a.noise, a.noise_len, a.seed, i,
-                  negs.data(), [&](int64_t input, int64_t target, const int64_t* ng) {
-                    train_pair<Scalar, Locked>(in + input * D, out, D, target, ng, a.K, step,
-                                               buf.data(), buf.data() + D, loss);
-                    ++count;
+                  negs.data(), [&](int64_t input, int64_t target, const int64_t*) {
+                    inputs[static_cast<size_t>(m)] = input;
+                    targets[static_cast<size_t>(m)] = target;
+                    ++m;
                   });
+    for (int64_t p = 0; p < m; ++p) {
+      const auto q = static_cast<size_t>(p);
+      if (p + 1 < m) {
+        prefetch_row(in + inputs[q + 1] * D, D);
+        prefetch_row(out + targets[q + 1] * D, D);
+        const int64_t* next = negs.data() + (p + 1) * a.K;
+        for (int64_t k = 0; k < a.K; ++k) prefetch_row(out + next[k] * D, D);
+      }
+      train_pair<Scalar, Locked>(in + inputs[q] * D, out, D, targets[q], negs.data() + p * a.K,
+                                 a.K, step, buf.data(), buf.data() + D, loss);
+    }
+    count += m;
   }
   *pairs = count;
   return loss.total();

@@ -32,7 +32,8 @@ struct PositionRng {
 // [1, window], then the positions j = i - b .. i + b (j != i, inside [0, n) and
 // the same sentence) from left to right. For each, f(token[j], token[i], negs):
 // the input row is the context token j, the output row the token at i, and
-// negs holds K ids drawn uniformly from `noise`.
+// negs holds K ids drawn uniformly from `noise`. The m-th pair's negatives are
+// written at negs + m * K, so `negs` needs room for 2 * window * K ids.
 // tokens = [7, 3, 9], window 1 (so b = 1), i = 1 -> f(7, 3, ..), f(9, 3, ..)
 template <class Index, class F>
 inline void for_each_pair(const Index* tokens, const int64_t* sentences, int64_t n,
@@ -45,10 +46,12 @@ inline void for_each_pair(const Index* tokens, const int64_t* sentences, int64_t
   const int64_t hi = i + b >= n ? n - 1 : i + b;
   const int64_t s = sentences ? sentences[i] : 0;
   const int64_t target = static_cast<int64_t>(tokens[i]);
+  int64_t* ng = negs;
   for (int64_t j = lo; j <= hi; ++j) {
     if (j == i || (sentences && sentences[j] != s)) continue;
-    for (int64_t k = 0; k < K; ++k) negs[k] = static_cast<int64_t>(noise[rng.below(noise_len)]);
-    f(static_cast<int64_t>(tokens[j]), target, static_cast<const int64_t*>(negs));
+    for (int64_t k = 0; k < K; ++k) ng[k] = static_cast<int64_t>(noise[rng.below(noise_len)]);
+    f(static_cast<int64_t>(tokens[j]), target, static_cast<const int64_t*>(ng));
+    ng += K;
   }
 }
 

@@ -128,3 +128,13 @@ def test_threads_restored(tmp_path):
         ]
     )
     assert embtable.get_num_threads() == before
+
+
+@pytest.mark.parametrize(
+    "bad", [["--epochs", "0"], ["--negative", "-1"], ["--threads", "0"]]
+)
+def test_bad_options_exit_with_usage(bad, capsys):
+    with pytest.raises(SystemExit) as e:
+        _demo.main(bad)
+    assert e.value.code == 2
+    assert "must be >= " in capsys.readouterr().err

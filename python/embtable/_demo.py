@@ -546,12 +546,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo with command-line arguments `argv` (``sys.argv[1:]`` by default)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     for name in ("epochs", "dim", "window", "min_count"):
         if getattr(args, name) < 1:
-            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.negative < 0:
-        raise SystemExit("--negative must be >= 0")
+        parser.error("--negative must be >= 0")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
     old_threads = embtable.get_num_threads()
     if args.threads is not None:
         embtable.set_num_threads(args.threads)

@@ -25,8 +25,8 @@
 // between runs (the standard SGNS trade-off; it does not hurt convergence at
 // word2vec's sparsity). Unlike word2vec it is not a data race (undefined
 // behaviour in C++): each row is read or updated while holding one of 4096
-// striped spin locks (one cache line each), held for one vectorized dot + axpy
-// and never two at a time. Relaxed std::atomic_ref per element was the other
+// striped spin locks (one cache line each; a waiter yields its CPU after a short
+// spin), held for one vectorized dot + two axpys and never two at a time. Relaxed std::atomic_ref per element was the other
 // defined option; it blocks vectorization and measured ~2.7x slower per thread.
 // Concurrent calls whose tables overlap (and other in-place embtable ops on the
 // same memory) run one after the other.

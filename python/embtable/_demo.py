@@ -2,7 +2,7 @@
 
 Trains word embeddings on a corpus every machine has -- the docstrings of the
 Python standard library -- or on any text file (``--corpus PATH``), using only
-NumPy and :func:`embtable.sgns_step`, the fused C++ SGNS kernel. Then prints the
+NumPy and :func:`embtable.sgns_train`, the fused C++ word2vec loop. Then prints the
 nearest neighbours of a few words, the similarity of a few related pairs against
 random ones, and saves the input table.
 
@@ -34,10 +34,15 @@ __all__ = [
     "Corpus",
     "TrainResult",
     "build_corpus",
+    "keep_probability",
     "main",
     "nearest",
+    "noise_table",
+    "pair_report",
     "read_text_corpus",
+    "save_table",
     "stdlib_docstrings",
+    "tokenize",
     "train",
 ]
 

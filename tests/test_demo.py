@@ -138,3 +138,38 @@ def test_bad_options_exit_with_usage(bad, capsys):
         _demo.main(bad)
     assert e.value.code == 2
     assert "must be >= " in capsys.readouterr().err
+
+
+def test_save_table_uses_the_embedding_layer_when_present(tmp_path, monkeypatch):
+    calls = []
+
+    class FakeEmbedding:
+        def __init__(self, input_dim, output_dim, weights=None):
+            calls.append((input_dim, output_dim, weights))
+
+        def save(self, path):
+            np.savez(path, embeddings=calls[-1][2])
+
+    monkeypatch.setattr(embtable, "Embedding", FakeEmbedding, raising=False)
+    table = np.arange(6, dtype=np.float32).reshape(3, 2)
+    path = _demo.save_table(table, ["a", "b", "c"], tmp_path / "t")
+    assert path.name == "t.npz" and calls[0][:2] == (3, 2)
+    np.testing.assert_array_equal(np.load(path)["embeddings"], table)
+    assert (tmp_path / "t.vocab.txt").read_text(encoding="utf-8").split() == [
+        "a",
+        "b",
+        "c",
+    ]
+
+
+def test_stdlib_corpus_is_collected_in_a_child_process():
+    import sys as _sys
+
+    before = set(_sys.modules)
+    docs = _demo.stdlib_docstrings()
+    assert len(docs) > 1000
+    corpus = _demo.build_corpus(docs, min_count=5)
+    for word in ("list", "file", "thread", "tuple", "read", "write"):
+        assert word in corpus.index
+    assert len(corpus.ids) > 100_000
+    assert "tkinter" not in set(_sys.modules) - before  # nothing imported here

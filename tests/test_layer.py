@@ -460,3 +460,41 @@ def test_repr_and_name():
     assert "Embedding(3, 2" in repr(layer) and "padding_idx=0" in repr(layer)
     assert Embedding(3, 2).name.startswith("embedding")
     assert layer.dtype == "float32" and layer.input_dim == 3 and layer.output_dim == 2
+
+
+def test_from_keras3_config():
+    # What keras.layers.Embedding(100, 8, embeddings_regularizer="l2").get_config()
+    # looks like in Keras 3.
+    cfg = {
+        "name": "embedding",
+        "trainable": True,
+        "dtype": {
+            "module": "keras",
+            "class_name": "DTypePolicy",
+            "config": {"name": "float32"},
+            "registered_name": None,
+        },
+        "input_dim": 100,
+        "output_dim": 8,
+        "embeddings_initializer": {
+            "module": "keras.initializers",
+            "class_name": "RandomUniform",
+            "config": {"seed": None, "minval": -0.05, "maxval": 0.05},
+            "registered_name": None,
+        },
+        "embeddings_regularizer": {
+            "module": "keras.regularizers",
+            "class_name": "L2",
+            "config": {"l2": 0.01},
+            "registered_name": None,
+        },
+        "activity_regularizer": None,
+        "embeddings_constraint": None,
+        "mask_zero": False,
+        "lora_rank": None,
+    }
+    layer = Embedding.from_config(cfg)
+    assert layer.embeddings.shape == (100, 8) and layer.dtype == "float32"
+    assert layer.embeddings_regularizer == regularizers.L2(0.01)
+    with pytest.raises(TypeError):
+        Embedding.from_config({**cfg, "lora_rank": 4})

@@ -1,7 +1,8 @@
 """One training step (forward + backward + optimizer step) of an embedding table.
 
 Frameworks are timed round-robin (A, B, C, A, B, C, ...) so that they share the
-same machine load; each cell is the median of --repeats steps after a warm-up.
+same machine load; each cell is the median (and the min) of --repeats steps after
+a warm-up; ratios use the medians.
 
 embtable (dense and sparse layers, SGD and Adam) against the same step in plain
 NumPy (np.take + np.add.at + update) and PyTorch (nn.Embedding + SGD / Adam /
@@ -24,8 +25,10 @@ import numpy as np
 from embtable import Embedding, optimizers
 
 
-def interleaved_medians(steps: list[Callable[[], None]], repeats: int) -> list[float]:
-    """Median ms of each step, timed round-robin so all see the same machine load."""
+def interleaved_times(
+    steps: list[Callable[[], None]], repeats: int
+) -> list[tuple[float, float]]:
+    """(median, min) ms of each step, timed round-robin so all see the same load."""
     for step in steps:
         step()  # warm-up: allocates state and buffers
     times: list[list[float]] = [[] for _ in steps]
@@ -34,7 +37,7 @@ def interleaved_medians(steps: list[Callable[[], None]], repeats: int) -> list[f
             t0 = time.perf_counter()
             step()
             times[k].append(time.perf_counter() - t0)
-    return [1e3 * statistics.median(t) for t in times]
+    return [(1e3 * statistics.median(t), 1e3 * min(t)) for t in times]
 
 
 def embtable_step(V, D, ids, g, sparse, opt_name):
@@ -144,7 +147,7 @@ def main() -> None:
     print(
         f"train step: table {V} x {D} float32, {n} ids (uniform), "
         f"{args.threads} threads, "
-        f"median of {args.repeats}; unique rows per step: {np.unique(ids).size}"
+        f"median (min) of {args.repeats}; unique rows per step: {np.unique(ids).size}"
     )
     print(
         f"{'optimizer':<9} {'layer':<7} "
@@ -155,10 +158,11 @@ def main() -> None:
     for opt_name in ("sgd", "adam"):
         for sparse in (False, True):
             steps = [make(V, D, ids, g, sparse, opt_name) for _, make in frameworks]
-            row = interleaved_medians(steps, args.repeats)
+            timed = interleaved_times(steps, args.repeats)
+            row = [med for med, _ in timed]
             del steps
             gc.collect()
-            cells = " ".join(f"{t:15.1f} ms" for t in row)
+            cells = " ".join(f"{med:7.0f} ({low:5.0f}) ms" for med, low in timed)
             ratios = "".join(f"   {t / row[0]:14.1f}x" for t in row[1:])
             print(f"{opt_name:<9} {'sparse' if sparse else 'dense':<7} {cells}{ratios}")
 

@@ -53,6 +53,35 @@ def embtable_step(V, D, ids, g, sparse, opt_name):
     return step
 
 
+def embtable_breakdown(V, D, ids, g, repeats):
+    """Median ms of embtable's forward / backward / optimizer step, run alone."""
+    print("embtable alone, median ms:  forward  backward  step  total")
+    for opt_name in ("sgd", "adam"):
+        for sparse in (False, True):
+            layer = Embedding(V, D, sparse=sparse, seed=0)
+            opt = optimizers.get(opt_name)
+            parts: list[list[float]] = [[], [], [], []]
+            for r in range(repeats + 1):
+                t0 = time.perf_counter()
+                layer(ids)
+                t1 = time.perf_counter()
+                layer.backward(g)
+                t2 = time.perf_counter()
+                opt.step(layer)
+                t3 = time.perf_counter()
+                layer.zero_grad()
+                if r:  # the first step is the warm-up
+                    for k, (a, b) in enumerate(
+                        [(t0, t1), (t1, t2), (t2, t3), (t0, t3)]
+                    ):
+                        parts[k].append(1e3 * (b - a))
+            cells = " ".join(f"{statistics.median(p):8.1f}" for p in parts)
+            kind = "sparse" if sparse else "dense"
+            print(f"  {opt_name:<5} {kind:<6}             {cells}")
+            del layer, opt
+            gc.collect()
+
+
 def numpy_step(V, D, ids, g, sparse, opt_name):
     rng = np.random.default_rng(0)
     W = rng.uniform(-0.05, 0.05, (V, D)).astype(np.float32)
@@ -126,6 +155,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument(
+        "--breakdown", action="store_true", help="also time embtable's parts alone"
+    )
     args = ap.parse_args()
     V, D, n = args.rows, args.dim, args.ids
     rng = np.random.default_rng(42)
@@ -165,6 +197,9 @@ def main() -> None:
             cells = " ".join(f"{med:7.0f} ({low:5.0f}) ms" for med, low in timed)
             ratios = "".join(f"   {t / row[0]:14.1f}x" for t in row[1:])
             print(f"{opt_name:<9} {'sparse' if sparse else 'dense':<7} {cells}{ratios}")
+
+    if args.breakdown:
+        embtable_breakdown(V, D, ids, g, args.repeats)
 
 
 if __name__ == "__main__":

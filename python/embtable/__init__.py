@@ -11,6 +11,7 @@ from . import _core, constraints, initializers, optimizers, regularizers
 from ._config import _threads_from_env, get_num_threads, set_num_threads, show_config
 from ._functional import gather, scatter_add
 from ._rowgrad import RowGrad
+from ._sgns import sgns_step, sgns_train
 from .layers import Embedding
 
 __version__: str = _core.__version__
@@ -27,6 +28,8 @@ __all__ = [
     "get_num_threads",
     "scatter_add",
     "set_num_threads",
+    "sgns_step",
+    "sgns_train",
     "show_config",
 ]
 

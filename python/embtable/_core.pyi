@@ -1,6 +1,7 @@
 # Type stubs of the compiled module embtable._core (the binding layer).
 from typing import Any
 
+import numpy as np
 from numpy.typing import NDArray
 
 __version__: str
@@ -51,3 +52,39 @@ def rowgrad_coalesce_ref(
 def embedding_renorm_ref(
     table: NDArray[Any], indices: NDArray[Any], max_norm: float, norm_type: float = ...
 ) -> None: ...
+# --- sgns (python/src/register_sgns.cpp) -------------------------------------
+
+def sgns_step(
+    in_table: np.ndarray,
+    out_table: np.ndarray,
+    centers: np.ndarray,
+    contexts: np.ndarray,
+    negatives: np.ndarray,
+    lr: float,
+    *,
+    ref: bool = False,
+) -> float: ...
+def sgns_train(
+    in_table: np.ndarray,
+    out_table: np.ndarray,
+    tokens: np.ndarray,
+    sentences: np.ndarray | None,
+    noise: np.ndarray,
+    start: int,
+    stop: int,
+    window: int,
+    negative: int,
+    lr: float,
+    end_lr: float,
+    seed: int,
+) -> tuple[float, int]: ...
+def sgns_pairs(
+    tokens: np.ndarray,
+    sentences: np.ndarray | None,
+    noise: np.ndarray,
+    start: int,
+    stop: int,
+    window: int,
+    negative: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...

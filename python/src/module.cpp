@@ -10,4 +10,5 @@ PYBIND11_MODULE(_core, m) {
   m.attr("__version__") = EMBTABLE_VERSION;
   embtable::binding::register_core(m);
   embtable::binding::register_layer(m);
+  embtable::binding::register_sgns(m);
 }

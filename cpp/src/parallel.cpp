@@ -47,6 +47,18 @@ struct Job {
 
 thread_local bool t_in_parallel = false;
 
+// Wake-ups: a worker that just finished spins briefly on the job counter
+// before it sleeps (C++20 atomic wait: a futex), so back-to-back calls (a
+// training loop) skip the futex round trip. The spin is bounded (tens of
+// microseconds) because the cores may be shared with other processes.
+constexpr int kSpinPauses = 2000;
+
+inline void spin_pause() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
 class Pool {
  public:
   explicit Pool(int workers) {
@@ -54,59 +66,59 @@ class Pool {
     for (int w = 0; w < workers; ++w) threads_.emplace_back([this] { loop(); });
   }
   ~Pool() {
-    {
-      std::lock_guard<std::mutex> lock(m_);
-      stop_ = true;
-    }
-    wake_.notify_all();
+    stop_.store(true, std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
+    generation_.notify_all();
     for (auto& t : threads_) t.join();
   }
   int workers() const noexcept { return static_cast<int>(threads_.size()); }
 
   // Runs `job` on the workers and the calling thread; returns when all are done.
   void run(Job& job) {
-    {
-      std::lock_guard<std::mutex> lock(m_);
-      job_ = &job;
-      pending_ = workers();
-      ++generation_;
-    }
-    wake_.notify_all();
+    job_ = &job;
+    pending_.store(workers(), std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);  // publishes job_
+    generation_.notify_all();
     t_in_parallel = true;
     job.work();
     t_in_parallel = false;
-    std::unique_lock<std::mutex> lock(m_);
-    done_.wait(lock, [this] { return pending_ == 0; });
+    for (int spin = 0;; ++spin) {
+      const int left = pending_.load(std::memory_order_acquire);
+      if (left == 0) break;
+      if (spin < kSpinPauses) {
+        spin_pause();
+      } else {
+        pending_.wait(left, std::memory_order_acquire);
+      }
+    }
     job_ = nullptr;
   }
 
  private:
   void loop() {
     t_in_parallel = true;
-    uint64_t seen = 0;
+    uint32_t seen = 0;
     for (;;) {
-      Job* job;
-      {
-        std::unique_lock<std::mutex> lock(m_);
-        wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-        if (stop_) return;
-        seen = generation_;
-        job = job_;
+      uint32_t g = generation_.load(std::memory_order_acquire);
+      for (int spin = 0; g == seen; ++spin) {
+        if (spin < kSpinPauses) {
+          spin_pause();
+        } else {
+          generation_.wait(seen, std::memory_order_acquire);
+        }
+        g = generation_.load(std::memory_order_acquire);
       }
-      job->work();
-      {
-        std::lock_guard<std::mutex> lock(m_);
-        if (--pending_ == 0) done_.notify_one();
-      }
+      seen = g;
+      if (stop_.load(std::memory_order_relaxed)) return;
+      job_->work();
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
     }
   }
 
-  std::mutex m_;
-  std::condition_variable wake_, done_;
-  Job* job_ = nullptr;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  Job* job_ = nullptr;  // written before generation_ is bumped (release)
+  std::atomic<uint32_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
   std::vector<std::thread> threads_;
 };
 

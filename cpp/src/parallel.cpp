@@ -25,31 +25,14 @@ struct Job {
   detail::RangeFn fn = nullptr;
   const void* ctx = nullptr;
   int64_t begin = 0, end = 0, chunk = 1;
-  std::atomic<int64_t> next{0};
-  std::mutex error_mutex;
   std::exception_ptr error;
-
-  void work() noexcept {
-    for (;;) {
-      const int64_t i = next.fetch_add(1, std::memory_order_relaxed);
-      if (i >= (end - begin + chunk - 1) / chunk) return;
-      const int64_t b = begin + i * chunk;
-      const int64_t e = std::min(end, b + chunk);
-      try {
-        fn(ctx, b, e);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(error_mutex);
-        if (!error) error = std::current_exception();
-      }
-    }
-  }
 };
 
 thread_local bool t_in_parallel = false;
 
-// Wake-ups: a worker that just finished spins briefly on the job counter
-// before it sleeps (C++20 atomic wait: a futex), so back-to-back calls (a
-// training loop) skip the futex round trip. The spin is bounded (tens of
+// Wake-ups: a worker that just finished spins briefly on the generation
+// counter before it sleeps (C++20 atomic wait: a futex), so back-to-back calls
+// (a training loop) skip the futex round trip. The spin is bounded (tens of
 // microseconds) because the cores may be shared with other processes.
 constexpr int kSpinPauses = 2000;
 
@@ -59,6 +42,11 @@ inline void spin_pause() noexcept {
 #endif
 }
 
+// The job lives in the pool. Chunks are claimed with a CAS on `ticket_`
+// (generation << 32 | next chunk): a claim succeeds only while the ticket still
+// holds this job's generation with chunks left, so a worker that wakes late
+// never touches a finished job, and the caller waits only for chunks that were
+// actually claimed (a descheduled worker that claimed nothing delays nobody).
 class Pool {
  public:
   explicit Pool(int workers) {
@@ -73,28 +61,65 @@ class Pool {
   }
   int workers() const noexcept { return static_cast<int>(threads_.size()); }
 
-  // Runs `job` on the workers and the calling thread; returns when all are done.
+  // Runs `job` on the workers and the calling thread; returns when all its
+  // chunks are done. One caller at a time (parallel_run holds g_run_mutex).
   void run(Job& job) {
-    job_ = &job;
-    pending_.store(workers(), std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_release);  // publishes job_
+    const int64_t chunks = (job.end - job.begin + job.chunk - 1) / job.chunk;
+    job_ = job;
+    job_.error = nullptr;
+    const uint32_t gen = ++gen_;
+    nchunks_.store(static_cast<uint32_t>(chunks), std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    ticket_.store(static_cast<uint64_t>(gen) << 32, std::memory_order_release);
+    generation_.store(gen, std::memory_order_release);
     generation_.notify_all();
     t_in_parallel = true;
-    job.work();
+    work(gen);
     t_in_parallel = false;
     for (int spin = 0;; ++spin) {
-      const int left = pending_.load(std::memory_order_acquire);
-      if (left == 0) break;
+      const uint32_t done = done_.load(std::memory_order_acquire);
+      if (done == static_cast<uint32_t>(chunks)) break;
       if (spin < kSpinPauses) {
         spin_pause();
       } else {
-        pending_.wait(left, std::memory_order_acquire);
+        done_.wait(done, std::memory_order_acquire);
       }
     }
-    job_ = nullptr;
+    job.error = job_.error;
   }
 
  private:
+  bool claim(uint32_t gen, uint32_t& index, uint32_t& chunks) noexcept {
+    uint64_t t = ticket_.load(std::memory_order_acquire);
+    for (;;) {
+      if (static_cast<uint32_t>(t >> 32) != gen) return false;
+      chunks = nchunks_.load(std::memory_order_relaxed);
+      const auto i = static_cast<uint32_t>(t);
+      if (i >= chunks) return false;
+      if (ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel,
+                                        std::memory_order_acquire)) {
+        index = i;
+        return true;
+      }
+    }
+  }
+
+  void work(uint32_t gen) noexcept {
+    uint32_t i = 0, chunks = 0;
+    while (claim(gen, i, chunks)) {
+      // The claim keeps this job alive: its fields are stable until done_ counts it.
+      const int64_t b = job_.begin + static_cast<int64_t>(i) * job_.chunk;
+      const int64_t e = std::min(job_.end, b + job_.chunk);
+      try {
+        job_.fn(job_.ctx, b, e);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex_);
+        if (!job_.error) job_.error = std::current_exception();
+      }
+      if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) done_.notify_one();
+    }
+  }
+
   void loop() {
     t_in_parallel = true;
     uint32_t seen = 0;
@@ -110,15 +135,18 @@ class Pool {
       }
       seen = g;
       if (stop_.load(std::memory_order_relaxed)) return;
-      job_->work();
-      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
+      work(g);
     }
   }
 
-  Job* job_ = nullptr;  // written before generation_ is bumped (release)
+  Job job_;            // written by the caller before the ticket is published
+  uint32_t gen_ = 0;   // the caller's generation count
+  std::atomic<uint64_t> ticket_{0};
+  std::atomic<uint32_t> nchunks_{0};
+  std::atomic<uint32_t> done_{0};
   std::atomic<uint32_t> generation_{0};
-  std::atomic<int> pending_{0};
   std::atomic<bool> stop_{false};
+  std::mutex error_mutex_;
   std::vector<std::thread> threads_;
 };
 

@@ -11,10 +11,9 @@ import os
 import subprocess
 import sys
 
+import embtable
 import numpy as np
 import pytest
-
-import embtable
 from embtable import _core
 
 COMPILED = embtable.show_config(mode="dicts")["simd"]["compiled"]
@@ -78,7 +77,9 @@ def test_gather_matches_numpy(level: str, D: int, dtype) -> None:
 @pytest.mark.parametrize("D", DS)
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("deterministic", [True, False])
-def test_scatter_add_matches_numpy(level: str, D: int, dtype, deterministic: bool) -> None:
+def test_scatter_add_matches_numpy(
+    level: str, D: int, dtype, deterministic: bool
+) -> None:
     rng = np.random.default_rng(1_000 + D)
     for itype, V, n in ((np.int32, 29, 2_000), (np.int64, 3_000, 6_000)):
         target, ids, updates = _inputs(rng, V, D, n, dtype, itype)
@@ -87,7 +88,10 @@ def test_scatter_add_matches_numpy(level: str, D: int, dtype, deterministic: boo
         for threads in (1, 2):
             embtable.set_num_threads(threads)
             got = target.copy()
-            assert embtable.scatter_add(got, ids, updates, deterministic=deterministic) is got
+            assert (
+                embtable.scatter_add(got, ids, updates, deterministic=deterministic)
+                is got
+            )
             if deterministic:
                 np.testing.assert_array_equal(got, expected)
             else:
@@ -149,7 +153,11 @@ def test_env_forces_baseline() -> None:
     )
     env = dict(os.environ, EMBTABLE_SIMD="baseline")
     proc = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     import json
 

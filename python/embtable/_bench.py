@@ -68,7 +68,11 @@ def _median_ms(fn: Callable[[], object], repeats: int, budget_s: float = 1.5) ->
     fn()
     first = time.perf_counter() - t0
     inner = max(1, int(2e-3 / max(first, 1e-7)))
-    reps = repeats if first * repeats <= budget_s else max(3, int(budget_s / max(first, 1e-9)))
+    reps = (
+        repeats
+        if first * repeats <= budget_s
+        else max(3, int(budget_s / max(first, 1e-9)))
+    )
     reps = min(reps, repeats)
     samples = []
     for _ in range(reps):
@@ -137,7 +141,11 @@ class _Peers:
 
     @property
     def names(self) -> list[str]:
-        return [n for n, m in (("torch", self.torch), ("numba", self.numba)) if m is not None]
+        return [
+            n
+            for n, m in (("torch", self.torch), ("numba", self.numba))
+            if m is not None
+        ]
 
 
 # ---------------------------------------------------------------- inputs
@@ -172,7 +180,9 @@ class _Pool:
         s = src.reshape(-1)
         cuts = [len(d) * k // threads for k in range(threads + 1)]
         futs = [
-            self.ex.submit(np.copyto, d[cuts[k] : cuts[k + 1]], s[cuts[k] : cuts[k + 1]])
+            self.ex.submit(
+                np.copyto, d[cuts[k] : cuts[k + 1]], s[cuts[k] : cuts[k + 1]]
+            )
             for k in range(threads)
         ]
         for f in futs:
@@ -220,7 +230,9 @@ def run_grid(
                 table[...] = rng.random((min(V, 4096), D), dtype=np.float32).repeat(
                     -(-V // min(V, 4096)), axis=0
                 )[:V]
-                t_torch = peers.torch.from_numpy(table) if peers.torch is not None else None
+                t_torch = (
+                    peers.torch.from_numpy(table) if peers.torch is not None else None
+                )
                 for N in Ns:
                     out = np.empty((N, D), np.float32)
                     out.fill(0)
@@ -232,12 +244,28 @@ def run_grid(
                         once: dict[str, float] = {}
                         for th in thread_counts:
                             case = Case(V, D, N, dist, th)
-                            _progress(f"V={V} D={D} N={N} {dist} threads={th}", done, total, t0)
+                            _progress(
+                                f"V={V} D={D} N={N} {dist} threads={th}",
+                                done,
+                                total,
+                                t0,
+                            )
                             embtable.set_num_threads(th)
                             peers.set_threads(th)
                             results += _time_case(
-                                case, table, t_torch, ids, sids, out, updates, src, peers,
-                                pool, repeats, once, with_sorted,
+                                case,
+                                table,
+                                t_torch,
+                                ids,
+                                sids,
+                                out,
+                                updates,
+                                src,
+                                peers,
+                                pool,
+                                repeats,
+                                once,
+                                with_sorted,
                             )
                             done += 1
                 del table, t_torch
@@ -270,7 +298,9 @@ def _time_case(
     res: list[Result] = []
 
     def add(op: str, method: str, ms: float) -> None:
-        res.append(Result(op, method, case, ms, nbytes / (ms * 1e-3) / 1e9 if ms > 0 else 0.0))
+        res.append(
+            Result(op, method, case, ms, nbytes / (ms * 1e-3) / 1e9 if ms > 0 else 0.0)
+        )
 
     def t(fn: Callable[[], object], reps: int = repeats) -> float:
         return _median_ms(fn, reps)
@@ -287,7 +317,11 @@ def _time_case(
         t(lambda: embtable.scatter_add(table, ids, updates, deterministic=True)),
     )
     if with_sorted:
-        add("gather", "embtable sorted ids", t(lambda: embtable.gather(table, sids, out=out)))
+        add(
+            "gather",
+            "embtable sorted ids",
+            t(lambda: embtable.gather(table, sids, out=out)),
+        )
         add(
             "scatter_add",
             "embtable sorted ids",
@@ -313,7 +347,11 @@ def _time_case(
     if peers.numba is not None:
         parts = max(1, min(case.threads, peers.numba.config.NUMBA_NUM_THREADS))
         add("gather", "numba", t(lambda: peers.nb_gather(table, ids, out)))
-        add("scatter_add", "numba", t(lambda: peers.nb_scatter(table, ids, updates, parts)))
+        add(
+            "scatter_add",
+            "numba",
+            t(lambda: peers.nb_scatter(table, ids, updates, parts)),
+        )
     if peers.names:
         time.sleep(0.05)
     return res
@@ -342,10 +380,19 @@ def format_tables(results: list[Result]) -> str:
     lines: list[str] = []
     hdr = "| V | D | N | ids | thr |"
     # gather
-    g_cols = ["embtable ms", "GB/s", "x np.take", "x fancy", *[f"x {p}" for p in peer_names],
-              "% pcopy", "sorted/random"]
-    lines.append("### gather (ratios: other time / embtable time; % pcopy: embtable GB/s "
-                 "over the parallel copy of the same bytes)")
+    g_cols = [
+        "embtable ms",
+        "GB/s",
+        "x np.take",
+        "x fancy",
+        *[f"x {p}" for p in peer_names],
+        "% pcopy",
+        "sorted/random",
+    ]
+    lines.append(
+        "### gather (ratios: other time / embtable time; % pcopy: embtable GB/s "
+        "over the parallel copy of the same bytes)"
+    )
     lines.append("")
     lines.append(hdr + "".join(f" {c} |" for c in g_cols))
     lines.append("|---" * (5 + len(g_cols)) + "|")
@@ -357,16 +404,30 @@ def format_tables(results: list[Result]) -> str:
         cp = m.get(("copy", "np.copyto"))
         limit = min(x.ms for x in (pc, cp) if x is not None)
         srt = m.get(("gather", "embtable sorted ids"))
-        row = [f"{e.ms:.3f}", f"{e.gbps:.1f}", _ratio(m.get(("gather", "np.take(out=)")), e),
-               _ratio(m.get(("gather", "fancy")), e),
-               *[_ratio(m.get(("gather", p)), e) for p in peer_names],
-               f"{100 * limit / e.ms:.0f}%",
-               f"{srt.ms / e.ms:.2f}" if srt else "-"]
-        lines.append(f"| {c.V} | {c.D} | {c.N} | {c.dist} | {c.threads} |"
-                     + "".join(f" {x} |" for x in row))
+        row = [
+            f"{e.ms:.3f}",
+            f"{e.gbps:.1f}",
+            _ratio(m.get(("gather", "np.take(out=)")), e),
+            _ratio(m.get(("gather", "fancy")), e),
+            *[_ratio(m.get(("gather", p)), e) for p in peer_names],
+            f"{100 * limit / e.ms:.0f}%",
+            f"{srt.ms / e.ms:.2f}" if srt else "-",
+        ]
+        lines.append(
+            f"| {c.V} | {c.D} | {c.N} | {c.dist} | {c.threads} |"
+            + "".join(f" {x} |" for x in row)
+        )
     lines.append("")
-    s_cols = ["atomic ms", "det ms", "det/atomic", "GB/s", "x np.add.at",
-              *[f"x {p}" for p in peer_names], "% pcopy", "sorted/random"]
+    s_cols = [
+        "atomic ms",
+        "det ms",
+        "det/atomic",
+        "GB/s",
+        "x np.add.at",
+        *[f"x {p}" for p in peer_names],
+        "% pcopy",
+        "sorted/random",
+    ]
     lines.append("### scatter_add (ratios: other time / embtable atomic time)")
     lines.append("")
     lines.append(hdr + "".join(f" {c} |" for c in s_cols))
@@ -380,14 +441,20 @@ def format_tables(results: list[Result]) -> str:
         cp = m.get(("copy", "np.copyto"))
         limit = min(x.ms for x in (pc, cp) if x is not None)
         srt = m.get(("scatter_add", "embtable sorted ids"))
-        row = [f"{e.ms:.3f}", f"{d.ms:.3f}" if d else "-",
-               f"{d.ms / e.ms:.2f}" if d else "-", f"{e.gbps:.1f}",
-               _ratio(m.get(("scatter_add", "np.add.at")), e),
-               *[_ratio(m.get(("scatter_add", p)), e) for p in peer_names],
-               f"{100 * limit / e.ms:.0f}%",
-               f"{srt.ms / e.ms:.2f}" if srt else "-"]
-        lines.append(f"| {c.V} | {c.D} | {c.N} | {c.dist} | {c.threads} |"
-                     + "".join(f" {x} |" for x in row))
+        row = [
+            f"{e.ms:.3f}",
+            f"{d.ms:.3f}" if d else "-",
+            f"{d.ms / e.ms:.2f}" if d else "-",
+            f"{e.gbps:.1f}",
+            _ratio(m.get(("scatter_add", "np.add.at")), e),
+            *[_ratio(m.get(("scatter_add", p)), e) for p in peer_names],
+            f"{100 * limit / e.ms:.0f}%",
+            f"{srt.ms / e.ms:.2f}" if srt else "-",
+        ]
+        lines.append(
+            f"| {c.V} | {c.D} | {c.N} | {c.dist} | {c.threads} |"
+            + "".join(f" {x} |" for x in row)
+        )
     lines.append("")
     lines.append(summarize(results))
     return "\n".join(lines)
@@ -396,11 +463,17 @@ def format_tables(results: list[Result]) -> str:
 def summarize(results: list[Result]) -> str:
     """The issue's goals, each with the worst grid case."""
     cases = _by_case(results)
-    out = ["### goals (worst case over the grid; ratio > 1 means embtable is faster)", ""]
+    out = [
+        "### goals (worst case over the grid; ratio > 1 means embtable is faster)",
+        "",
+    ]
 
-    def worst(op: str, other: Callable[[dict[tuple[str, str], Result]], float | None],
-              mine: str = "embtable", pred: Callable[[Case], bool] = lambda c: True
-              ) -> tuple[float, Case | None]:
+    def worst(
+        op: str,
+        other: Callable[[dict[tuple[str, str], Result]], float | None],
+        mine: str = "embtable",
+        pred: Callable[[Case], bool] = lambda c: True,
+    ) -> tuple[float, Case | None]:
         best: tuple[float, Case | None] = (float("inf"), None)
         for c, m in cases.items():
             e = m.get((op, mine))
@@ -412,17 +485,26 @@ def summarize(results: list[Result]) -> str:
                 best = (r, c)
         return best
 
-    def ms(op: str, method: str) -> Callable[[dict[tuple[str, str], Result]], float | None]:
+    def ms(
+        op: str, method: str
+    ) -> Callable[[dict[tuple[str, str], Result]], float | None]:
         return lambda m: m[(op, method)].ms if (op, method) in m else None
 
-    def fastest_peer(op: str) -> Callable[[dict[tuple[str, str], Result]], float | None]:
+    def fastest_peer(
+        op: str,
+    ) -> Callable[[dict[tuple[str, str], Result]], float | None]:
         def f(m: dict[tuple[str, str], Result]) -> float | None:
             ts = [m[(op, p)].ms for p in ("torch", "numba") if (op, p) in m]
             return min(ts) if ts else None
+
         return f
 
     def limit(m: dict[tuple[str, str], Result]) -> float | None:
-        ts = [m[k].ms for k in (("copy", "parallel copy"), ("copy", "np.copyto")) if k in m]
+        ts = [
+            m[k].ms
+            for k in (("copy", "parallel copy"), ("copy", "np.copyto"))
+            if k in m
+        ]
         return min(ts) if ts else None
 
     def fmt(name: str, goal: float, w: tuple[float, Case | None]) -> str:
@@ -433,29 +515,84 @@ def summarize(results: list[Result]) -> str:
         where = f"V={c.V} D={c.D} N={c.N} {c.dist} threads={c.threads}"
         return f"- {name}: worst {r:.2f} (goal >= {goal:g}) {ok}; at {where}"
 
-    out.append(fmt("gather vs np.take(out=)", 4, worst("gather", ms("gather", "np.take(out=)"))))
-    out.append(fmt("gather vs fastest peer", 1, worst("gather", fastest_peer("gather"))))
-    out.append(fmt("scatter_add vs np.add.at", 20,
-                   worst("scatter_add", ms("scatter_add", "np.add.at"))))
-    out.append(fmt("scatter_add vs fastest peer", 1,
-                   worst("scatter_add", fastest_peer("scatter_add"))))
+    out.append(
+        fmt(
+            "gather vs np.take(out=)", 4, worst("gather", ms("gather", "np.take(out=)"))
+        )
+    )
+    out.append(
+        fmt("gather vs fastest peer", 1, worst("gather", fastest_peer("gather")))
+    )
+    out.append(
+        fmt(
+            "scatter_add vs np.add.at",
+            20,
+            worst("scatter_add", ms("scatter_add", "np.add.at")),
+        )
+    )
+    out.append(
+        fmt(
+            "scatter_add vs fastest peer",
+            1,
+            worst("scatter_add", fastest_peer("scatter_add")),
+        )
+    )
     det = worst("scatter_add", ms("scatter_add", "embtable"), mine="embtable det")
     out.append(fmt("scatter_add atomic time / det time", 1 / 1.5, det))
-    big = (lambda c: c.D >= 64 and c.V <= 10_000 and c.N >= 65_536)
-    out.append(fmt("gather: fraction of the copy limit (D >= 64, in cache)", 0.5,
-                   worst("gather", limit, pred=big)))
-    out.append(fmt("scatter_add: fraction of the copy limit (D >= 64, in cache)", 0.5,
-                   worst("scatter_add", limit, pred=big)))
-    mem = (lambda c: c.V >= 1_000_000 and c.N >= 65_536 and c.dist == "uniform")
-    out.append(fmt("gather random vs sorted ids (V = 1M)", 0.9,
-                   worst("gather", ms("gather", "embtable sorted ids"), pred=mem)))
-    out.append(fmt("scatter_add random vs sorted ids (V = 1M)", 0.9,
-                   worst("scatter_add", ms("scatter_add", "embtable sorted ids"), pred=mem)))
-    small = (lambda c: c.N <= 4_096 and c.D == 16)
-    out.append(fmt("small calls gather vs np.take(out=)", 1,
-                   worst("gather", ms("gather", "np.take(out=)"), pred=small)))
-    out.append(fmt("small calls scatter_add vs np.add.at", 1,
-                   worst("scatter_add", ms("scatter_add", "np.add.at"), pred=small)))
+
+    def big(c: Case) -> bool:
+        return c.D >= 64 and c.V <= 10_000 and c.N >= 65_536
+
+    out.append(
+        fmt(
+            "gather: fraction of the copy limit (D >= 64, in cache)",
+            0.5,
+            worst("gather", limit, pred=big),
+        )
+    )
+    out.append(
+        fmt(
+            "scatter_add: fraction of the copy limit (D >= 64, in cache)",
+            0.5,
+            worst("scatter_add", limit, pred=big),
+        )
+    )
+
+    def mem(c: Case) -> bool:
+        return c.V >= 1_000_000 and c.N >= 65_536 and c.dist == "uniform"
+
+    out.append(
+        fmt(
+            "gather random vs sorted ids (V = 1M)",
+            0.9,
+            worst("gather", ms("gather", "embtable sorted ids"), pred=mem),
+        )
+    )
+    out.append(
+        fmt(
+            "scatter_add random vs sorted ids (V = 1M)",
+            0.9,
+            worst("scatter_add", ms("scatter_add", "embtable sorted ids"), pred=mem),
+        )
+    )
+
+    def small(c: Case) -> bool:
+        return c.N <= 4_096 and c.D == 16
+
+    out.append(
+        fmt(
+            "small calls gather vs np.take(out=)",
+            1,
+            worst("gather", ms("gather", "np.take(out=)"), pred=small),
+        )
+    )
+    out.append(
+        fmt(
+            "small calls scatter_add vs np.add.at",
+            1,
+            worst("scatter_add", ms("scatter_add", "np.add.at"), pred=small),
+        )
+    )
     return "\n".join(out)
 
 
@@ -472,10 +609,12 @@ def machine_description() -> str:
     except OSError:
         pass
     simd = cfg.get("simd", {})
-    return (f"{cpu}; {os.cpu_count()} CPUs, embtable threads {embtable.get_num_threads()}; "
-            f"Python {platform.python_version()}, NumPy {np.__version__}; embtable "
-            f"{embtable.__version__}, SIMD selected {simd.get('selected')} "
-            f"(compiled {simd.get('compiled')})")
+    return (
+        f"{cpu}; {os.cpu_count()} CPUs, embtable threads {embtable.get_num_threads()}; "
+        f"Python {platform.python_version()}, NumPy {np.__version__}; embtable "
+        f"{embtable.__version__}, SIMD selected {simd.get('selected')} "
+        f"(compiled {simd.get('compiled')})"
+    )
 
 
 def plot(results: list[Result], path: str) -> None:
@@ -486,15 +625,20 @@ def plot(results: list[Result], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, op in zip(axes, ("gather", "scatter_add")):
+    for ax, op in zip(axes, ("gather", "scatter_add"), strict=True):
         series: dict[str, list[tuple[int, float]]] = {}
         for r in results:
             if r.op in (op, "copy") and r.method != "embtable sorted ids":
                 series.setdefault(r.method, []).append((r.case.N, r.gbps))
         for method, pts in sorted(series.items()):
             pts.sort()
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method,
-                    linestyle="--" if method in ("parallel copy", "np.copyto") else "-")
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                marker="o",
+                label=method,
+                linestyle="--" if method in ("parallel copy", "np.copyto") else "-",
+            )
         c = results[0].case
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -512,16 +656,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m embtable bench``."""
     p = argparse.ArgumentParser(
         prog="python -m embtable bench",
-        description="Time embtable's gather and scatter_add against NumPy, the memory-copy "
-        "limit, PyTorch and numba (when installed), side by side.",
+        description="Time embtable's gather and scatter_add against NumPy, the "
+        "memory-copy limit, PyTorch and numba (when installed), side by side.",
     )
-    p.add_argument("--quick", action="store_true", help="a smaller grid (under a minute)")
+    p.add_argument(
+        "--quick", action="store_true", help="a smaller grid (under a minute)"
+    )
     p.add_argument("--json", metavar="PATH", help="save all timings as JSON")
-    p.add_argument("--plot", metavar="PATH",
-                   help="draw GB/s against N for each method (needs matplotlib)")
+    p.add_argument(
+        "--plot",
+        metavar="PATH",
+        help="draw GB/s against N for each method (needs matplotlib)",
+    )
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per method")
-    p.add_argument("--threads", type=int, nargs="+", default=None,
-                   help="thread counts to run (default: 1 and all)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=None,
+        help="thread counts to run (default: 1 and all)",
+    )
     p.add_argument("--no-peers", action="store_true", help="skip PyTorch and numba")
     args = p.parse_args(argv)
 
@@ -550,15 +704,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_tables(results))
     if args.plot:
         sys.stderr.write("plot sweep over N...\n")
-        sweep = run_grid((10_000,), (64,), PLOT_N, ("uniform",), (max(threads),),
-                         repeats=repeats, peers=peers, with_sorted=False)
+        sweep = run_grid(
+            (10_000,),
+            (64,),
+            PLOT_N,
+            ("uniform",),
+            (max(threads),),
+            repeats=repeats,
+            peers=peers,
+            with_sorted=False,
+        )
         plot(sweep, args.plot)
         results += sweep
         print(f"\nplot saved to {args.plot}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine_description(),
-                       "results": [{**asdict(r), **asdict(r.case)} for r in results]},
-                      f, indent=1)
+            json.dump(
+                {
+                    "machine": machine_description(),
+                    "results": [{**asdict(r), **asdict(r.case)} for r in results],
+                },
+                f,
+                indent=1,
+            )
         print(f"results saved to {args.json}")
     return 0

@@ -164,3 +164,32 @@ def test_env_forces_baseline() -> None:
     simd = json.loads(proc.stdout)
     assert simd["selected"] == "baseline"
     assert simd["detected"] in simd["compiled"]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "D"),
+    [
+        (np.float32, 16),
+        (np.float32, 64),
+        (np.float32, 256),
+        (np.float64, 8),
+        (np.float64, 32),
+        (np.float32, 17),
+    ],
+)
+@pytest.mark.parametrize("offset", [0, 1])
+def test_gather_large_output_streaming(level: str, dtype, D: int, offset: int) -> None:
+    # Outputs of 4 MiB and more take the streaming-store path (aligned rows
+    # only; `offset` misaligns `out` to force the fallback).
+    rng = np.random.default_rng(D)
+    V = 3_000
+    n = (5 << 20) // (D * np.dtype(dtype).itemsize)
+    table = rng.standard_normal((V, D)).astype(dtype)
+    ids = rng.integers(0, V, n)
+    buf = np.zeros(n * D + offset, dtype)
+    out = buf[offset:].reshape(n, D)
+    for threads in (1, 2):
+        embtable.set_num_threads(threads)
+        out[...] = 0
+        embtable.gather(table, ids, out=out)
+        np.testing.assert_array_equal(out, table[ids])

@@ -39,6 +39,10 @@ struct Ops {
   // (V: the row count, so an owner of every row skips the filter)
   void (*scatter_owned)(Scalar* target, int64_t D, const Index* indices, int64_t n,
                         const Scalar* updates, int64_t lo, int64_t hi, int64_t V);
+  // gather with non-temporal stores (outputs larger than the cache); falls back
+  // to gather when `out` is not 16-byte aligned or the row size has no fast path
+  void (*gather_stream)(const Scalar* table, int64_t D, const Index* indices, int64_t b,
+                        int64_t e, Scalar* out);
 };
 
 struct Table {

@@ -680,10 +680,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     all_threads = embtable.get_num_threads()
-    threads = args.threads or sorted({1, all_threads})
+    # --quick: all threads only; the full grid adds the single-threaded runs.
+    threads = args.threads or (
+        [all_threads] if args.quick else sorted({1, all_threads})
+    )
     if any(t < 1 for t in threads):
         p.error("--threads must be >= 1")
-    repeats = args.repeats or (5 if args.quick else 7)
+    repeats = args.repeats or (3 if args.quick else 7)
     if repeats < 1:
         p.error("--repeats must be >= 1")
     if args.plot:
@@ -700,7 +703,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(machine_description())
     print()
-    results = run_grid(FULL_V, Ds, FULL_N, DISTS, threads, repeats=repeats, peers=peers)
+    dists = ("uniform",) if args.quick else DISTS
+    results = run_grid(FULL_V, Ds, FULL_N, dists, threads, repeats=repeats, peers=peers)
     print(format_tables(results))
     if args.plot:
         sys.stderr.write("plot sweep over N...\n")

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <fstream>
@@ -31,15 +32,31 @@ struct Job {
 thread_local bool t_in_parallel = false;
 
 // Wake-ups: a worker that just finished spins briefly on the generation
-// counter before it sleeps (C++20 atomic wait: a futex), so back-to-back calls
+// counter before it sleeps on a condition variable, so back-to-back calls
 // (a training loop) skip the futex round trip. The spin is bounded (tens of
 // microseconds) because the cores may be shared with other processes.
-constexpr int kSpinPauses = 2000;
+// The budget is time, not a pause count: PAUSE takes 10 to 140 cycles
+// depending on the CPU. 200 us covers the Python overhead between the calls of
+// a training step, so a worker that just finished is still awake for the next.
+constexpr auto kSpinBudget = std::chrono::microseconds(200);
 
 inline void spin_pause() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
 #endif
+}
+
+// Spins until ready() or the budget runs out; true when ready.
+template <class Ready>
+bool spin_until(const Ready& ready) noexcept {
+  const auto deadline = std::chrono::steady_clock::now() + kSpinBudget;
+  for (;;) {
+    for (int k = 0; k < 32; ++k) {
+      if (ready()) return true;
+      spin_pause();
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return ready();
+  }
 }
 
 // The job lives in the pool. Chunks are claimed with a CAS on `ticket_`
@@ -55,8 +72,11 @@ class Pool {
   }
   ~Pool() {
     stop_.store(true, std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_release);
-    generation_.notify_all();
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      generation_.fetch_add(1);
+      wake_.notify_all();
+    }
     for (auto& t : threads_) t.join();
   }
   int workers() const noexcept { return static_cast<int>(threads_.size()); }
@@ -71,19 +91,20 @@ class Pool {
     nchunks_.store(static_cast<uint32_t>(chunks), std::memory_order_relaxed);
     done_.store(0, std::memory_order_relaxed);
     ticket_.store(static_cast<uint64_t>(gen) << 32, std::memory_order_release);
-    generation_.store(gen, std::memory_order_release);
-    generation_.notify_all();
+    generation_.store(gen);  // seq_cst, paired with sleepers_ (no lost wake-up)
+    if (sleepers_.load() > 0) {
+      std::lock_guard<std::mutex> lock(m_);
+      wake_.notify_all();
+    }
     t_in_parallel = true;
     work(gen);
     t_in_parallel = false;
-    for (int spin = 0;; ++spin) {
-      const uint32_t done = done_.load(std::memory_order_acquire);
-      if (done == static_cast<uint32_t>(chunks)) break;
-      if (spin < kSpinPauses) {
-        spin_pause();
-      } else {
-        done_.wait(done, std::memory_order_acquire);
-      }
+    const auto all = static_cast<uint32_t>(chunks);
+    if (!spin_until([&] { return done_.load(std::memory_order_acquire) == all; })) {
+      std::unique_lock<std::mutex> lock(m_);
+      caller_sleeping_.store(true);
+      done_cv_.wait(lock, [&] { return done_.load() == all; });
+      caller_sleeping_.store(false);
     }
     job.error = job_.error;
   }
@@ -116,7 +137,10 @@ class Pool {
         std::lock_guard<std::mutex> lock(error_mutex_);
         if (!job_.error) job_.error = std::current_exception();
       }
-      if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) done_.notify_one();
+      if (done_.fetch_add(1) + 1 == chunks && caller_sleeping_.load()) {
+        std::lock_guard<std::mutex> lock(m_);
+        done_cv_.notify_one();
+      }
     }
   }
 
@@ -125,12 +149,13 @@ class Pool {
     uint32_t seen = 0;
     for (;;) {
       uint32_t g = generation_.load(std::memory_order_acquire);
-      for (int spin = 0; g == seen; ++spin) {
-        if (spin < kSpinPauses) {
-          spin_pause();
-        } else {
-          generation_.wait(seen, std::memory_order_acquire);
-        }
+      spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; });
+      g = generation_.load(std::memory_order_acquire);
+      if (g == seen) {
+        std::unique_lock<std::mutex> lock(m_);
+        sleepers_.fetch_add(1);
+        wake_.wait(lock, [&] { return generation_.load() != seen; });
+        sleepers_.fetch_sub(1);
         g = generation_.load(std::memory_order_acquire);
       }
       seen = g;
@@ -146,6 +171,13 @@ class Pool {
   std::atomic<uint32_t> done_{0};
   std::atomic<uint32_t> generation_{0};
   std::atomic<bool> stop_{false};
+  // Sleeping after the spin: a mutex + condition variables. sleepers_ and
+  // caller_sleeping_ let the other side skip the lock when nobody sleeps
+  // (seq_cst on both sides, so a wake-up is never lost).
+  std::mutex m_;
+  std::condition_variable wake_, done_cv_;
+  std::atomic<int> sleepers_{0};
+  std::atomic<bool> caller_sleeping_{false};
   std::mutex error_mutex_;
   std::vector<std::thread> threads_;
 };

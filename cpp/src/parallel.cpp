@@ -88,7 +88,9 @@ class Pool {
     job_ = job;
     job_.error = nullptr;
     const uint32_t gen = ++gen_;
-    nchunks_.store(static_cast<uint32_t>(chunks), std::memory_order_relaxed);
+    // Release: a worker that reads this count also sees the previous job's
+    // ticket closed (below), so it cannot claim a chunk past that job's end.
+    nchunks_.store(static_cast<uint32_t>(chunks), std::memory_order_release);
     done_.store(0, std::memory_order_relaxed);
     ticket_.store(static_cast<uint64_t>(gen) << 32, std::memory_order_release);
     generation_.store(gen);  // seq_cst, paired with sleepers_ (no lost wake-up)
@@ -106,6 +108,9 @@ class Pool {
       done_cv_.wait(lock, [&] { return done_.load() == all; });
       caller_sleeping_.store(false);
     }
+    // Close the ticket: no claim on this generation can succeed from now on,
+    // even by a worker that reads the next job's chunk count.
+    ticket_.store((static_cast<uint64_t>(gen) << 32) | 0xFFFFFFFFu, std::memory_order_relaxed);
     job.error = job_.error;
   }
 
@@ -114,7 +119,7 @@ class Pool {
     uint64_t t = ticket_.load(std::memory_order_acquire);
     for (;;) {
       if (static_cast<uint32_t>(t >> 32) != gen) return false;
-      chunks = nchunks_.load(std::memory_order_relaxed);
+      chunks = nchunks_.load(std::memory_order_acquire);
       const auto i = static_cast<uint32_t>(t);
       if (i >= chunks) return false;
       if (ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel,

@@ -688,7 +688,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if any(t < 1 for t in threads):
         p.error("--threads must be >= 1")
-    repeats = args.repeats or (3 if args.quick else 7)
+    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 7)
     if repeats < 1:
         p.error("--repeats must be >= 1")
     if args.plot:

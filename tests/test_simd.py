@@ -193,3 +193,24 @@ def test_gather_large_output_streaming(level: str, dtype, D: int, offset: int) -
         out[...] = 0
         embtable.gather(table, ids, out=out)
         np.testing.assert_array_equal(out, table[ids])
+
+
+@pytest.mark.parametrize("itype", INDEX)
+def test_validation_finds_the_first_bad_index(level: str, itype) -> None:
+    # The vectorised scan: extreme values, both ends, and blocks past the first.
+    info = np.iinfo(itype)
+    V = 7
+    table = np.zeros((V, 2), np.float32)
+    for n in (1, 5, 1_000, 3_000, 200_000):
+        for pos in {0, n // 2, n - 1}:
+            for bad in (-1, V, info.min, info.max):
+                ids = np.full(n, V - 1, itype)
+                ids[pos] = bad
+                if pos + 1 < n:
+                    ids[-1] = -1  # a later bad index must not be the one named
+                with pytest.raises(
+                    IndexError, match=rf"index {bad} at position \({pos},\)"
+                ):
+                    embtable.gather(table, ids)
+    ids = np.arange(V, dtype=itype).repeat(1_000)
+    np.testing.assert_array_equal(embtable.gather(table, ids), table[ids])

@@ -43,6 +43,8 @@ struct Ops {
   // to gather when `out` is not 16-byte aligned or the row size has no fast path
   void (*gather_stream)(const Scalar* table, int64_t D, const Index* indices, int64_t b,
                         int64_t e, Scalar* out);
+  // position of the first index outside [0, V) in [b, e), or -1 (vectorised)
+  int64_t (*first_bad)(const Index* indices, int64_t b, int64_t e, int64_t V);
 };
 
 struct Table {

@@ -8,6 +8,8 @@
 
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <type_traits>
 #if defined(__SSE2__)
 #include <immintrin.h>
 #endif
@@ -290,10 +292,38 @@ void scatter_owned(Scalar* target, int64_t D, const Index* indices, int64_t n,
   }
 }
 
+// Position of the first index outside [0, V) in [b, e), or -1. Branch-free
+// blocks: x is valid iff x >= 0 and V - 1 - x >= 0, i.e. iff the sign bit of
+// (x | (V - 1 - x)) is clear, which vectorises at every level (or, sub).
+template <class Index>
+int64_t first_bad(const Index* indices, int64_t b, int64_t e, int64_t V) noexcept {
+  if (V <= 0) return b < e ? b : -1;
+  // An Index cannot exceed its own maximum: clamp V so V - 1 fits in Index.
+  constexpr auto kMax = static_cast<int64_t>(std::numeric_limits<Index>::max());
+  const auto last = static_cast<Index>(V - 1 > kMax ? kMax : V - 1);
+  constexpr int64_t kBlock = 1024;
+  for (int64_t base = b; base < e; base += kBlock) {
+    const int64_t end = e - base < kBlock ? e : base + kBlock;
+    // Unsigned arithmetic: wraps instead of overflowing for very negative ids.
+    using U = std::make_unsigned_t<Index>;
+    U acc = 0;
+    for (int64_t i = base; i < end; ++i) {
+      const auto x = static_cast<U>(indices[i]);
+      acc |= x | static_cast<U>(static_cast<U>(last) - x);
+    }
+    if (acc >> (sizeof(U) * 8 - 1)) {
+      for (int64_t i = base; i < end; ++i)
+        if (indices[i] < 0 || indices[i] > last) return i;
+    }
+  }
+  return -1;
+}
+
 template <class Scalar, class Index>
 constexpr Ops<Scalar, Index> make_ops() {
   return Ops<Scalar, Index>{&gather<Scalar, Index>, &scatter_locked<Scalar, Index>,
-                            &scatter_owned<Scalar, Index>, &gather_stream<Scalar, Index>};
+                            &scatter_owned<Scalar, Index>, &gather_stream<Scalar, Index>,
+                            &first_bad<Index>};
 }
 
 const Table kTable{make_ops<float, int32_t>(), make_ops<float, int64_t>(),

@@ -10,14 +10,20 @@
 namespace embtable::kernels {
 
 // Striped row locks of the atomic scatter-add: row r is guarded by
-// locks[stripe(r)]; one atomic exchange per row update, then a vector add.
-inline constexpr int kLockStripes = 1 << 12;
+// locks[stripe(r)]; one atomic exchange per run of equal ids, then vector adds.
+// One lock per cache line: two threads on different rows never share a line.
+inline constexpr int kLockBits = 11;
+inline constexpr int kLockStripes = 1 << kLockBits;
 inline uint32_t lock_stripe(int64_t row) noexcept {
-  // Fibonacci hashing spreads neighbouring rows over different cache lines.
-  return static_cast<uint32_t>((static_cast<uint64_t>(row) * 0x9E3779B97F4A7C15ull) >> 52);
+  // Fibonacci hashing spreads neighbouring rows over different stripes.
+  return static_cast<uint32_t>((static_cast<uint64_t>(row) * 0x9E3779B97F4A7C15ull) >>
+                               (64 - kLockBits));
 }
-struct alignas(64) RowLocks {
-  std::atomic<uint32_t> lock[kLockStripes];
+struct alignas(64) PaddedLock {
+  std::atomic<uint32_t> v;
+};
+struct RowLocks {
+  PaddedLock lock[kLockStripes];
 };
 RowLocks& row_locks() noexcept;
 
@@ -30,8 +36,15 @@ struct Ops {
   void (*scatter_locked)(Scalar* target, int64_t D, const Index* indices, int64_t b, int64_t e,
                          const Scalar* updates, RowLocks& locks);
   // target[r] += updates[i] for i in [0, n) in order, only rows r in [lo, hi)
+  // (V: the row count, so an owner of every row skips the filter)
   void (*scatter_owned)(Scalar* target, int64_t D, const Index* indices, int64_t n,
-                        const Scalar* updates, int64_t lo, int64_t hi);
+                        const Scalar* updates, int64_t lo, int64_t hi, int64_t V);
+  // gather with non-temporal stores (outputs larger than the cache); falls back
+  // to gather when `out` is not 16-byte aligned or the row size has no fast path
+  void (*gather_stream)(const Scalar* table, int64_t D, const Index* indices, int64_t b,
+                        int64_t e, Scalar* out);
+  // position of the first index outside [0, V) in [b, e), or -1 (vectorised)
+  int64_t (*first_bad)(const Index* indices, int64_t b, int64_t e, int64_t V);
 };
 
 struct Table {

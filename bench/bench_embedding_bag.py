@@ -32,18 +32,30 @@ except ImportError:  # torch is optional
     torch = None
 
 
-def median_ms(
-    fn: Callable[[Any], object], repeats: int, setup: Callable[[], Any] | None = None
-) -> float:
-    """Median wall time of fn(setup()) in ms; setup (untimed) runs before each call."""
-    fn(setup() if setup else None)  # warm-up (page faults, thread pool)
-    times = []
+Case = tuple[Callable[[Any], object], Callable[[], Any] | None]
+
+
+def medians_ms(cases: list[Case | None], repeats: int) -> list[float]:
+    """Median wall time (ms) of each fn(setup()), timed round-robin.
+
+    Each repeat runs every case once, in turn, so a change of machine load (other
+    processes) hits all columns alike. setup (untimed) runs before each call;
+    a None case gives nan.
+    """
+    live = [c for c in cases if c is not None]
+    for fn, setup in live:  # warm-up (page faults, thread pool)
+        fn(setup() if setup else None)
+    times: list[list[float]] = [[] for _ in live]
     for _ in range(repeats):
-        arg = setup() if setup else None
-        t0 = time.perf_counter()
-        fn(arg)
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+        for k, (fn, setup) in enumerate(live):
+            arg = setup() if setup else None
+            t0 = time.perf_counter()
+            fn(arg)
+            times[k].append(time.perf_counter() - t0)
+    it = iter(times)
+    return [
+        float("nan") if c is None else 1e3 * statistics.median(next(it)) for c in cases
+    ]
 
 
 def numpy_forward(table, ids, offsets, counts, mode, pad):
@@ -101,62 +113,49 @@ def run_case(d: Data, n: int, mode: str, pad: int | None) -> None:
             d.t_ids, w, d.t_offsets, mode=mode, padding_idx=pad, sparse=sparse
         )
 
-    # -- forward
-    row = [
-        f"forward {label}",
-        n,
-        median_ms(
-            lambda _: embtable.embedding_bag(
-                d.table, d.ids, d.offsets, out=d.out, **kw
-            ),
-            r,
-        ),
-        median_ms(
-            lambda _: numpy_forward(d.table, d.ids, d.offsets, counts, mode, pad), r
-        ),
-    ]
-    if d.use_torch:
-        row.append(median_ms(lambda _: torch_forward(), r))
-    emit(row, d.use_torch)
-    # -- dense backward (into an existing (V, D) buffer)
-    row = [
-        f"backward dense {label}",
-        n,
-        median_ms(
-            lambda _: _bag.embedding_bag_backward(
-                d.grad, d.ids, d.offsets, target=d.target, **kw
-            ),
-            r,
-        ),
-        median_ms(
-            lambda _: numpy_backward(d.target, d.grad, d.ids, counts, d.L, mode, pad), r
-        ),
-    ]
-    if d.use_torch:
-        w = d.t_table.clone().requires_grad_(True)
-        row.append(
-            median_ms(lambda y: y.backward(d.t_grad), r, lambda: torch_forward(w))
+    def emb_forward(_: Any) -> object:
+        return embtable.embedding_bag(d.table, d.ids, d.offsets, out=d.out, **kw)
+
+    def np_forward(_: Any) -> object:
+        return numpy_forward(d.table, d.ids, d.offsets, counts, mode, pad)
+
+    def emb_dense(_: Any) -> object:
+        return _bag.embedding_bag_backward(
+            d.grad, d.ids, d.offsets, target=d.target, **kw
         )
-    emit(row, d.use_torch)
-    # -- sparse backward (embtable: a coalesced RowGrad)
-    row = [
-        f"backward sparse {label}",
-        n,
-        median_ms(
-            lambda _: _bag.embedding_bag_backward_sparse(
-                d.grad, d.ids, d.offsets, num_embeddings=d.V, **kw
-            ),
-            r,
-        ),
-        float("nan"),
-    ]
-    if d.use_torch:
-        row.append(
-            median_ms(
-                lambda y: y.backward(d.t_grad), r, lambda: torch_forward(w, sparse=True)
-            )
+
+    def np_dense(_: Any) -> None:
+        numpy_backward(d.target, d.grad, d.ids, counts, d.L, mode, pad)
+
+    def emb_sparse(_: Any) -> object:
+        return _bag.embedding_bag_backward_sparse(
+            d.grad, d.ids, d.offsets, num_embeddings=d.V, **kw
         )
-    emit(row, d.use_torch)
+
+    def torch_backward(y: Any) -> None:
+        y.backward(d.t_grad)
+
+    t = d.use_torch
+    w = d.t_table.clone().requires_grad_(True) if t else None
+    rows = {
+        "forward": [
+            (emb_forward, None),
+            (np_forward, None),
+            (lambda _: torch_forward(), None) if t else None,
+        ],
+        "backward dense": [
+            (emb_dense, None),
+            (np_dense, None),
+            (torch_backward, lambda: torch_forward(w)) if t else None,
+        ],
+        "backward sparse": [
+            (emb_sparse, None),
+            None,
+            (torch_backward, lambda: torch_forward(w, sparse=True)) if t else None,
+        ],
+    }
+    for name, cases in rows.items():
+        emit([f"{name} {label}", n, *medians_ms(cases, r)], t)
 
 
 def main() -> None:

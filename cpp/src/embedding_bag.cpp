@@ -200,9 +200,13 @@ template <class Scalar>
 void scatter_max(const Scalar* grad_out, int64_t B, int64_t D, const int64_t* argmax,
                  Scalar* target, int64_t lo, int64_t hi) {
   const auto width = static_cast<uint64_t>(hi - lo);
-  for (int64_t k = 0; k < B * D; ++k) {
-    const int64_t r = argmax[k];
-    if (r >= 0 && static_cast<uint64_t>(r - lo) < width) target[r * D + k % D] += grad_out[k];
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t* win = argmax + b * D;
+    const Scalar* g = grad_out + b * D;
+    for (int64_t d = 0; d < D; ++d) {
+      const int64_t r = win[d];  // -1 (empty bag) fails the range test too
+      if (static_cast<uint64_t>(r - lo) < width) target[r * D + d] += g[d];
+    }
   }
 }
 

@@ -1,6 +1,7 @@
 #include "embtable/embedding_bag.hpp"
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -281,7 +282,8 @@ void embedding_bag(const Scalar* table, int64_t V, int64_t D, const Index* indic
   if (B == 0 || D == 0) return;
   const kernels::BagArgs<Scalar, Index> args{
       table, D, indices, &bags, mode, per_sample_weights, padding_idx, out,
-      mode == BagMode::max ? argmax : nullptr};
+      mode == BagMode::max ? argmax : nullptr,
+      sizeof(Scalar) == 8 || V <= int64_t{INT32_MAX} + 1};
   const auto fn = kernels::bag_forward<Scalar, Index>();
   // A task covers about kGrainBytes of table rows.
   const int64_t per_bag = std::max<int64_t>(1, bags.num_indices / B);

@@ -498,3 +498,35 @@ def test_from_keras3_config():
     assert layer.embeddings_regularizer == regularizers.L2(0.01)
     with pytest.raises(TypeError):
         Embedding.from_config({**cfg, "lora_rank": 4})
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_empty_and_scalar_ids(sparse):
+    from embtable import optimizers
+
+    layer = Embedding(4, 3, sparse=sparse, seed=0)
+    w = layer.embeddings.copy()
+    out = layer(np.zeros((2, 0), np.int32))
+    assert out.shape == (2, 0, 3)
+    grad = layer.backward(np.zeros((2, 0, 3)))
+    if sparse:
+        assert len(grad) == 0 and grad.values.shape == (0, 3)
+    else:
+        assert not grad.any()
+    optimizers.Adam().step(layer)
+    if sparse:
+        np.testing.assert_array_equal(layer.embeddings, w)  # an empty RowGrad: no step
+    layer.zero_grad()
+    out = layer(np.int64(2))
+    np.testing.assert_array_equal(out, layer.embeddings[2])
+    grad = layer.backward(np.ones(3))
+    dense = grad.to_dense(4) if sparse else grad
+    np.testing.assert_array_equal(dense, np.outer(np.arange(4) == 2, np.ones(3)))
+
+
+def test_single_row_table_and_int32_ids():
+    layer = Embedding(1, 1, dtype="float64", sparse=True)
+    ids = np.zeros((3, 2), np.int32)
+    layer(ids)
+    g = layer.backward(np.ones((3, 2, 1)))
+    assert g.indices.tolist() == [0] and g.values.tolist() == [[6.0]]

@@ -11,4 +11,5 @@ PYBIND11_MODULE(_core, m) {
   embtable::binding::register_core(m);
   embtable::binding::register_bag(m);
   embtable::binding::register_layer(m);
+  embtable::binding::register_sgns(m);
 }

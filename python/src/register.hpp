@@ -11,6 +11,7 @@ namespace py = pybind11;
 void register_core(py::module_& m);
 void register_bag(py::module_& m);
 void register_layer(py::module_& m);
+void register_sgns(py::module_& m);
 
 // A numpy.ndarray that an op writes in place, else TypeError (never converted).
 py::array inplace_array(const py::handle& obj, const char* name);

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from . import _core, constraints, initializers, optimizers, regularizers
 from ._config import _threads_from_env, get_num_threads, set_num_threads, show_config
+from ._bag import embedding_bag
+from ._bag_layer import EmbeddingBag
 from ._functional import gather, scatter_add
 from ._rowgrad import RowGrad
 from ._sgns import sgns_step, sgns_train
@@ -19,11 +21,13 @@ __version__: str = _core.__version__
 __all__ = [
     "__version__",
     "Embedding",
+    "EmbeddingBag",
     "RowGrad",
     "constraints",
     "initializers",
     "optimizers",
     "regularizers",
+    "embedding_bag",
     "gather",
     "get_num_threads",
     "scatter_add",

@@ -52,6 +52,58 @@ def rowgrad_coalesce_ref(
 def embedding_renorm_ref(
     table: NDArray[Any], indices: NDArray[Any], max_norm: float, norm_type: float = ...
 ) -> None: ...
+
+# --- bag: embedding_bag forward / backward --------------------------------------------
+def embedding_bag(
+    table: NDArray[Any],
+    indices: NDArray[Any],
+    offsets: NDArray[Any] | None = ...,
+    *,
+    mode: str = ...,
+    per_sample_weights: NDArray[Any] | None = ...,
+    padding_idx: int | None = ...,
+    include_last_offset: bool = ...,
+    out: NDArray[Any] | None = ...,
+    return_argmax: bool = ...,
+    reference: bool = ...,
+) -> Any: ...
+def embedding_bag_backward(
+    grad_out: NDArray[Any],
+    indices: NDArray[Any],
+    offsets: NDArray[Any] | None = ...,
+    *,
+    mode: str = ...,
+    per_sample_weights: NDArray[Any] | None = ...,
+    padding_idx: int | None = ...,
+    include_last_offset: bool = ...,
+    argmax: NDArray[Any] | None = ...,
+    target: NDArray[Any],
+    deterministic: bool = ...,
+    reference: bool = ...,
+) -> NDArray[Any]: ...
+def embedding_bag_backward_sparse(
+    grad_out: NDArray[Any],
+    indices: NDArray[Any],
+    offsets: NDArray[Any] | None = ...,
+    *,
+    num_embeddings: int,
+    mode: str = ...,
+    per_sample_weights: NDArray[Any] | None = ...,
+    padding_idx: int | None = ...,
+    include_last_offset: bool = ...,
+    argmax: NDArray[Any] | None = ...,
+) -> tuple[NDArray[Any], NDArray[Any]]: ...
+def embedding_bag_per_sample_weights_backward(
+    grad_out: NDArray[Any],
+    table: NDArray[Any],
+    indices: NDArray[Any],
+    offsets: NDArray[Any] | None = ...,
+    *,
+    padding_idx: int | None = ...,
+    include_last_offset: bool = ...,
+    reference: bool = ...,
+) -> NDArray[Any]: ...
+
 # --- sgns (python/src/register_sgns.cpp) -------------------------------------
 
 def sgns_step(

@@ -9,6 +9,7 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "embtable's compiled core (use the embtable package, not this module)";
   m.attr("__version__") = EMBTABLE_VERSION;
   embtable::binding::register_core(m);
+  embtable::binding::register_bag(m);
   embtable::binding::register_layer(m);
   embtable::binding::register_sgns(m);
 }

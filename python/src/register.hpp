@@ -9,6 +9,7 @@ namespace embtable::binding {
 namespace py = pybind11;
 
 void register_core(py::module_& m);
+void register_bag(py::module_& m);
 void register_layer(py::module_& m);
 void register_sgns(py::module_& m);
 

@@ -1,0 +1,57 @@
+// Internal: the per-ISA table of the embedding_bag forward kernel (one pointer
+// per dtype pair; the kernel loops over a whole range of bags per call).
+#pragma once
+
+#include <cstdint>
+
+#include "embtable/embedding_bag.hpp"
+
+namespace embtable::kernels {
+
+template <class Scalar, class Index>
+struct BagArgs {
+  const Scalar* table;
+  int64_t D;
+  const Index* indices;
+  const Bags* bags;
+  BagMode mode;
+  const Scalar* weights;  // nullptr unless weighted sum
+  int64_t padding_idx;    // < 0: none
+  Scalar* out;            // (B, D)
+  int64_t* argmax;        // (B, D) or nullptr; max mode only
+  bool narrow_argmax;     // every row id fits Lanes<Scalar>::Id (int32 for float)
+};
+
+// Pools bags [b0, b1) into out (and argmax).
+template <class Scalar, class Index>
+using BagForwardFn = void (*)(const BagArgs<Scalar, Index>& a, int64_t b0, int64_t b1);
+
+struct BagTable {
+  BagForwardFn<float, int32_t> f32_i32;
+  BagForwardFn<float, int64_t> f32_i64;
+  BagForwardFn<double, int32_t> f64_i32;
+  BagForwardFn<double, int64_t> f64_i64;
+
+  template <class Scalar, class Index>
+  BagForwardFn<Scalar, Index> get() const noexcept {
+    if constexpr (sizeof(Scalar) == 4) {
+      if constexpr (sizeof(Index) == 4) return f32_i32; else return f32_i64;
+    } else {
+      if constexpr (sizeof(Index) == 4) return f64_i32; else return f64_i64;
+    }
+  }
+};
+
+const BagTable& bag_table_baseline() noexcept;
+#if defined(EMBTABLE_HAVE_AVX2)
+const BagTable& bag_table_avx2() noexcept;
+#endif
+#if defined(EMBTABLE_HAVE_AVX512)
+const BagTable& bag_table_avx512() noexcept;
+#endif
+
+// The forward of the selected SIMD level.
+template <class Scalar, class Index>
+BagForwardFn<Scalar, Index> bag_forward() noexcept;
+
+}  // namespace embtable::kernels

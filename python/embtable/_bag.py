@@ -1,0 +1,237 @@
+"""Bags: pooled lookups (``embedding_bag``) and their gradients.
+
+``embedding_bag`` is public. The backward functions are the building blocks of
+``EmbeddingBag.backward``; they are importable from ``embtable._bag`` for users
+who write their own layers.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Literal
+
+import numpy as np
+
+from . import _core
+from ._indices import as_indices, table_rows
+
+__all__ = [
+    "embedding_bag",
+    "embedding_bag_backward",
+    "embedding_bag_backward_sparse",
+    "embedding_bag_forward",
+    "embedding_bag_per_sample_weights_backward",
+]
+
+Mode = Literal["sum", "mean", "max"]
+
+
+def _offsets(offsets: Any) -> np.ndarray | None:
+    """Offsets as a C-contiguous int64 array (they are few: one per bag)."""
+    if offsets is None:
+        return None
+    if isinstance(offsets, np.ndarray) and offsets.dtype == np.uint64 and offsets.size:
+        # Values above 2**63 - 1 would wrap in int64: name them as given.
+        flat = offsets.reshape(-1)
+        big = np.flatnonzero(flat > np.iinfo(np.int64).max)
+        if big.size:
+            k = int(big[0])
+            raise ValueError(
+                f"offsets[{k}] = {int(flat[k])} is past the end of indices; every "
+                "offset must be <= len(indices)"
+            )
+    arr = as_indices(offsets, None, name="offsets")
+    if arr.dtype != np.int64:
+        arr = arr.astype(np.int64)
+    return arr
+
+
+def _padding(padding_idx: Any) -> int | None:
+    if padding_idx is None:
+        return None
+    try:
+        return operator.index(padding_idx)
+    except TypeError:
+        raise TypeError(
+            f"padding_idx must be an int or None, got {type(padding_idx).__name__}"
+        ) from None
+
+
+def _weights(per_sample_weights: Any, dtype: Any) -> np.ndarray | None:
+    if per_sample_weights is None or isinstance(per_sample_weights, np.ndarray):
+        return per_sample_weights
+    return np.asarray(per_sample_weights, dtype=dtype)
+
+
+def embedding_bag(
+    table: np.ndarray,
+    indices: Any,
+    offsets: Any = None,
+    *,
+    mode: Mode = "mean",
+    per_sample_weights: Any = None,
+    padding_idx: int | None = None,
+    include_last_offset: bool = False,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Pooled lookup: the same result as ``torch.nn.functional.embedding_bag``.
+
+    Bags are the rows of 2-D ``indices`` ``(B, L)`` (``offsets`` must be None), or
+    the runs of 1-D ``indices`` that start at ``offsets`` (``offsets[0] == 0``,
+    non-decreasing, each ``<= len(indices)``; with ``include_last_offset=True`` the
+    last offset is ``len(indices)`` and closes the last bag). ``mode`` is
+    ``"sum"``, ``"mean"`` or ``"max"``. Ids equal to ``padding_idx`` are skipped
+    and do not count in the mean; a bag with no ids gives zeros.
+    ``per_sample_weights`` (shaped like ``indices``) scale each id, ``"sum"`` only.
+
+    Returns ``(B, D)``; with ``out`` the result is written there and ``out`` is
+    returned. Every bad offset (``ValueError``) and index (``IndexError``) is
+    reported before anything is written. Sums run in index order in the table's
+    dtype, one thread per bag, so the result is independent of the thread count.
+
+    >>> import numpy as np, embtable
+    >>> table = np.arange(8, dtype=np.float32).reshape(4, 2)
+    >>> embtable.embedding_bag(table, [0, 1, 3], [0, 2], mode="sum")
+    array([[2., 4.],
+           [6., 7.]], dtype=float32)
+    """
+    idx = as_indices(indices, table_rows(table))
+    return _core.embedding_bag(  # type: ignore[no-any-return]
+        table,
+        idx,
+        _offsets(offsets),
+        mode=mode,
+        per_sample_weights=_weights(per_sample_weights, getattr(table, "dtype", None)),
+        padding_idx=_padding(padding_idx),
+        include_last_offset=bool(include_last_offset),
+        out=out,
+    )
+
+
+def embedding_bag_forward(
+    table: np.ndarray,
+    indices: Any,
+    offsets: Any = None,
+    *,
+    mode: Mode = "mean",
+    per_sample_weights: Any = None,
+    padding_idx: int | None = None,
+    include_last_offset: bool = False,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``embedding_bag`` that also returns the max mode's winners.
+
+    Returns ``(out, argmax)``: ``argmax`` is the ``(B, D)`` int64 array of the
+    row that won each bag's column in ``mode="max"`` (``-1`` for a bag with no
+    ids), ``None`` in the other modes. ``embedding_bag_backward`` needs it.
+    """
+    idx = as_indices(indices, table_rows(table))
+    return _core.embedding_bag(  # type: ignore[no-any-return]
+        table,
+        idx,
+        _offsets(offsets),
+        mode=mode,
+        per_sample_weights=_weights(per_sample_weights, getattr(table, "dtype", None)),
+        padding_idx=_padding(padding_idx),
+        include_last_offset=bool(include_last_offset),
+        out=out,
+        return_argmax=True,
+    )
+
+
+def embedding_bag_backward(
+    grad_output: np.ndarray,
+    indices: Any,
+    offsets: Any = None,
+    *,
+    target: np.ndarray,
+    mode: Mode = "mean",
+    per_sample_weights: Any = None,
+    padding_idx: int | None = None,
+    include_last_offset: bool = False,
+    argmax: np.ndarray | None = None,
+    deterministic: bool = True,
+) -> np.ndarray:
+    """Add the gradient of ``embedding_bag`` with respect to the table into ``target``.
+
+    ``grad_output`` is ``(B, D)``, ``target`` the ``(V, D)`` gradient buffer
+    (accumulated into, in place; returned). ``"sum"`` and ``"mean"`` send each
+    bag's gradient to every id of the bag (times its weight, or divided by the
+    bag's count); ``"max"`` sends each column to the row that won it (``argmax``
+    from ``embedding_bag_forward``). ``padding_idx`` never receives gradient.
+    ``deterministic=True`` is bitwise identical for every thread count;
+    ``False`` lets threads share rows under atomic row locks (faster on skewed
+    ids, summation order may vary).
+    """
+    idx = as_indices(indices, table_rows(target))
+    return _core.embedding_bag_backward(  # type: ignore[no-any-return]
+        np.asarray(grad_output),
+        idx,
+        _offsets(offsets),
+        mode=mode,
+        per_sample_weights=_weights(per_sample_weights, getattr(target, "dtype", None)),
+        padding_idx=_padding(padding_idx),
+        include_last_offset=bool(include_last_offset),
+        argmax=argmax,
+        target=target,
+        deterministic=bool(deterministic),
+    )
+
+
+def embedding_bag_backward_sparse(
+    grad_output: np.ndarray,
+    indices: Any,
+    offsets: Any = None,
+    *,
+    num_embeddings: int,
+    mode: Mode = "mean",
+    per_sample_weights: Any = None,
+    padding_idx: int | None = None,
+    include_last_offset: bool = False,
+    argmax: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The table gradient of ``embedding_bag`` as ``(rows, values)``.
+
+    ``rows`` are the sorted unique int64 rows that receive gradient (never
+    ``padding_idx``; in ``"max"`` mode the rows that won), ``values`` their summed
+    gradients ``(U, D)``, bit for bit the rows of the dense backward. Memory is
+    proportional to the number of ids, never to ``num_embeddings``.
+    """
+    grad = np.asarray(grad_output)
+    idx = as_indices(indices, num_embeddings)
+    return _core.embedding_bag_backward_sparse(  # type: ignore[no-any-return]
+        grad,
+        idx,
+        _offsets(offsets),
+        num_embeddings=operator.index(num_embeddings),
+        mode=mode,
+        per_sample_weights=_weights(per_sample_weights, grad.dtype),
+        padding_idx=_padding(padding_idx),
+        include_last_offset=bool(include_last_offset),
+        argmax=argmax,
+    )
+
+
+def embedding_bag_per_sample_weights_backward(
+    grad_output: np.ndarray,
+    table: np.ndarray,
+    indices: Any,
+    offsets: Any = None,
+    *,
+    padding_idx: int | None = None,
+    include_last_offset: bool = False,
+) -> np.ndarray:
+    """Gradient of ``embedding_bag(mode="sum")`` with respect to ``per_sample_weights``.
+
+    ``grad[i] = dot(grad_output[bag(i)], table[indices[i]])`` (0 for
+    ``padding_idx``), shaped like ``indices``.
+    """
+    idx = as_indices(indices, table_rows(table))
+    return _core.embedding_bag_per_sample_weights_backward(  # type: ignore[no-any-return]
+        np.asarray(grad_output),
+        table,
+        idx,
+        _offsets(offsets),
+        padding_idx=_padding(padding_idx),
+        include_last_offset=bool(include_last_offset),
+    )

@@ -389,17 +389,14 @@ void embedding_bag_backward(const Scalar* grad_out, int64_t V, int64_t D, const 
         const int64_t r = static_cast<int64_t>(indices[i]);
         if (r == padding_idx) continue;
         const Scalar w = per_sample_weights ? per_sample_weights[i] : w_bag;
-        std::atomic<uint32_t>& lock = locks.lock[kernels::lock_stripe(r)];
-        while (lock.exchange(1, std::memory_order_acquire) != 0) {
-          while (lock.load(std::memory_order_relaxed) != 0) {
-          }
-        }
+        std::atomic<uint32_t>& lock = locks.lock[kernels::lock_stripe(r)].v;
+        kernels::row_lock(lock);
         Scalar* t = target + r * D;
         if (mode == BagMode::sum && !per_sample_weights)
           for (int64_t d = 0; d < D; ++d) t[d] += g[d];
         else
           for (int64_t d = 0; d < D; ++d) t[d] += w * g[d];
-        lock.store(0, std::memory_order_release);
+        kernels::row_unlock(lock);
       }
     }
   });

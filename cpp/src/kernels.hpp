@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <thread>
 
 #include "embtable/simd.hpp"
 
@@ -26,6 +27,27 @@ struct RowLocks {
   PaddedLock lock[kLockStripes];
 };
 RowLocks& row_locks() noexcept;
+
+// The one spin lock of the core's striped row locks (scatter_add, bag backward,
+// sgns): test-and-test-and-set; after a short spin it yields, so a holder that was
+// preempted on an oversubscribed machine gets its CPU back. `static`: every ISA
+// translation unit keeps its own copy (no shared inline symbol across ISAs).
+static inline void row_lock(std::atomic<uint32_t>& lock) noexcept {
+  for (int spins = 0; lock.exchange(1, std::memory_order_acquire) != 0;) {
+    while (lock.load(std::memory_order_relaxed) != 0) {
+      if (++spins < 128) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+}
+static inline void row_unlock(std::atomic<uint32_t>& lock) noexcept {
+  lock.store(0, std::memory_order_release);
+}
 
 template <class Scalar, class Index>
 struct Ops {

@@ -61,12 +61,6 @@ inline int64_t prefetch_rows(int64_t row_bytes) noexcept {
   return d < 4 ? 4 : (d > 32 ? 32 : d);
 }
 
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
 // RB: row bytes when known at compile time (the fast paths), 0 for any size.
 template <int RB, int RW>
 inline void prefetch_row(const void* row, int64_t rb) noexcept {
@@ -182,12 +176,6 @@ void gather_stream(const Scalar* table, int64_t D, const Index* indices, int64_t
   gather(table, D, indices, b, e, out);
 }
 
-inline void lock_row(std::atomic<uint32_t>& lock) noexcept {
-  while (lock.exchange(1, std::memory_order_acquire) != 0) {
-    while (lock.load(std::memory_order_relaxed) != 0) cpu_relax();
-  }
-}
-
 template <int RB, class Scalar, class Index>
 void scatter_locked_rows(Scalar* target, int64_t D, const Index* indices, int64_t b, int64_t e,
                          const Scalar* updates, RowLocks& locks) {
@@ -200,13 +188,13 @@ void scatter_locked_rows(Scalar* target, int64_t D, const Index* indices, int64_
       prefetch_row<RB, 0>(updates + (i + ahead) * D, rb);
     }
     std::atomic<uint32_t>& lock = locks.lock[lock_stripe(r)].v;
-    lock_row(lock);
+    row_lock(lock);
     // A run of equal ids (hot rows, sorted input) takes the lock once.
     do {
       add_row<RB>(target + r * D, updates + i * D, D);
       ++i;
     } while (i < e && static_cast<int64_t>(indices[i]) == r);
-    lock.store(0, std::memory_order_release);
+    row_unlock(lock);
   }
 }
 

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "kernels.hpp"
 #include "sgns_kernels.hpp"
 #include "sgns_window.hpp"
 
@@ -96,21 +97,12 @@ class RowLock {
  public:
   RowLock(const void* row, bool on) noexcept
       : l_(on ? &sgns_locks()[stripe(reinterpret_cast<uintptr_t>(row))].v : nullptr) {
-    if (!l_) return;
-    // Held for one dot + two axpys; if the holder was preempted (an
-    // oversubscribed machine), stop burning its CPU after a short spin.
-    for (int spins = 0; l_->exchange(1, std::memory_order_acquire) != 0;) {
-      while (l_->load(std::memory_order_relaxed) != 0) {
-        if (++spins < 128) {
-          cpu_relax();
-        } else {
-          std::this_thread::yield();
-        }
-      }
-    }
+    // Held for one dot + two axpys; row_lock yields after a short spin, so a
+    // preempted holder (an oversubscribed machine) gets its CPU back.
+    if (l_) kernels::row_lock(*l_);
   }
   ~RowLock() {
-    if (l_) l_->store(0, std::memory_order_release);
+    if (l_) kernels::row_unlock(*l_);
   }
   RowLock(const RowLock&) = delete;
   RowLock& operator=(const RowLock&) = delete;
@@ -120,11 +112,6 @@ class RowLock {
     // Fibonacci hashing of the row's address: rows of both tables, spread.
     return static_cast<uint32_t>((static_cast<uint64_t>(address) * 0x9E3779B97F4A7C15ull) >>
                                  (64 - kLockBits));
-  }
-  static void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
   }
   std::atomic<uint32_t>* l_;
 };

@@ -32,18 +32,50 @@ except ImportError:  # torch is optional
     torch = None
 
 
-def median_ms(
-    fn: Callable[[Any], object], repeats: int, setup: Callable[[], Any] | None = None
-) -> float:
-    """Median wall time of fn(setup()) in ms; setup (untimed) runs before each call."""
-    fn(setup() if setup else None)  # warm-up (page faults, thread pool)
-    times = []
+Case = tuple[Callable[[Any], object], Callable[[], Any] | None]
+
+
+def medians_ms(cases: list[Case | None], repeats: int) -> list[float]:
+    """Median wall time (ms) of each fn(setup()), timed round-robin.
+
+    Each repeat runs every case once, in turn, so a change of machine load (other
+    processes) hits all columns alike. setup (untimed) runs before each call;
+    a None case gives nan.
+    """
+    live = [c for c in cases if c is not None]
+    for fn, setup in live:  # warm-up (page faults, thread pool)
+        fn(setup() if setup else None)
+    times: list[list[float]] = [[] for _ in live]
     for _ in range(repeats):
-        arg = setup() if setup else None
-        t0 = time.perf_counter()
-        fn(arg)
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+        for k, (fn, setup) in enumerate(live):
+            arg = setup() if setup else None
+            t0 = time.perf_counter()
+            fn(arg)
+            times[k].append(time.perf_counter() - t0)
+    it = iter(times)
+    return [
+        float("nan") if c is None else 1e3 * statistics.median(next(it)) for c in cases
+    ]
+
+
+def numpy_max(table, ids, bag_len, pad):
+    """Fixed-size bags: (out, winner ids) of the max mode."""
+    rows = np.take(table, ids, axis=0).reshape(-1, bag_len, table.shape[1])
+    if pad is not None:
+        rows[(ids == pad).reshape(-1, bag_len)] = -np.inf
+    k = np.argmax(rows, axis=1)  # (B, D): first maximum
+    out = np.take_along_axis(rows, k[:, None, :], axis=1)[:, 0, :]
+    winners = np.take_along_axis(ids.reshape(-1, bag_len), k, axis=1)
+    empty = np.isneginf(out)
+    out[empty] = 0
+    winners[empty] = -1
+    return out, winners
+
+
+def numpy_max_backward(target, grad, winners):
+    cols = np.broadcast_to(np.arange(grad.shape[1]), grad.shape)
+    keep = winners >= 0
+    np.add.at(target, (winners[keep], cols[keep]), grad[keep])
 
 
 def numpy_forward(table, ids, offsets, counts, mode, pad):
@@ -93,6 +125,10 @@ def run_case(d: Data, n: int, mode: str, pad: int | None) -> None:
     counts = np.add.reduceat(mask.astype(np.int64), d.offsets)
     kw: dict[str, Any] = dict(mode=mode, padding_idx=pad)
     r = d.repeats
+    is_max = mode == "max"
+    if is_max:  # the backward needs the winners of the forward
+        _, argmax = _bag.embedding_bag_forward(d.table, d.ids, d.offsets, **kw)
+        _, winners = numpy_max(d.table, d.ids, d.L, pad)
 
     def torch_forward(w: Any = None, sparse: bool = False) -> Any:
         w = d.t_table if w is None else w
@@ -101,62 +137,62 @@ def run_case(d: Data, n: int, mode: str, pad: int | None) -> None:
             d.t_ids, w, d.t_offsets, mode=mode, padding_idx=pad, sparse=sparse
         )
 
-    # -- forward
-    row = [
-        f"forward {label}",
-        n,
-        median_ms(
-            lambda _: embtable.embedding_bag(
+    def emb_forward(_: Any) -> object:
+        if is_max:  # with the winners, as training needs (PyTorch computes them too)
+            return _bag.embedding_bag_forward(
                 d.table, d.ids, d.offsets, out=d.out, **kw
-            ),
-            r,
-        ),
-        median_ms(
-            lambda _: numpy_forward(d.table, d.ids, d.offsets, counts, mode, pad), r
-        ),
-    ]
-    if d.use_torch:
-        row.append(median_ms(lambda _: torch_forward(), r))
-    emit(row, d.use_torch)
-    # -- dense backward (into an existing (V, D) buffer)
-    row = [
-        f"backward dense {label}",
-        n,
-        median_ms(
-            lambda _: _bag.embedding_bag_backward(
-                d.grad, d.ids, d.offsets, target=d.target, **kw
-            ),
-            r,
-        ),
-        median_ms(
-            lambda _: numpy_backward(d.target, d.grad, d.ids, counts, d.L, mode, pad), r
-        ),
-    ]
-    if d.use_torch:
-        w = d.t_table.clone().requires_grad_(True)
-        row.append(
-            median_ms(lambda y: y.backward(d.t_grad), r, lambda: torch_forward(w))
-        )
-    emit(row, d.use_torch)
-    # -- sparse backward (embtable: a coalesced RowGrad)
-    row = [
-        f"backward sparse {label}",
-        n,
-        median_ms(
-            lambda _: _bag.embedding_bag_backward_sparse(
-                d.grad, d.ids, d.offsets, num_embeddings=d.V, **kw
-            ),
-            r,
-        ),
-        float("nan"),
-    ]
-    if d.use_torch:
-        row.append(
-            median_ms(
-                lambda y: y.backward(d.t_grad), r, lambda: torch_forward(w, sparse=True)
             )
+        return embtable.embedding_bag(d.table, d.ids, d.offsets, out=d.out, **kw)
+
+    def np_forward(_: Any) -> object:
+        if is_max:
+            return numpy_max(d.table, d.ids, d.L, pad)
+        return numpy_forward(d.table, d.ids, d.offsets, counts, mode, pad)
+
+    bw = dict(kw, argmax=argmax) if is_max else kw
+
+    def emb_dense(_: Any) -> object:
+        return _bag.embedding_bag_backward(
+            d.grad, d.ids, d.offsets, target=d.target, **bw
         )
-    emit(row, d.use_torch)
+
+    def np_dense(_: Any) -> None:
+        if is_max:
+            numpy_max_backward(d.target, d.grad, winners)
+        else:
+            numpy_backward(d.target, d.grad, d.ids, counts, d.L, mode, pad)
+
+    def emb_sparse(_: Any) -> object:
+        return _bag.embedding_bag_backward_sparse(
+            d.grad, d.ids, d.offsets, num_embeddings=d.V, **bw
+        )
+
+    def torch_backward(y: Any) -> None:
+        y.backward(d.t_grad)
+
+    t = d.use_torch
+    w = d.t_table.clone().requires_grad_(True) if t else None
+    rows = {
+        "forward": [
+            (emb_forward, None),
+            (np_forward, None),
+            (lambda _: torch_forward(), None) if t else None,
+        ],
+        "backward dense": [
+            (emb_dense, None),
+            (np_dense, None),
+            (torch_backward, lambda: torch_forward(w)) if t else None,
+        ],
+        "backward sparse": [
+            (emb_sparse, None),
+            None,
+            (torch_backward, lambda: torch_forward(w, sparse=True))
+            if t and not is_max  # PyTorch: "max mode does not support sparse weights"
+            else None,
+        ],
+    }
+    for name, cases in rows.items():
+        emit([f"{name} {label}", n, *medians_ms(cases, r)], t)
 
 
 def main() -> None:
@@ -168,6 +204,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     p.add_argument("--dtype", default="float32")
+    p.add_argument("--modes", nargs="+", default=["sum", "mean"])
     p.add_argument("--no-torch", action="store_true")
     args = p.parse_args()
     use_torch = torch is not None and not args.no_torch
@@ -191,7 +228,7 @@ def main() -> None:
         embtable.set_num_threads(n)
         if use_torch:
             torch.set_num_threads(n)
-        for mode in ("sum", "mean"):
+        for mode in args.modes:
             for pad in (None, d.pad_idx):
                 run_case(d, n, mode, pad)
     print(
@@ -203,11 +240,13 @@ def main() -> None:
 
 def emit(row: list, use_torch: bool) -> None:
     name, n, e, npy = row[:4]
-    line = f"{name:<34}{n:>8}{e:>10.2f}{npy:>10.2f}"
+    line = f"{name:<34}{n:>8}{e:>10.2f}" + (
+        f"{npy:>10.2f}" if npy == npy else f"{'-':>10}"
+    )
     if use_torch:
-        line += f"{row[4]:>10.2f}"
+        line += f"{row[4]:>10.2f}" if row[4] == row[4] else f"{'-':>10}"
     line += f"{npy / e:>9.1f}x" if npy == npy else f"{'':>10}"
-    if use_torch:
+    if use_torch and row[4] == row[4]:
         line += f"{row[4] / e:>9.1f}x"
     print(line, flush=True)
 

@@ -1,7 +1,8 @@
 """One training step (forward + backward + optimizer step) of an embedding table.
 
 Frameworks are timed round-robin (A, B, C, A, B, C, ...) so that they share the
-same machine load; each cell is the median of --repeats steps after a warm-up.
+same machine load; each cell is the median (and the min) of --repeats steps after
+a warm-up; ratios use the medians.
 
 embtable (dense and sparse layers, SGD and Adam) against the same step in plain
 NumPy (np.take + np.add.at + update) and PyTorch (nn.Embedding + SGD / Adam /
@@ -24,8 +25,10 @@ import numpy as np
 from embtable import Embedding, optimizers
 
 
-def interleaved_medians(steps: list[Callable[[], None]], repeats: int) -> list[float]:
-    """Median ms of each step, timed round-robin so all see the same machine load."""
+def interleaved_times(
+    steps: list[Callable[[], None]], repeats: int
+) -> list[tuple[float, float]]:
+    """(median, min) ms of each step, timed round-robin so all see the same load."""
     for step in steps:
         step()  # warm-up: allocates state and buffers
     times: list[list[float]] = [[] for _ in steps]
@@ -34,7 +37,7 @@ def interleaved_medians(steps: list[Callable[[], None]], repeats: int) -> list[f
             t0 = time.perf_counter()
             step()
             times[k].append(time.perf_counter() - t0)
-    return [1e3 * statistics.median(t) for t in times]
+    return [(1e3 * statistics.median(t), 1e3 * min(t)) for t in times]
 
 
 def embtable_step(V, D, ids, g, sparse, opt_name):
@@ -48,6 +51,35 @@ def embtable_step(V, D, ids, g, sparse, opt_name):
         layer.zero_grad()
 
     return step
+
+
+def embtable_breakdown(V, D, ids, g, repeats):
+    """Median ms of embtable's forward / backward / optimizer step, run alone."""
+    print("embtable alone, median ms:  forward  backward  step  total")
+    for opt_name in ("sgd", "adam"):
+        for sparse in (False, True):
+            layer = Embedding(V, D, sparse=sparse, seed=0)
+            opt = optimizers.get(opt_name)
+            parts: list[list[float]] = [[], [], [], []]
+            for r in range(repeats + 1):
+                t0 = time.perf_counter()
+                layer(ids)
+                t1 = time.perf_counter()
+                layer.backward(g)
+                t2 = time.perf_counter()
+                opt.step(layer)
+                t3 = time.perf_counter()
+                layer.zero_grad()
+                if r:  # the first step is the warm-up
+                    for k, (a, b) in enumerate(
+                        [(t0, t1), (t1, t2), (t2, t3), (t0, t3)]
+                    ):
+                        parts[k].append(1e3 * (b - a))
+            cells = " ".join(f"{statistics.median(p):8.1f}" for p in parts)
+            kind = "sparse" if sparse else "dense"
+            print(f"  {opt_name:<5} {kind:<6}             {cells}")
+            del layer, opt
+            gc.collect()
 
 
 def numpy_step(V, D, ids, g, sparse, opt_name):
@@ -123,6 +155,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument(
+        "--breakdown", action="store_true", help="also time embtable's parts alone"
+    )
     args = ap.parse_args()
     V, D, n = args.rows, args.dim, args.ids
     rng = np.random.default_rng(42)
@@ -144,7 +179,7 @@ def main() -> None:
     print(
         f"train step: table {V} x {D} float32, {n} ids (uniform), "
         f"{args.threads} threads, "
-        f"median of {args.repeats}; unique rows per step: {np.unique(ids).size}"
+        f"median (min) of {args.repeats}; unique rows per step: {np.unique(ids).size}"
     )
     print(
         f"{'optimizer':<9} {'layer':<7} "
@@ -155,12 +190,16 @@ def main() -> None:
     for opt_name in ("sgd", "adam"):
         for sparse in (False, True):
             steps = [make(V, D, ids, g, sparse, opt_name) for _, make in frameworks]
-            row = interleaved_medians(steps, args.repeats)
+            timed = interleaved_times(steps, args.repeats)
+            row = [med for med, _ in timed]
             del steps
             gc.collect()
-            cells = " ".join(f"{t:15.1f} ms" for t in row)
+            cells = " ".join(f"{med:7.0f} ({low:5.0f}) ms" for med, low in timed)
             ratios = "".join(f"   {t / row[0]:14.1f}x" for t in row[1:])
             print(f"{opt_name:<9} {'sparse' if sparse else 'dense':<7} {cells}{ratios}")
+
+    if args.breakdown:
+        embtable_breakdown(V, D, ids, g, args.repeats)
 
 
 if __name__ == "__main__":

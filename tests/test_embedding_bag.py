@@ -841,3 +841,33 @@ def test_sparse_backward_edge_cases():
         grad, [[3]], target=np.zeros((5, 2), np.float32), mode="sum"
     )
     assert values.tobytes() == dense[rows].tobytes()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_full_blocks_ties_and_nan_match_the_oracle_at_every_simd_level(dtype):
+    # D = 128: two full 64-column blocks (the vector path); small ints: many ties.
+    rng = np.random.default_rng(12)
+    table = rng.integers(-2, 3, size=(50, 128)).astype(dtype)
+    table[3, 5] = table[7, 70] = np.nan
+    ids = rng.integers(0, 50, size=(300, 9))
+    ref, ref_arg = _core.embedding_bag(
+        table, ids, mode="max", padding_idx=4, return_argmax=True, reference=True
+    )
+    before = _core.get_simd_level()
+    try:
+        for level in embtable.show_config(mode="dicts")["simd"]["compiled"]:
+            try:
+                _core.set_simd_level(level)
+            except ValueError:
+                continue
+            out, arg = _bag.embedding_bag_forward(table, ids, mode="max", padding_idx=4)
+            assert out.tobytes() == ref.tobytes(), level
+            np.testing.assert_array_equal(arg, ref_arg)
+    finally:
+        _core.set_simd_level(before)
+    clean = table.copy()
+    clean[3, 5] = clean[7, 70] = 0  # NumPy's argmax treats NaN as the maximum
+    want, want_arg = np_forward(clean, ids, mode="max", padding_idx=4)
+    got, got_arg = _bag.embedding_bag_forward(clean, ids, mode="max", padding_idx=4)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got_arg, want_arg)

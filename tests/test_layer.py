@@ -397,3 +397,136 @@ def test_bad_ids():
     np.testing.assert_array_equal(
         layer(np.array([1, 2], dtype=np.uint8)), layer.embeddings[[1, 2]]
     )
+
+
+def test_sparse_never_allocates_dense_grad():
+    layer = Embedding(1000, 4, sparse=True)
+    layer([[1, 2], [2, 999]])
+    g = layer.backward(np.ones((2, 2, 4)))
+    assert layer._grad_buffer is None
+    assert g.values.shape == (3, 4)
+    layer.zero_grad()
+    assert layer.grad is None
+
+
+def test_serialize_round_trips():
+    for init in (
+        initializers.RandomUniform(-1, 1, seed=2),
+        initializers.GlorotNormal(seed=1),
+        initializers.Constant(3.0),
+        initializers.VarianceScaling(2.0, "fan_out", "uniform", seed=0),
+    ):
+        cfg = initializers.serialize(init)
+        json.dumps(cfg)
+        back = initializers.deserialize(cfg)
+        assert back == init
+        np.testing.assert_array_equal(back((4, 3)), init((4, 3)))
+    for reg in (
+        regularizers.L1(0.2),
+        regularizers.L2(0.3),
+        regularizers.L1L2(0.1, 0.2),
+    ):
+        assert regularizers.deserialize(regularizers.serialize(reg)) == reg
+    for con in (
+        constraints.MaxNorm(3, axis=1),
+        constraints.UnitNorm(),
+        constraints.NonNeg(),
+        constraints.MinMaxNorm(0.1, 2.0, 0.5),
+    ):
+        assert constraints.deserialize(constraints.serialize(con)) == con
+    assert initializers.get("glorot_uniform", seed=3).seed == 3
+    with pytest.raises(ValueError):
+        initializers.deserialize({"class_name": "Nope", "config": {}})
+
+
+def test_optimizer_config_round_trip():
+    from embtable import optimizers
+
+    for opt in (
+        optimizers.SGD(0.1, 0.9, True),
+        optimizers.Adagrad(0.2, 0.3, 1e-5),
+        optimizers.RMSprop(0.01, 0.8, 0.1, 1e-6, True),
+        optimizers.Adam(0.1, 0.8, 0.9, 1e-4),
+    ):
+        cfg = opt.get_config()
+        json.dumps(cfg)
+        back = optimizers.get(cfg)
+        assert type(back) is type(opt) and back.get_config() == cfg
+        assert repr(back).startswith(type(opt).__name__)
+
+
+def test_repr_and_name():
+    layer = Embedding(3, 2, padding_idx=0, name="tok")
+    assert "Embedding(3, 2" in repr(layer) and "padding_idx=0" in repr(layer)
+    assert Embedding(3, 2).name.startswith("embedding")
+    assert layer.dtype == "float32" and layer.input_dim == 3 and layer.output_dim == 2
+
+
+def test_from_keras3_config():
+    # What keras.layers.Embedding(100, 8, embeddings_regularizer="l2").get_config()
+    # looks like in Keras 3.
+    cfg = {
+        "name": "embedding",
+        "trainable": True,
+        "dtype": {
+            "module": "keras",
+            "class_name": "DTypePolicy",
+            "config": {"name": "float32"},
+            "registered_name": None,
+        },
+        "input_dim": 100,
+        "output_dim": 8,
+        "embeddings_initializer": {
+            "module": "keras.initializers",
+            "class_name": "RandomUniform",
+            "config": {"seed": None, "minval": -0.05, "maxval": 0.05},
+            "registered_name": None,
+        },
+        "embeddings_regularizer": {
+            "module": "keras.regularizers",
+            "class_name": "L2",
+            "config": {"l2": 0.01},
+            "registered_name": None,
+        },
+        "activity_regularizer": None,
+        "embeddings_constraint": None,
+        "mask_zero": False,
+        "lora_rank": None,
+    }
+    layer = Embedding.from_config(cfg)
+    assert layer.embeddings.shape == (100, 8) and layer.dtype == "float32"
+    assert layer.embeddings_regularizer == regularizers.L2(0.01)
+    with pytest.raises(TypeError):
+        Embedding.from_config({**cfg, "lora_rank": 4})
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_empty_and_scalar_ids(sparse):
+    from embtable import optimizers
+
+    layer = Embedding(4, 3, sparse=sparse, seed=0)
+    w = layer.embeddings.copy()
+    out = layer(np.zeros((2, 0), np.int32))
+    assert out.shape == (2, 0, 3)
+    grad = layer.backward(np.zeros((2, 0, 3)))
+    if sparse:
+        assert len(grad) == 0 and grad.values.shape == (0, 3)
+    else:
+        assert not grad.any()
+    optimizers.Adam().step(layer)
+    if sparse:
+        np.testing.assert_array_equal(layer.embeddings, w)  # an empty RowGrad: no step
+    layer.zero_grad()
+    out = layer(np.int64(2))
+    np.testing.assert_array_equal(out, layer.embeddings[2])
+    grad = layer.backward(np.ones(3))
+    dense = grad.to_dense(4) if sparse else grad
+    np.testing.assert_array_equal(dense, np.outer(np.arange(4) == 2, np.ones(3)))
+
+
+def test_single_row_table_and_int32_ids():
+    layer = Embedding(1, 1, dtype="float64", sparse=True)
+    ids = np.zeros((3, 2), np.int32)
+    layer(ids)
+    g = layer.backward(np.ones((3, 2, 1)))
+    assert g.indices.tolist() == [0] and g.values.tolist() == [[6.0]]

@@ -19,6 +19,7 @@ struct BagArgs {
   int64_t padding_idx;    // < 0: none
   Scalar* out;            // (B, D)
   int64_t* argmax;        // (B, D) or nullptr; max mode only
+  bool narrow_argmax;     // every row id fits Lanes<Scalar>::Id (int32 for float)
 };
 
 // Pools bags [b0, b1) into out (and argmax).

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 #include "bag_kernels.hpp"
 
@@ -27,6 +28,74 @@ inline void prefetch_cols(const Scalar* row, int64_t width) noexcept {
   const char* p = reinterpret_cast<const char*>(row);
   const int64_t bytes = width * static_cast<int64_t>(sizeof(Scalar));
   for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
+}
+
+// 64-byte GCC vectors of values and of row ids of the same lane width: the max
+// mode's compare-and-select of values and winners stays in registers (the
+// plain array form became masked stores behind branches).
+template <class Scalar>
+struct Lanes;
+template <>
+struct Lanes<float> {
+  typedef float Values __attribute__((vector_size(64)));
+  typedef int32_t Ids __attribute__((vector_size(64)));
+  using Id = int32_t;
+};
+template <>
+struct Lanes<double> {
+  typedef double Values __attribute__((vector_size(64)));
+  typedef int64_t Ids __attribute__((vector_size(64)));
+  using Id = int64_t;
+};
+
+// Max with winners over a full block of kBlock columns, for row ids that fit
+// Lanes<Scalar>::Id. Same semantics and bits as the max_arg branch of pool_block.
+template <class Scalar, class Index>
+inline void max_arg_block(const BagArgs<Scalar, Index>& a, int64_t s, int64_t e, int64_t col,
+                          int64_t pf_end, Scalar* __restrict out,
+                          int64_t* __restrict arg) noexcept {
+  using L = Lanes<Scalar>;
+  constexpr int64_t N = 64 / static_cast<int64_t>(sizeof(Scalar));  // lanes per vector
+  constexpr size_t NV = static_cast<size_t>(kBlock / N);
+  const int64_t D = a.D;
+  const int64_t pad = a.padding_idx;
+  const Index* idx = a.indices;
+  const Scalar* table = a.table + col;
+  int64_t i = s;
+  while (i < e && static_cast<int64_t>(idx[i]) == pad) ++i;
+  if (i == e) {
+    for (int64_t d = 0; d < kBlock; ++d) out[d] = Scalar(0), arg[d] = -1;
+    return;
+  }
+  typename L::Values acc[NV];
+  typename L::Ids win[NV];
+  {
+    const int64_t r = static_cast<int64_t>(idx[i]);
+    const typename L::Ids rid = typename L::Ids{} + static_cast<typename L::Id>(r);
+    for (size_t v = 0; v < NV; ++v) {
+      std::memcpy(&acc[v], table + r * D + static_cast<int64_t>(v) * N, 64);
+      win[v] = rid;
+    }
+  }
+  for (++i; i < e; ++i) {
+    if (col == 0 && i + kBagPrefetch < pf_end)
+      prefetch_cols(table + static_cast<int64_t>(idx[i + kBagPrefetch]) * D, kBlock);
+    const int64_t r = static_cast<int64_t>(idx[i]);
+    if (r == pad) continue;
+    const typename L::Ids rid = typename L::Ids{} + static_cast<typename L::Id>(r);
+    for (size_t v = 0; v < NV; ++v) {
+      typename L::Values x;
+      std::memcpy(&x, table + r * D + static_cast<int64_t>(v) * N, 64);
+      const auto greater = x > acc[v];  // ties keep the first id in bag order
+      acc[v] = greater ? x : acc[v];
+      win[v] = greater ? rid : win[v];
+    }
+  }
+  for (size_t v = 0; v < NV; ++v) {
+    std::memcpy(out + static_cast<int64_t>(v) * N, &acc[v], 64);
+    for (int64_t k = 0; k < N; ++k)
+      arg[static_cast<int64_t>(v) * N + k] = static_cast<int64_t>(win[v][k]);
+  }
 }
 
 // Pools positions [s, e) over columns [col, col + width) into out / arg.
@@ -113,6 +182,12 @@ void forward_kind(const BagArgs<Scalar, Index>& a, int64_t b0, int64_t b1) {
       const int64_t width = std::min(kBlock, D - col);
       Scalar* out = a.out + b * D + col;
       int64_t* arg = K == Kind::max_arg ? a.argmax + b * D + col : nullptr;
+      if constexpr (K == Kind::max_arg) {
+        if (width == kBlock && a.narrow_argmax) {
+          max_arg_block(a, s, e, col, pf_end, out, arg);
+          continue;
+        }
+      }
       if (width == kBlock)
         pool_block<K, kBlock>(a, s, e, col, width, pf_end, out, arg);
       else

@@ -1,6 +1,7 @@
 #include "embtable/embedding_bag.hpp"
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -200,9 +201,13 @@ template <class Scalar>
 void scatter_max(const Scalar* grad_out, int64_t B, int64_t D, const int64_t* argmax,
                  Scalar* target, int64_t lo, int64_t hi) {
   const auto width = static_cast<uint64_t>(hi - lo);
-  for (int64_t k = 0; k < B * D; ++k) {
-    const int64_t r = argmax[k];
-    if (r >= 0 && static_cast<uint64_t>(r - lo) < width) target[r * D + k % D] += grad_out[k];
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t* win = argmax + b * D;
+    const Scalar* g = grad_out + b * D;
+    for (int64_t d = 0; d < D; ++d) {
+      const int64_t r = win[d];  // -1 (empty bag) fails the range test too
+      if (static_cast<uint64_t>(r - lo) < width) target[r * D + d] += g[d];
+    }
   }
 }
 
@@ -277,7 +282,8 @@ void embedding_bag(const Scalar* table, int64_t V, int64_t D, const Index* indic
   if (B == 0 || D == 0) return;
   const kernels::BagArgs<Scalar, Index> args{
       table, D, indices, &bags, mode, per_sample_weights, padding_idx, out,
-      mode == BagMode::max ? argmax : nullptr};
+      mode == BagMode::max ? argmax : nullptr,
+      sizeof(Scalar) == 8 || V <= int64_t{INT32_MAX} + 1};
   const auto fn = kernels::bag_forward<Scalar, Index>();
   // A task covers about kGrainBytes of table rows.
   const int64_t per_bag = std::max<int64_t>(1, bags.num_indices / B);
@@ -383,17 +389,14 @@ void embedding_bag_backward(const Scalar* grad_out, int64_t V, int64_t D, const 
         const int64_t r = static_cast<int64_t>(indices[i]);
         if (r == padding_idx) continue;
         const Scalar w = per_sample_weights ? per_sample_weights[i] : w_bag;
-        std::atomic<uint32_t>& lock = locks.lock[kernels::lock_stripe(r)];
-        while (lock.exchange(1, std::memory_order_acquire) != 0) {
-          while (lock.load(std::memory_order_relaxed) != 0) {
-          }
-        }
+        std::atomic<uint32_t>& lock = locks.lock[kernels::lock_stripe(r)].v;
+        kernels::row_lock(lock);
         Scalar* t = target + r * D;
         if (mode == BagMode::sum && !per_sample_weights)
           for (int64_t d = 0; d < D; ++d) t[d] += g[d];
         else
           for (int64_t d = 0; d < D; ++d) t[d] += w * g[d];
-        lock.store(0, std::memory_order_release);
+        kernels::row_unlock(lock);
       }
     }
   });

@@ -39,9 +39,12 @@ HeldRanges& held_ranges() {
 
 // Row boundaries [b_0 = 0, ..., b_T = V) that split the updates about evenly
 // between T owners, from the quantiles of a sample of the indices. Any split is
-// correct; a good one balances the work.
+// correct; a good one balances the work. `heaviest` gets the largest share of
+// the sample one owner received (1/T when balanced; more when a hot row holds
+// more than a 1/T share, as under a steep Zipf law).
 template <class Index>
-std::vector<int64_t> owner_bounds(const Index* indices, int64_t n, int64_t V, int parts) {
+std::vector<int64_t> owner_bounds(const Index* indices, int64_t n, int64_t V, int parts,
+                                  double* heaviest) {
   const int64_t samples = std::min<int64_t>(n, 256 * static_cast<int64_t>(parts));
   std::vector<int64_t> sample(static_cast<size_t>(samples));
   for (int64_t s = 0; s < samples; ++s)
@@ -53,6 +56,13 @@ std::vector<int64_t> owner_bounds(const Index* indices, int64_t n, int64_t V, in
     if (cut > bounds.back()) bounds.push_back(cut);
   }
   bounds.push_back(V);
+  int64_t most = 0;
+  for (size_t p = 0; p + 1 < bounds.size(); ++p) {
+    const auto lo = std::lower_bound(sample.begin(), sample.end(), bounds[p]);
+    const auto hi = std::lower_bound(sample.begin(), sample.end(), bounds[p + 1]);
+    most = std::max<int64_t>(most, hi - lo);
+  }
+  *heaviest = static_cast<double>(most) / static_cast<double>(std::max<int64_t>(samples, 1));
   return bounds;
 }
 
@@ -93,22 +103,28 @@ void scatter_add(Scalar* target, int64_t V, int64_t D, const Index* indices,
   const int64_t grain = grain_rows(D * static_cast<int64_t>(sizeof(Scalar)));
   const int threads = get_num_threads();
   if (n <= grain || threads == 1) {
-    ops.scatter_owned(target, D, indices, n, updates, 0, V);  // in order: np.add.at exactly
+    ops.scatter_owned(target, D, indices, n, updates, 0, V, V);  // in order: np.add.at exactly
     return;
   }
-  if (!deterministic) {
+  // Owners first, in both modes: no atomics, and bitwise np.add.at. Each owner
+  // reads all n ids (cheap next to the rows), so beyond a few threads, or when
+  // a hot row leaves one owner far more than its share, the atomic mode splits
+  // the ids instead and locks rows.
+  double heaviest = 1.0;
+  const std::vector<int64_t> bounds = owner_bounds(indices, n, V, threads, &heaviest);
+  const auto parts = static_cast<int64_t>(bounds.size()) - 1;
+  const bool balanced = heaviest * threads <= 1.5;
+  if (!deterministic && (threads > 8 || !balanced)) {
     kernels::RowLocks& locks = kernels::row_locks();
     parallel_for(0, n, grain, [&](int64_t b, int64_t e) {
       ops.scatter_locked(target, D, indices, b, e, updates, locks);
     });
     return;
   }
-  const std::vector<int64_t> bounds = owner_bounds(indices, n, V, threads);
-  const auto parts = static_cast<int64_t>(bounds.size()) - 1;
   parallel_for(0, parts, 1, [&](int64_t b, int64_t e) {
     for (int64_t p = b; p < e; ++p)
       ops.scatter_owned(target, D, indices, n, updates, bounds[static_cast<size_t>(p)],
-                        bounds[static_cast<size_t>(p) + 1]);
+                        bounds[static_cast<size_t>(p) + 1], V);
   });
 }
 

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "embtable/parallel.hpp"
+#include "kernels.hpp"
 
 namespace embtable {
 
@@ -17,22 +18,15 @@ int64_t shape_size(std::span<const int64_t> shape) noexcept {
 
 template <class Index>
 int64_t find_first_bad_index(const Index* indices, int64_t n, int64_t V) noexcept {
-  // Comparing as unsigned folds the `< 0` test into the `>= V` one.
-  const auto limit = static_cast<uint64_t>(V);
+  // The scan itself is a per-ISA kernel (vectorised); any scalar type selects it.
+  const auto scan = kernels::ops<float, Index>().first_bad;
   std::atomic<int64_t> first{n};
   parallel_for(0, n, 1 << 16, [&](int64_t b, int64_t e) {
     if (b >= first.load(std::memory_order_relaxed)) return;
-    bool any = false;
-    for (int64_t i = b; i < e; ++i)
-      any |= static_cast<uint64_t>(static_cast<int64_t>(indices[i])) >= limit;
-    if (!any) return;
-    for (int64_t i = b; i < e; ++i) {
-      if (static_cast<uint64_t>(static_cast<int64_t>(indices[i])) >= limit) {
-        int64_t cur = first.load(std::memory_order_relaxed);
-        while (i < cur && !first.compare_exchange_weak(cur, i, std::memory_order_relaxed)) {
-        }
-        return;
-      }
+    const int64_t i = scan(indices, b, e, V);
+    if (i < 0) return;
+    int64_t cur = first.load(std::memory_order_relaxed);
+    while (i < cur && !first.compare_exchange_weak(cur, i, std::memory_order_relaxed)) {
     }
   });
   const int64_t pos = first.load();

@@ -13,6 +13,7 @@ from ._bag import embedding_bag
 from ._bag_layer import EmbeddingBag
 from ._functional import gather, scatter_add
 from ._rowgrad import RowGrad
+from ._sgns import sgns_step, sgns_train
 from .layers import Embedding
 
 __version__: str = _core.__version__
@@ -31,6 +32,8 @@ __all__ = [
     "get_num_threads",
     "scatter_add",
     "set_num_threads",
+    "sgns_step",
+    "sgns_train",
     "show_config",
 ]
 

@@ -1,6 +1,7 @@
 # Type stubs of the compiled module embtable._core (the binding layer).
 from typing import Any
 
+import numpy as np
 from numpy.typing import NDArray
 
 __version__: str
@@ -102,6 +103,43 @@ def embedding_bag_per_sample_weights_backward(
     include_last_offset: bool = ...,
     reference: bool = ...,
 ) -> NDArray[Any]: ...
+
+# --- sgns (python/src/register_sgns.cpp) -------------------------------------
+
+def sgns_step(
+    in_table: np.ndarray,
+    out_table: np.ndarray,
+    centers: np.ndarray,
+    contexts: np.ndarray,
+    negatives: np.ndarray,
+    lr: float,
+    *,
+    ref: bool = False,
+) -> float: ...
+def sgns_train(
+    in_table: np.ndarray,
+    out_table: np.ndarray,
+    tokens: np.ndarray,
+    sentences: np.ndarray | None,
+    noise: np.ndarray,
+    start: int,
+    stop: int,
+    window: int,
+    negative: int,
+    lr: float,
+    end_lr: float,
+    seed: int,
+) -> tuple[float, int]: ...
+def sgns_pairs(
+    tokens: np.ndarray,
+    sentences: np.ndarray | None,
+    noise: np.ndarray,
+    start: int,
+    stop: int,
+    window: int,
+    negative: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 # Sanitizer self-test canaries: only in builds with -DEMBTABLE_TEST_CANARIES=ON
 # (ci/asan.sh, ci/tsan.sh, ci/fuzz.sh); absent from release builds.

@@ -26,6 +26,18 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _name_counters: dict[str, itertools.count] = {}
 
 
+# Keras config keys without a meaning here; dropped by from_config when unset.
+_KERAS_ONLY_KEYS = (
+    "lora_rank",
+    "lora_alpha",
+    "quantization_config",
+    "batch_input_shape",
+    "batch_shape",
+    "input_shape",
+    "autocast",
+)
+
+
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -446,8 +458,18 @@ class TableLayer:
         cls, config: Mapping[str, Any], custom_objects: Mapping[str, Any] | None = None
     ) -> TableLayer:
         """Rebuild a layer from ``get_config()``; ``custom_objects`` maps the names of
-        other callables (qualified or short) to the objects."""
+        other callables (qualified or short) to the objects.
+
+        A Keras 3 ``Embedding`` config works too: its dtype policy dict is read by
+        name and its unset LoRA / quantization / input-shape keys are ignored.
+        """
         cfg = dict(config)
+        dtype = cfg.get("dtype")
+        if isinstance(dtype, dict):  # Keras 3 DTypePolicy
+            cfg["dtype"] = (dtype.get("config") or {}).get("name", "float32")
+        for key in _KERAS_ONLY_KEYS:
+            if key in cfg and cfg[key] in (None, 0, False, [], ()):
+                del cfg[key]
         for key, module in (
             ("embeddings_initializer", initializers),
             ("embeddings_regularizer", regularizers),

@@ -153,7 +153,7 @@ py::object embedding_bag_py(const py::array& table, const py::array& indices,
     }
   });
   if (return_argmax) return py::make_tuple(out, want_argmax ? py::object(argmax) : py::none());
-  return std::move(out);
+  return out;
 }
 
 py::array backward_py(const py::array& grad_out, const py::array& indices,

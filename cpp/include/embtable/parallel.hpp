@@ -15,7 +15,7 @@
 namespace embtable {
 
 // Work below this many bytes of rows runs inline: a wake-up costs more than it saves.
-inline constexpr int64_t kGrainBytes = 64 * 1024;
+inline constexpr int64_t kGrainBytes = 512 * 1024;
 
 // Rows per task for rows of `row_bytes` bytes, never below 1.
 inline int64_t grain_rows(int64_t row_bytes) noexcept {

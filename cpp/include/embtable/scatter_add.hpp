@@ -3,11 +3,14 @@
 //   for i in [0, n):            n = prod(shape), in this order
 //     target[indices[i], :] += updates[i, :]
 //
-// deterministic = true: each row owned by one thread, its updates added in index
-//   order: bitwise identical to np.add.at for every thread count.
-// deterministic = false: threads split the indices; each row update holds a
-//   striped row lock (one atomic per update) around a vector add. Row sums are
-//   exact up to summation order, which may vary between runs.
+// deterministic = true: each row owned by one thread (row ranges cut at sampled
+//   quantiles of the ids), its updates added in index order: bitwise identical
+//   to np.add.at for every thread count.
+// deterministic = false: the same owners when they balance (no atomics, and the
+//   result is then bitwise np.add.at too); when a hot row leaves one owner more
+//   than 1.5x its share, or beyond 8 threads, threads split the indices instead
+//   and each run of equal ids holds a striped row lock around vector adds. Row
+//   sums are then exact up to summation order, which may vary between runs.
 // Every index is checked before the first write. Concurrent calls whose targets
 // overlap run one after the other (as np.add.at under the GIL).
 #pragma once

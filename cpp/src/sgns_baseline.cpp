@@ -1,0 +1,2 @@
+#define EMBTABLE_SGNS_TABLE table_baseline
+#include "sgns_impl.hpp"

@@ -17,7 +17,12 @@ install_embtable "$VENV" build/asan \
 
 # gcc's ASan runtime must come first in the process; libstdc++ too, so that
 # operator new/delete interception sees the extension's C++ allocations.
-export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)"
+# libcrypt too: gcc's ASan intercepts crypt() and resolves the real one at start-up,
+# so without it Python's crypt module (stdlib, imported by the demo's tests) jumps to 0.
+LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)"
+LIBCRYPT="$(ldconfig -p | awk '/libcrypt\.so\.1 .*x86-64|libcrypt\.so\.1 \(libc6,x86-64/ {print $NF; exit}')"
+[[ -n "$LIBCRYPT" ]] && LD_PRELOAD+=" $LIBCRYPT"
+export LD_PRELOAD
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:halt_on_error=1:strict_init_order=1:detect_stack_use_after_return=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 PY="$VENV/bin/python"

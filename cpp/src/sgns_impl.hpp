@@ -21,7 +21,7 @@ namespace embtable::sgns_kernels {
 namespace {
 
 // Partial sums of dot(): a fixed count, so every SIMD level adds in the same
-// order and gives the same bits (no -ffast-math needed to vectorize).
+// order and gives the same bits (no fast-math flag needed to vectorize).
 constexpr int kLanes = 16;
 
 template <class Scalar>

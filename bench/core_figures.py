@@ -14,9 +14,8 @@ import argparse
 import statistics
 import time
 
-import numpy as np
-
 import embtable
+import numpy as np
 
 
 def main() -> None:
@@ -36,7 +35,9 @@ def main() -> None:
         methods = {
             "embtable.gather(out=)": lambda: embtable.gather(table, ids, out=out),
             "np.take(out=)": lambda: np.take(table, ids, axis=0, out=out),
-            "embtable.scatter_add (default)": lambda: embtable.scatter_add(target, ids, updates),
+            "embtable.scatter_add (default)": lambda: embtable.scatter_add(
+                target, ids, updates
+            ),
             "embtable.scatter_add (deterministic)": lambda: embtable.scatter_add(
                 target, ids, updates, deterministic=True
             ),
@@ -58,8 +59,11 @@ def main() -> None:
         print("|---|---:|---:|---:|")
         for name, ms in med.items():
             base = (
-                med["np.take(out=)"] if "gather" in name
-                else med["np.add.at"] if "scatter" in name else None
+                med["np.take(out=)"]
+                if "gather" in name
+                else med["np.add.at"]
+                if "scatter" in name
+                else None
             )
             ratio = f"{base / ms:.1f}x faster" if base else ""
             print(f"| {name} | {ms:.2f} | {ratio} | {ms / copy:.2f} |")

@@ -9,7 +9,9 @@ import atheris
 
 # The harness lives in tests/ (the suite replays the kept corpus through it, also
 # from a copy of tests/ outside the tree).
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests")
+)
 
 import numpy  # noqa: F401 - imported first: only embtable's Python is instrumented
 

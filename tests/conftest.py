@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import embtable
 import numpy as np
 import pytest
-
-import embtable
 from embtable import _core
 
 
@@ -24,4 +23,13 @@ def rng() -> np.random.Generator:
 
 
 FLOATS = [np.float32, np.float64]
-INDEX_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
+INDEX_DTYPES = [
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+]

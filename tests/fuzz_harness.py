@@ -22,15 +22,21 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 import embtable
+import numpy as np
 
 __all__ = ["TARGETS", "Reader", "available", "np_embedding_bag", "run"]
 
 _FLOATS = (np.float32, np.float64)
 _INDEX_DTYPES = (
-    np.int32, np.int64, np.int8, np.uint8, np.int16, np.uint16, np.uint32, np.uint64
+    np.int32,
+    np.int64,
+    np.int8,
+    np.uint8,
+    np.int16,
+    np.uint16,
+    np.uint32,
+    np.uint64,
 )
 # Row lengths: small ones, and long ones whose few rows already exceed the
 # parallel grain (64 KiB of rows), so the thread pool runs under the fuzzer too.
@@ -55,7 +61,7 @@ class Reader:
 
     def take(self, n: int) -> bytes:
         """n bytes, zero-padded past the end."""
-        chunk = self.data[self.pos:self.pos + n]
+        chunk = self.data[self.pos : self.pos + n]
         self.pos += len(chunk)
         return chunk + bytes(n - len(chunk))
 
@@ -143,12 +149,16 @@ def _values(r: Reader, V: int, n: int) -> np.ndarray:
     outside (V..V+3, -1..-4), rarely extreme (int32 / int64 / uint64 edges).
     Vectorised: the decoder is not what is under test, and the fuzzer's speed is."""
     c = np.frombuffer(r.take(n), dtype=np.uint8).astype(np.int64)
-    vals = np.where(c < 244, c % max(V, 1), np.where(c < 248, V + (c & 3), -1 - (c & 3)))
+    vals = np.where(
+        c < 244, c % max(V, 1), np.where(c < 248, V + (c & 3), -1 - (c & 3))
+    )
     out = vals.astype(np.uint64)  # negatives wrap: two's complement bit patterns
     edge = np.flatnonzero(c >= 252)
     if edge.size:
-        out[edge] = np.array([_EDGE_VALUES[(int(c[i]) + int(i)) & 7] % 2**64 for i in edge],
-                             dtype=np.uint64)
+        out[edge] = np.array(
+            [_EDGE_VALUES[(int(c[i]) + int(i)) & 7] % 2**64 for i in edge],
+            dtype=np.uint64,
+        )
     return out
 
 
@@ -179,7 +189,9 @@ def _index_array(r: Reader, V: int, shape: tuple[int, ...]) -> Any:
 def _shape(r: Reader, max_dims: int = 3) -> tuple[int, ...]:
     ndim = r.below(max_dims + 1)
     shape = tuple(r.below(5) for _ in range(ndim))
-    if r.below(16) == 0 and ndim:  # sometimes ~80-600 indices: the pool runs for long rows
+    if (
+        r.below(16) == 0 and ndim
+    ):  # sometimes ~80-600 indices: the pool runs for long rows
         rest = int(np.prod(shape[1:], dtype=np.int64)) or 1
         shape = (shape[0] + 80 * (1 + r.below(8)) // rest,) + shape[1:]
     return shape
@@ -200,10 +212,13 @@ def _threads(r: Reader) -> None:
 
 
 def _same_error(
-    expected: type[BaseException] | tuple[type[BaseException], ...], call: Callable[[], Any]
+    expected: type[BaseException] | tuple[type[BaseException], ...],
+    call: Callable[[], Any],
 ) -> None:
     """`call` must raise one of `expected` (and nothing else)."""
-    names = "/".join(e.__name__ for e in (expected if isinstance(expected, tuple) else (expected,)))
+    names = "/".join(
+        e.__name__ for e in (expected if isinstance(expected, tuple) else (expected,))
+    )
     try:
         call()
     except expected:
@@ -255,12 +270,16 @@ def _scatter(data: bytes, deterministic: bool) -> None:
     updates = _float(r, dtype, ref_idx.shape + (D,), integer=integer)
     # (updates.shape follows np.asarray(indices).shape, as the contract says)
     if r.below(4) == 0 and updates.ndim:
-        updates = np.repeat(updates, 2, axis=-1)[..., ::2]  # non-contiguous: copied once
+        updates = np.repeat(updates, 2, axis=-1)[
+            ..., ::2
+        ]  # non-contiguous: copied once
     before = target.copy()
     if _bad_index(ref_idx, V):
         _same_error(
             IndexError if ref_idx.dtype.kind in "iu" else TypeError,
-            lambda: embtable.scatter_add(target, idx, updates, deterministic=deterministic),
+            lambda: embtable.scatter_add(
+                target, idx, updates, deterministic=deterministic
+            ),
         )
         assert np.array_equal(target, before), "target changed by a failed scatter_add"
         return
@@ -305,18 +324,28 @@ def _bag_args(r: Reader, V: int) -> dict[str, Any]:
         elif corrupt == 1:
             offs = offs[::-1]
         # Built as int64, then cast: a corrupted negative offset wraps in uint8.
-        offsets = np.array(offs, dtype=np.int64).astype(r.pick((np.int64, np.int32, np.uint8)))
+        offsets = np.array(offs, dtype=np.int64).astype(
+            r.pick((np.int64, np.int32, np.uint8))
+        )
     mode = r.pick(("sum", "mean", "max", "sum", "mean", "max", "sum", "bogus"))
     # weights outside "sum" are an error: rarely, so most calls reach the kernels
     weighted = r.below(3) == 0 and (mode == "sum" or r.below(6) == 0)
     padding_idx = None
     if r.below(3) == 0:
         padding_idx = r.below(V + 2) - (1 if r.flag() else 0)
-    return {"shape": shape, "offsets": offsets, "include_last_offset": include_last,
-            "mode": mode, "weighted": weighted, "padding_idx": padding_idx}
+    return {
+        "shape": shape,
+        "offsets": offsets,
+        "include_last_offset": include_last,
+        "mode": mode,
+        "weighted": weighted,
+        "padding_idx": padding_idx,
+    }
 
 
-def _bag_errors(a: dict[str, Any], idx: np.ndarray, V: int) -> tuple[type[BaseException], ...]:
+def _bag_errors(
+    a: dict[str, Any], idx: np.ndarray, V: int
+) -> tuple[type[BaseException], ...]:
     """The errors embtable may raise for these arguments (the contract fixes no order
     between several problems); empty for a valid call."""
     errors: list[type[BaseException]] = []
@@ -329,7 +358,9 @@ def _bag_errors(a: dict[str, Any], idx: np.ndarray, V: int) -> tuple[type[BaseEx
         if len(o) == 0:
             if n or a["include_last_offset"]:
                 errors.append(ValueError)
-        elif o[0] != 0 or any(b < x for x, b in zip(o, o[1:], strict=False)) or o[-1] > n:
+        elif (
+            o[0] != 0 or any(b < x for x, b in zip(o, o[1:], strict=False)) or o[-1] > n
+        ):
             errors.append(ValueError)
         elif a["include_last_offset"] and o[-1] != n:
             errors.append(ValueError)
@@ -354,14 +385,25 @@ def fuzz_embedding_bag(data: bytes) -> None:
     a = _bag_args(r, V)
     idx = _int64_values(r, V, a["shape"]).astype(r.pick((np.int64, np.int32)))
     weights = _float(r, dtype, idx.shape, integer=False) if a["weighted"] else None
-    B = idx.shape[0] if idx.ndim == 2 else max(len(a["offsets"]) - int(a["include_last_offset"]), 0)
+    B = (
+        idx.shape[0]
+        if idx.ndim == 2
+        else max(len(a["offsets"]) - int(a["include_last_offset"]), 0)
+    )
     out = np.full((B, D), -3, dtype=dtype) if r.flag() else None
     before = None if out is None else out.copy()
 
     def call() -> np.ndarray:
         return embtable.embedding_bag(
-            table, idx, a["offsets"], mode=a["mode"], per_sample_weights=weights,
-            padding_idx=a["padding_idx"], include_last_offset=a["include_last_offset"], out=out)
+            table,
+            idx,
+            a["offsets"],
+            mode=a["mode"],
+            per_sample_weights=weights,
+            padding_idx=a["padding_idx"],
+            include_last_offset=a["include_last_offset"],
+            out=out,
+        )
 
     expected = _bag_errors(a, idx, V)
     if expected:
@@ -370,8 +412,15 @@ def fuzz_embedding_bag(data: bytes) -> None:
             assert np.array_equal(out, before), "out changed by a failed embedding_bag"
         return
     got = call()
-    want = np_embedding_bag(table, idx, a["offsets"], a["mode"], weights, a["padding_idx"],
-                            a["include_last_offset"])
+    want = np_embedding_bag(
+        table,
+        idx,
+        a["offsets"],
+        a["mode"],
+        weights,
+        a["padding_idx"],
+        a["include_last_offset"],
+    )
     if out is not None:
         assert got is out
     assert got.shape == want.shape and got.dtype == want.dtype, (got.shape, want.shape)
@@ -389,14 +438,17 @@ def fuzz_layer(data: bytes) -> None:
     dtype = r.pick(("float32", "float64"))
     sparse = r.flag()
     padding_idx = r.below(V) if r.below(3) == 0 else None
-    layer = embtable.Embedding(V, D, dtype=dtype, seed=r.byte(), sparse=sparse,
-                               padding_idx=padding_idx)
+    layer = embtable.Embedding(
+        V, D, dtype=dtype, seed=r.byte(), sparse=sparse, padding_idx=padding_idx
+    )
     table = layer.embeddings.copy()
     shape = _shape(r, max_dims=2)
     idx = _int64_values(r, V, shape)
     if _bad_index(idx, V):
         _same_error(IndexError, lambda: layer(idx))
-        assert np.array_equal(layer.embeddings, table), "table changed by a failed forward"
+        assert np.array_equal(layer.embeddings, table), (
+            "table changed by a failed forward"
+        )
         return
     y = layer(idx)
     assert np.array_equal(y, np.take(table, idx, axis=0)), "Embedding forward"
@@ -427,7 +479,9 @@ def fuzz_layer(data: bytes) -> None:
     y = bag(bidx)
     want_y = np_embedding_bag(bag.embeddings, bidx, None, mode, None, None, False)
     rtol = 1e-5 if dtype == "float32" else 1e-12
-    np.testing.assert_allclose(y, want_y, rtol=rtol, atol=rtol, err_msg="EmbeddingBag forward")
+    np.testing.assert_allclose(
+        y, want_y, rtol=rtol, atol=rtol, err_msg="EmbeddingBag forward"
+    )
     gy = _float(r, bag.embeddings.dtype, y.shape, integer=True)
     gb = np.asarray(bag.backward(gy))
     assert gb.shape == bag.embeddings.shape

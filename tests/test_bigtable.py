@@ -11,22 +11,35 @@ from __future__ import annotations
 
 import os
 
+import embtable
 import numpy as np
 import pytest
 
-import embtable
-
 pytestmark = [
     pytest.mark.bigtable,
-    pytest.mark.skipif(os.environ.get("EMBTABLE_BIGTABLE") != "1",
-                       reason="set EMBTABLE_BIGTABLE=1 (needs an 8 GiB sparse file)"),
+    pytest.mark.skipif(
+        os.environ.get("EMBTABLE_BIGTABLE") != "1",
+        reason="set EMBTABLE_BIGTABLE=1 (needs an 8 GiB sparse file)",
+    ),
 ]
 
 D = 64
 V = 2**25 + 8  # V * D = 2**31 + 512
 BOUNDARY_ROW = 2**31 // D  # first row whose elements lie past element 2**31
-ROWS = np.array([0, 1, BOUNDARY_ROW - 1, BOUNDARY_ROW, BOUNDARY_ROW + 3, V - 1, 12_345_678,
-                 BOUNDARY_ROW, V - 1, V - 1])  # duplicates on purpose
+ROWS = np.array(
+    [
+        0,
+        1,
+        BOUNDARY_ROW - 1,
+        BOUNDARY_ROW,
+        BOUNDARY_ROW + 3,
+        V - 1,
+        12_345_678,
+        BOUNDARY_ROW,
+        V - 1,
+        V - 1,
+    ]
+)  # duplicates on purpose
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +54,6 @@ def table(tmp_path_factory):
     path.unlink()
 
 
-
 @pytest.mark.parametrize("index_dtype", [np.int32, np.int64, np.uint32, np.uint64])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_gather_past_2_31(table, index_dtype, threads):
@@ -52,8 +64,10 @@ def test_gather_past_2_31(table, index_dtype, threads):
     np.testing.assert_array_equal(got, want)
     # Long enough for the pool: every task's rows are past element 2**31.
     many = np.repeat(ROWS[3:5], 3000).astype(index_dtype)
-    np.testing.assert_array_equal(embtable.gather(table, many),
-                                  np.stack([np.asarray(table[int(r)]) for r in many]))
+    np.testing.assert_array_equal(
+        embtable.gather(table, many),
+        np.stack([np.asarray(table[int(r)]) for r in many]),
+    )
 
 
 @pytest.mark.parametrize("deterministic", [False, True])
@@ -70,14 +84,19 @@ def test_scatter_add_past_2_31(table, deterministic, threads):
         sel = idx == r
         for u in upd[sel]:  # np.add.at order, on this row only
             want += u
-        np.testing.assert_array_equal(np.asarray(table[int(r)]), want, err_msg=f"row {r}")
+        np.testing.assert_array_equal(
+            np.asarray(table[int(r)]), want, err_msg=f"row {r}"
+        )
     for r in rows:  # restore for the other parametrizations
         table[int(r)] = before[int(r)]
 
 
 def test_index_error_names_large_values(table):
-    with pytest.raises(IndexError, match=f"index {V} at position \\(2,\\) is out of bounds "
-                                         f"for a table with {V} rows"):
+    with pytest.raises(
+        IndexError,
+        match=f"index {V} at position \\(2,\\) is out of bounds "
+        f"for a table with {V} rows",
+    ):
         embtable.gather(table, np.array([BOUNDARY_ROW, V - 1, V], dtype=np.int64))
 
 

@@ -12,17 +12,15 @@ import signal
 import threading
 import warnings
 
+import embtable
 import numpy as np
 import pytest
-
-import embtable
 
 N_THREADS = 8
 CALLS = 200
 JOIN_TIMEOUT = 300.0  # seconds; generous for TSan on 2 shared cores
 V, D = 512, 64  # float32 rows of 256 B: 600 indices exceed the grain, so the pool runs
 N_IDX = 600
-
 
 
 def _run_threads(targets: list, timeout: float = JOIN_TIMEOUT) -> None:
@@ -42,10 +40,15 @@ class _Workload:
         rng = np.random.default_rng(seed)
         self.table = rng.standard_normal((V, D)).astype(np.float32)
         self.table.flags.writeable = False
-        self.idx = [rng.integers(0, V, size=N_IDX).astype(dt)
-                    for dt in (np.int32, np.int64) for _ in range(variants // 2)]
+        self.idx = [
+            rng.integers(0, V, size=N_IDX).astype(dt)
+            for dt in (np.int32, np.int64)
+            for _ in range(variants // 2)
+        ]
         # Integer-valued updates: every summation order gives the exact same sum.
-        self.upd = [rng.integers(0, 4, size=(N_IDX, D)).astype(np.float32) for _ in self.idx]
+        self.upd = [
+            rng.integers(0, 4, size=(N_IDX, D)).astype(np.float32) for _ in self.idx
+        ]
         self.gathered = [np.take(self.table, i, axis=0) for i in self.idx]
         self.contrib = []
         for i, u in zip(self.idx, self.upd, strict=True):
@@ -55,9 +58,12 @@ class _Workload:
         self.has_bag = hasattr(embtable, "embedding_bag")
         if self.has_bag:
             self.bag_idx = [i.reshape(150, 4) for i in self.idx]
-            self.bagged = [np.take(self.table, b.astype(np.int64), axis=0).sum(axis=1,
-                                                                                dtype=np.float32)
-                           for b in self.bag_idx]
+            self.bagged = [
+                np.take(self.table, b.astype(np.int64), axis=0).sum(
+                    axis=1, dtype=np.float32
+                )
+                for b in self.bag_idx
+            ]
 
 
 @pytest.mark.parametrize("internal_threads", [1, 2, 4])
@@ -80,12 +86,16 @@ def test_threads_mixing_gather_scatter_bag(internal_threads):
                     if not np.array_equal(got, w.gathered[v]):
                         errors.append(f"thread {tid} call {call}: gather differs")
                 elif op == 1 or not w.has_bag:
-                    embtable.scatter_add(target, w.idx[v], w.upd[v], deterministic=call % 2 == 0)
+                    embtable.scatter_add(
+                        target, w.idx[v], w.upd[v], deterministic=call % 2 == 0
+                    )
                     scatter_counts[tid][v] += 1
                 else:
                     got = embtable.embedding_bag(w.table, w.bag_idx[v], mode="sum")
                     if not np.allclose(got, w.bagged[v], rtol=1e-5, atol=1e-5):
-                        errors.append(f"thread {tid} call {call}: embedding_bag differs")
+                        errors.append(
+                            f"thread {tid} call {call}: embedding_bag differs"
+                        )
         except Exception as e:  # noqa: BLE001 - reported by the main thread
             errors.append(f"thread {tid}: {type(e).__name__}: {e}")
 
@@ -112,10 +122,14 @@ def test_set_num_threads_changed_while_calls_run():
             for call in range(CALLS // 2):
                 v = (tid + call) % len(w.idx)
                 if call % 2:
-                    if not np.array_equal(embtable.gather(w.table, w.idx[v]), w.gathered[v]):
+                    if not np.array_equal(
+                        embtable.gather(w.table, w.idx[v]), w.gathered[v]
+                    ):
                         errors.append(f"thread {tid}: gather differs")
                 else:
-                    embtable.scatter_add(target, w.idx[v], w.upd[v], deterministic=tid % 2 == 0)
+                    embtable.scatter_add(
+                        target, w.idx[v], w.upd[v], deterministic=tid % 2 == 0
+                    )
                     with lock:
                         counts[v] += 1
         except Exception as e:  # noqa: BLE001

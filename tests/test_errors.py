@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 
+import embtable
 import numpy as np
 import pytest
-
-import embtable
 
 
 @pytest.fixture
@@ -25,19 +24,24 @@ def _unchanged(fn, arr, exc, match=None):
 
 # --- out-of-bounds indices -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint32, np.uint64])
 def test_first_bad_index_named_with_position(table, dtype):
     ids = np.array([[0, 1], [2, 3], [4, 0], [1, 10]], dtype=dtype)
     ids[3, 0] = 9  # two bad ones: (3, 0) comes first in C order
     out = np.full((4, 2, 4), 7.0, np.float32)
     msg = "index 9 at position (3, 0) is out of bounds for a table with 5 rows"
-    _unchanged(lambda: embtable.gather(table, ids, out=out), out, IndexError, re.escape(msg))
+    _unchanged(
+        lambda: embtable.gather(table, ids, out=out), out, IndexError, re.escape(msg)
+    )
     target = table.copy()
     upd = np.ones((4, 2, 4), np.float32)
     for det in (True, False):
         _unchanged(
             lambda det=det: embtable.scatter_add(target, ids, upd, deterministic=det),
-            target, IndexError, re.escape(msg),
+            target,
+            IndexError,
+            re.escape(msg),
         )
 
 
@@ -46,7 +50,9 @@ def test_negative_index_is_an_error(table):
     msg = "index -1 at position (2,) is out of bounds for a table with 5 rows"
     _unchanged(
         lambda: embtable.scatter_add(target, [0, 1, -1], np.ones((3, 4), np.float32)),
-        target, IndexError, re.escape(msg),
+        target,
+        IndexError,
+        re.escape(msg),
     )
     with pytest.raises(IndexError, match=re.escape(msg)):
         embtable.gather(table, np.array([0, 1, -1], np.int32))
@@ -64,8 +70,12 @@ def test_uint64_above_int64_max_is_named_as_given(table):
     msg = f"index {big} at position (1,) is out of bounds for a table with 5 rows"
     with pytest.raises(IndexError, match=re.escape(msg)):
         embtable.gather(table, ids)
-    _unchanged(lambda: embtable.scatter_add(target, ids, np.ones((3, 4), np.float32)),
-               target, IndexError, re.escape(msg))
+    _unchanged(
+        lambda: embtable.scatter_add(target, ids, np.ones((3, 4), np.float32)),
+        target,
+        IndexError,
+        re.escape(msg),
+    )
 
 
 def test_bad_index_found_in_a_large_array(rng):
@@ -78,16 +88,26 @@ def test_bad_index_found_in_a_large_array(rng):
     msg = "index -5 at position (300007,) is out of bounds for a table with 100 rows"
     _unchanged(
         lambda: embtable.scatter_add(target, ids, np.ones((ids.size, 8), np.float32)),
-        target, IndexError, re.escape(msg),
+        target,
+        IndexError,
+        re.escape(msg),
     )
 
 
 # --- index dtypes ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "ids",
-    [np.array([1.0, 2.0]), np.array([], dtype=np.float64), np.array([True, False]),
-     np.array([1 + 0j]), np.array([1, 2], dtype=object), [1.5], np.array(["1"])],
+    [
+        np.array([1.0, 2.0]),
+        np.array([], dtype=np.float64),
+        np.array([True, False]),
+        np.array([1 + 0j]),
+        np.array([1, 2], dtype=object),
+        [1.5],
+        np.array(["1"]),
+    ],
 )
 def test_non_integer_indices_type_error(table, ids):
     out = np.zeros((len(ids), 4), np.float32)
@@ -95,14 +115,19 @@ def test_non_integer_indices_type_error(table, ids):
     target = table.copy()
     _unchanged(
         lambda: embtable.scatter_add(target, ids, np.zeros((len(ids), 4), np.float32)),
-        target, TypeError, "integer",
+        target,
+        TypeError,
+        "integer",
     )
 
 
 # --- float dtypes ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", [np.float16, np.int32, np.int64, np.bool_, object,
-                                   np.complex64, np.longdouble])
+
+@pytest.mark.parametrize(
+    "dtype",
+    [np.float16, np.int32, np.int64, np.bool_, object, np.complex64, np.longdouble],
+)
 def test_unsupported_table_dtype(dtype):
     table = np.zeros((3, 2), dtype=dtype)
     with pytest.raises(TypeError, match="float32 and float64"):
@@ -113,69 +138,107 @@ def test_unsupported_table_dtype(dtype):
 
 def test_unsupported_updates_and_out_dtype(table):
     target = table.copy()
-    _unchanged(lambda: embtable.scatter_add(target, [0], np.zeros((1, 4), np.int64)),
-               target, TypeError, "int64")
+    _unchanged(
+        lambda: embtable.scatter_add(target, [0], np.zeros((1, 4), np.int64)),
+        target,
+        TypeError,
+        "int64",
+    )
     out = np.zeros((1, 4), np.float16)
     _unchanged(lambda: embtable.gather(table, [0], out=out), out, TypeError, "float16")
 
 
 def test_mixed_float_dtypes(table):
     target = table.copy()
-    _unchanged(lambda: embtable.scatter_add(target, [0], np.zeros((1, 4), np.float64)),
-               target, TypeError, "float64.*float32")
+    _unchanged(
+        lambda: embtable.scatter_add(target, [0], np.zeros((1, 4), np.float64)),
+        target,
+        TypeError,
+        "float64.*float32",
+    )
     out = np.zeros((1, 4), np.float64)
-    _unchanged(lambda: embtable.gather(table, [0], out=out), out, TypeError, "float64.*float32")
+    _unchanged(
+        lambda: embtable.gather(table, [0], out=out), out, TypeError, "float64.*float32"
+    )
 
 
 # --- shapes --------------------------------------------------------------------------------
+
 
 def test_table_not_2d():
     with pytest.raises(ValueError, match=re.escape("(3,)")):
         embtable.gather(np.zeros(3, np.float32), [0])
     with pytest.raises(ValueError, match=re.escape("(2, 2, 2)")):
-        embtable.scatter_add(np.zeros((2, 2, 2), np.float32), [0], np.zeros((1, 2), np.float32))
+        embtable.scatter_add(
+            np.zeros((2, 2, 2), np.float32), [0], np.zeros((1, 2), np.float32)
+        )
 
 
 def test_updates_shape_must_match_exactly(table):
     target = table.copy()
     for bad in [(3, 4), (2, 1), (4,), (1, 2, 4)]:
         _unchanged(
-            lambda bad=bad: embtable.scatter_add(target, [0, 1], np.zeros(bad, np.float32)),
-            target, ValueError, re.escape(str(bad)) + ".*" + re.escape("(2, 4)"),
+            lambda bad=bad: embtable.scatter_add(
+                target, [0, 1], np.zeros(bad, np.float32)
+            ),
+            target,
+            ValueError,
+            re.escape(str(bad)) + ".*" + re.escape("(2, 4)"),
         )
 
 
 def test_out_shape(table):
     out = np.zeros((2, 3), np.float32)
-    _unchanged(lambda: embtable.gather(table, [0, 1], out=out), out, ValueError,
-               re.escape("(2, 3)") + ".*" + re.escape("(2, 4)"))
+    _unchanged(
+        lambda: embtable.gather(table, [0, 1], out=out),
+        out,
+        ValueError,
+        re.escape("(2, 3)") + ".*" + re.escape("(2, 4)"),
+    )
 
 
 # --- in-place buffers ------------------------------------------------------------------------
 
+
 def test_readonly_target_and_out(table):
     target = table.copy()
     target.flags.writeable = False
-    _unchanged(lambda: embtable.scatter_add(target, [0], np.ones((1, 4), np.float32)),
-               target, ValueError, "read-only")
+    _unchanged(
+        lambda: embtable.scatter_add(target, [0], np.ones((1, 4), np.float32)),
+        target,
+        ValueError,
+        "read-only",
+    )
     out = np.zeros((1, 4), np.float32)
     out.flags.writeable = False
-    _unchanged(lambda: embtable.gather(table, [0], out=out), out, ValueError, "read-only")
+    _unchanged(
+        lambda: embtable.gather(table, [0], out=out), out, ValueError, "read-only"
+    )
 
 
 def test_non_contiguous_target_and_out(table):
     big = np.zeros((5, 8), np.float32)
     target = big[:, ::2]
-    _unchanged(lambda: embtable.scatter_add(target, [0], np.ones((1, 4), np.float32)),
-               big, ValueError, "C-contiguous")
+    _unchanged(
+        lambda: embtable.scatter_add(target, [0], np.ones((1, 4), np.float32)),
+        big,
+        ValueError,
+        "C-contiguous",
+    )
     out_big = np.zeros((2, 8), np.float32)
-    _unchanged(lambda: embtable.gather(table, [0, 1], out=out_big[:, ::2]), out_big,
-               ValueError, "C-contiguous")
+    _unchanged(
+        lambda: embtable.gather(table, [0, 1], out=out_big[:, ::2]),
+        out_big,
+        ValueError,
+        "C-contiguous",
+    )
 
 
 def test_non_contiguous_table_says_how_to_fix():
     table = np.zeros((4, 6), np.float32)[:, ::2]
-    with pytest.raises(ValueError, match=re.escape("np.ascontiguousarray(x, dtype=np.float32)")):
+    with pytest.raises(
+        ValueError, match=re.escape("np.ascontiguousarray(x, dtype=np.float32)")
+    ):
         embtable.gather(table, [0])
     with pytest.raises(ValueError, match="C-contiguous"):
         embtable.gather(np.asfortranarray(np.zeros((4, 3), np.float32)), [0])
@@ -189,8 +252,12 @@ def test_byteswapped_floats_say_how_to_fix(table):
     with pytest.raises(ValueError, match=fix):
         embtable.scatter_add(swapped, [0], np.ones((1, 4), ">f4"))
     target = table.copy()
-    _unchanged(lambda: embtable.scatter_add(target, [0], np.ones((1, 4), ">f4")),
-               target, ValueError, fix)
+    _unchanged(
+        lambda: embtable.scatter_add(target, [0], np.ones((1, 4), ">f4")),
+        target,
+        ValueError,
+        fix,
+    )
 
 
 def test_target_must_be_an_ndarray():
@@ -202,6 +269,7 @@ def test_target_must_be_an_ndarray():
 
 # --- overlap -----------------------------------------------------------------------------------
 
+
 def test_out_overlapping_table():
     table = np.zeros((6, 4), np.float32)
     before = table.tobytes()
@@ -212,10 +280,18 @@ def test_out_overlapping_table():
 
 def test_updates_overlapping_target(rng):
     target = rng.standard_normal((6, 4)).astype(np.float32)
-    _unchanged(lambda: embtable.scatter_add(target, [0, 1], target[4:6]), target,
-               ValueError, "overlaps")
-    _unchanged(lambda: embtable.scatter_add(target, [0, 1], target[::3]), target,
-               ValueError, "overlaps")
+    _unchanged(
+        lambda: embtable.scatter_add(target, [0, 1], target[4:6]),
+        target,
+        ValueError,
+        "overlaps",
+    )
+    _unchanged(
+        lambda: embtable.scatter_add(target, [0, 1], target[::3]),
+        target,
+        ValueError,
+        "overlaps",
+    )
 
 
 def test_indices_overlapping_out():
@@ -229,6 +305,7 @@ def test_indices_overlapping_out():
 
 
 # --- threads -------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("n", [0, -1])
 def test_set_num_threads_rejects_non_positive(n):

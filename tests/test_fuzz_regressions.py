@@ -8,21 +8,22 @@ from pathlib import Path
 
 import pytest
 
-import embtable
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fuzz_harness as harness  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent / "fuzz_corpus"
-CASES = sorted(p for p in CORPUS.glob("*/*") if p.is_file() and p.parent.name in harness.TARGETS)
-
+CASES = sorted(
+    p for p in CORPUS.glob("*/*") if p.is_file() and p.parent.name in harness.TARGETS
+)
 
 
 def test_corpus_is_not_empty():
     assert len(CASES) >= len(harness.TARGETS)
 
 
-@pytest.mark.parametrize("path", CASES, ids=[f"{p.parent.name}/{p.name}" for p in CASES])
+@pytest.mark.parametrize(
+    "path", CASES, ids=[f"{p.parent.name}/{p.name}" for p in CASES]
+)
 def test_replay(path: Path):
     target = path.parent.name
     if not harness.available(target):

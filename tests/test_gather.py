@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import embtable
 import numpy as np
 import pytest
 from conftest import FLOATS, INDEX_DTYPES
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import embtable
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -59,15 +58,21 @@ def test_non_contiguous_indices_are_read_correctly(rng):
     table = rng.standard_normal((50, 6)).astype(np.float64)
     ids = rng.integers(0, 50, size=(10, 8))[:, ::3]
     assert not ids.flags.c_contiguous
-    np.testing.assert_array_equal(embtable.gather(table, ids), np.take(table, ids, axis=0))
+    np.testing.assert_array_equal(
+        embtable.gather(table, ids), np.take(table, ids, axis=0)
+    )
     ids_f = np.asfortranarray(rng.integers(0, 50, size=(6, 7)))
-    np.testing.assert_array_equal(embtable.gather(table, ids_f), np.take(table, ids_f, axis=0))
+    np.testing.assert_array_equal(
+        embtable.gather(table, ids_f), np.take(table, ids_f, axis=0)
+    )
 
 
 def test_byteswapped_indices_are_converted(rng):
     table = rng.standard_normal((50, 6)).astype(np.float32)
     ids = rng.integers(0, 50, size=20).astype(">i8")
-    np.testing.assert_array_equal(embtable.gather(table, ids), np.take(table, ids, axis=0))
+    np.testing.assert_array_equal(
+        embtable.gather(table, ids), np.take(table, ids, axis=0)
+    )
 
 
 def test_out_is_returned_and_written(rng):
@@ -109,4 +114,6 @@ def test_property_matches_take(V, D, shape, dtype, index_dtype, threads, seed):
     hi = min(V, np.iinfo(index_dtype).max + 1)
     ids = rng.integers(0, hi, size=shape).astype(index_dtype)
     embtable.set_num_threads(threads)
-    np.testing.assert_array_equal(embtable.gather(table, ids), np.take(table, ids, axis=0))
+    np.testing.assert_array_equal(
+        embtable.gather(table, ids), np.take(table, ids, axis=0)
+    )

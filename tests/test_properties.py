@@ -13,13 +13,12 @@ import re
 import sys
 from pathlib import Path
 
+import embtable
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-import embtable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fuzz_harness import np_embedding_bag  # noqa: E402
@@ -32,11 +31,18 @@ SETTINGS = settings(
 )
 
 FLOATS = [np.float32, np.float64]
-INDEX_DTYPES = [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64,
-                np.uint64]
+INDEX_DTYPES = [
+    np.int8,
+    np.uint8,
+    np.int16,
+    np.uint16,
+    np.int32,
+    np.uint32,
+    np.int64,
+    np.uint64,
+]
 # Long rows make a few indices exceed the parallel grain, so the pool runs.
 DIMS = [0, 1, 2, 3, 5, 8, 64, 130]
-
 
 
 @st.composite
@@ -57,14 +63,20 @@ def index_case(draw, min_V: int = 0):
     indices: object = values.astype(idx_dtype)
     form = draw(st.integers(0, 5))
     if form == 0 and np.shape(values.tolist()) == values.shape:
-        indices = values.tolist()  # Python ints (0-d: an int); not where a list loses 0-dims
+        indices = (
+            values.tolist()
+        )  # Python ints (0-d: an int); not where a list loses 0-dims
     elif form == 1 and values.ndim:
-        indices = np.repeat(values.astype(idx_dtype), 2, axis=-1)[..., ::2]  # not contiguous
+        indices = np.repeat(values.astype(idx_dtype), 2, axis=-1)[
+            ..., ::2
+        ]  # not contiguous
     threads = draw(st.integers(1, 4))
     return V, D, dtype, indices, values.astype(np.int64), threads
 
 
-def _table(rng: np.random.Generator, V: int, D: int, dtype, integer: bool = False) -> np.ndarray:
+def _table(
+    rng: np.random.Generator, V: int, D: int, dtype, integer: bool = False
+) -> np.ndarray:
     if integer:
         return rng.integers(-8, 8, size=(V, D)).astype(dtype)
     return rng.standard_normal((V, D)).astype(dtype)
@@ -89,8 +101,12 @@ def test_gather_matches_take(case, with_out, seed):
 
 
 @SETTINGS
-@given(case=index_case(), deterministic=st.booleans(), integer=st.booleans(),
-       seed=st.integers(0, 2**16))
+@given(
+    case=index_case(),
+    deterministic=st.booleans(),
+    integer=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_scatter_add_matches_add_at(case, deterministic, integer, seed):
     V, D, dtype, indices, ref, threads = case
     embtable.set_num_threads(threads)
@@ -113,8 +129,12 @@ def test_scatter_add_matches_add_at(case, deterministic, integer, seed):
 
 
 @SETTINGS
-@given(case=index_case(min_V=0), bad=st.sampled_from([-1, 0, 1, 2**31, -(2**31)]),
-       where=st.integers(0, 2**16), op=st.sampled_from(["gather", "scatter", "scatter_det"]))
+@given(
+    case=index_case(min_V=0),
+    bad=st.sampled_from([-1, 0, 1, 2**31, -(2**31)]),
+    where=st.integers(0, 2**16),
+    op=st.sampled_from(["gather", "scatter", "scatter_det"]),
+)
 def test_bad_index_raises_and_writes_nothing(case, bad, where, op):
     V, D, dtype, _, ref, threads = case
     if ref.size == 0:
@@ -127,7 +147,12 @@ def test_bad_index_raises_and_writes_nothing(case, bad, where, op):
     idx = flat.reshape(ref.shape)
     first = int(np.flatnonzero((flat < 0) | (flat >= V))[0])
     coord = np.unravel_index(first, idx.shape) if idx.ndim else ()
-    expected = "(" + ", ".join(str(int(c)) for c in coord) + ("," if len(coord) == 1 else "") + ")"
+    expected = (
+        "("
+        + ", ".join(str(int(c)) for c in coord)
+        + ("," if len(coord) == 1 else "")
+        + ")"
+    )
     rng = np.random.default_rng(where)
     target = _table(rng, V, D, dtype)
     before = target.copy()
@@ -141,12 +166,16 @@ def test_bad_index_raises_and_writes_nothing(case, bad, where, op):
                 assert np.all(out == 5)
         else:
             updates = np.ones(idx.shape + (D,), dtype=dtype)
-            embtable.scatter_add(target, idx, updates, deterministic=op == "scatter_det")
+            embtable.scatter_add(
+                target, idx, updates, deterministic=op == "scatter_det"
+            )
     np.testing.assert_array_equal(target, before)
 
 
-needs_bag = pytest.mark.skipif(not hasattr(embtable, "embedding_bag"),
-                               reason="this build has no embtable.embedding_bag")
+needs_bag = pytest.mark.skipif(
+    not hasattr(embtable, "embedding_bag"),
+    reason="this build has no embtable.embedding_bag",
+)
 
 
 @st.composite
@@ -158,21 +187,25 @@ def bag_case(draw):
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     if draw(st.booleans()):
-        B = draw(st.integers(0, 5)) + (draw(st.integers(0, 300)) if draw(st.integers(0, 5)) == 0
-                                       else 0)
+        B = draw(st.integers(0, 5)) + (
+            draw(st.integers(0, 300)) if draw(st.integers(0, 5)) == 0 else 0
+        )
         L = draw(st.integers(0, 4))
         indices = rng.integers(0, V, size=(B, L))
         offsets = None
         include_last = False
     else:
-        n = draw(st.integers(0, 12)) + (draw(st.integers(0, 400)) if draw(st.integers(0, 5)) == 0
-                                        else 0)
+        n = draw(st.integers(0, 12)) + (
+            draw(st.integers(0, 400)) if draw(st.integers(0, 5)) == 0 else 0
+        )
         indices = rng.integers(0, V, size=n)
         B = draw(st.integers(0 if n == 0 else 1, 6))
         cuts = sorted(rng.integers(0, n + 1, size=max(B - 1, 0)).tolist())
         include_last = draw(st.booleans()) and B > 0
         offs = ([0] + cuts if B else []) + ([n] if include_last else [])
-        offsets = np.array(offs, dtype=draw(st.sampled_from([np.int64, np.int32, np.uint16])))
+        offsets = np.array(
+            offs, dtype=draw(st.sampled_from([np.int64, np.int32, np.uint16]))
+        )
     indices = indices.astype(draw(st.sampled_from(INDEX_DTYPES)))
     weights = None
     if mode == "sum" and draw(st.booleans()):
@@ -189,12 +222,26 @@ def bag_case(draw):
 def test_embedding_bag_matches_oracle(case, with_out):
     table, indices, offsets, mode, weights, padding_idx, include_last, threads = case
     embtable.set_num_threads(threads)
-    want = np_embedding_bag(table, indices.astype(np.int64), offsets, mode, weights,
-                            padding_idx, include_last)
+    want = np_embedding_bag(
+        table,
+        indices.astype(np.int64),
+        offsets,
+        mode,
+        weights,
+        padding_idx,
+        include_last,
+    )
     out = np.full(want.shape, 9, dtype=table.dtype) if with_out else None
-    got = embtable.embedding_bag(table, indices, offsets, mode=mode, per_sample_weights=weights,
-                                 padding_idx=padding_idx, include_last_offset=include_last,
-                                 out=out)
+    got = embtable.embedding_bag(
+        table,
+        indices,
+        offsets,
+        mode=mode,
+        per_sample_weights=weights,
+        padding_idx=padding_idx,
+        include_last_offset=include_last,
+        out=out,
+    )
     if with_out:
         assert got is out
     assert got.shape == want.shape and got.dtype == want.dtype
@@ -204,8 +251,9 @@ def test_embedding_bag_matches_oracle(case, with_out):
         np.testing.assert_array_equal(got, want)
 
 
-needs_layer = pytest.mark.skipif(not hasattr(embtable, "Embedding"),
-                                 reason="this build has no embtable.Embedding")
+needs_layer = pytest.mark.skipif(
+    not hasattr(embtable, "Embedding"), reason="this build has no embtable.Embedding"
+)
 
 
 @needs_layer
@@ -216,7 +264,9 @@ def test_layer_forward_backward(case, sparse, seed):
     if D == 0:
         D = 1
     embtable.set_num_threads(threads)
-    layer = embtable.Embedding(V, D, dtype=np.dtype(dtype).name, seed=seed, sparse=sparse)
+    layer = embtable.Embedding(
+        V, D, dtype=np.dtype(dtype).name, seed=seed, sparse=sparse
+    )
     table = layer.embeddings.copy()
     y = layer(indices)
     np.testing.assert_array_equal(y, np.take(table, ref, axis=0))

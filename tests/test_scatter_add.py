@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import embtable
 import numpy as np
 import pytest
 from conftest import FLOATS, INDEX_DTYPES
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import embtable
 
 
 def _reference(target, ids, updates):
@@ -48,7 +47,9 @@ def test_deterministic_is_bitwise_add_at(rng, threads):
 def test_atomic_exact_on_integer_values(rng, threads, dtype):
     V, D, N = 300, 17, 120_000
     target = rng.integers(-5, 5, size=(V, D)).astype(dtype)
-    ids = np.concatenate([np.zeros(N // 5, np.int64), rng.integers(0, V, size=N - N // 5)])
+    ids = np.concatenate(
+        [np.zeros(N // 5, np.int64), rng.integers(0, V, size=N - N // 5)]
+    )
     rng.shuffle(ids)
     updates = rng.integers(-4, 5, size=(N, D)).astype(dtype)
     expected = _reference(target, ids, updates)
@@ -129,7 +130,9 @@ def test_large_table_one_and_two_threads(rng):
     deterministic=st.booleans(),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_property_matches_add_at(V, D, shape, dtype, index_dtype, threads, deterministic, seed):
+def test_property_matches_add_at(
+    V, D, shape, dtype, index_dtype, threads, deterministic, seed
+):
     rng = np.random.default_rng(seed)
     hi = min(V, np.iinfo(index_dtype).max + 1)
     ids = rng.integers(0, hi, size=shape).astype(index_dtype)

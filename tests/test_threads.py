@@ -7,10 +7,9 @@ import subprocess
 import sys
 import threading
 
+import embtable
 import numpy as np
 import pytest
-
-import embtable
 from embtable import _core
 
 
@@ -59,7 +58,9 @@ def test_eight_python_threads_at_once(rng):
     assert not any(t.is_alive() for t in threads), "a thread hung"
     assert not errors, errors[0]
     counts = sum(np.bincount(i, minlength=V) for i in ids) * 10
-    np.testing.assert_array_equal(shared, np.repeat(counts[:, None], D, 1).astype(np.float32))
+    np.testing.assert_array_equal(
+        shared, np.repeat(counts[:, None], D, 1).astype(np.float32)
+    )
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
@@ -98,17 +99,29 @@ def test_forked_child_after_pool_ran(rng):
 def test_env_var_sets_threads_at_import():
     code = "import embtable; print(embtable.get_num_threads())"
     env = dict(os.environ, EMBTABLE_NUM_THREADS="3")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "3"
 
 
 def test_bad_env_var_warns_and_is_ignored():
-    code = ("import warnings, embtable, os; "
-            "print(embtable.get_num_threads() == embtable._core.default_num_threads())")
+    code = (
+        "import warnings, embtable, os; "
+        "print(embtable.get_num_threads() == embtable._core.default_num_threads())"
+    )
     env = dict(os.environ, EMBTABLE_NUM_THREADS="zero")
-    out = subprocess.run([sys.executable, "-W", "default", "-c", code], env=env,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-W", "default", "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "True"
     assert "EMBTABLE_NUM_THREADS" in out.stderr
 
@@ -120,8 +133,16 @@ def test_default_is_affinity_capped_by_quota():
 
 @pytest.mark.parametrize(
     "contents,cpus",
-    [("max 100000", 0), ("150000 100000", 2), ("100000 100000", 1), ("50000 100000", 1),
-     ("250001 100000", 3), ("garbage", 0), ("", 0), ("-1 100000", 0)],
+    [
+        ("max 100000", 0),
+        ("150000 100000", 2),
+        ("100000 100000", 1),
+        ("50000 100000", 1),
+        ("250001 100000", 3),
+        ("garbage", 0),
+        ("", 0),
+        ("-1 100000", 0),
+    ],
 )
 def test_cgroup_quota_rounds_up(contents, cpus):
     assert _core.cpus_from_cgroup_cpu_max(contents) == cpus
@@ -148,8 +169,9 @@ def test_torch_and_embtable_together(rng):
     )
     for first in ("torch", "embtable"):
         src = f"import {first}\n" + code
-        out = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True,
-                             timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-c", src], capture_output=True, text=True, timeout=120
+        )
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "ok"
     assert torch.get_num_threads() >= 1

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 import embtable
+import numpy as np
 
 
 def test_gather_out_is_out(rng):

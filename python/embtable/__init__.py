@@ -8,9 +8,9 @@ core over NumPy buffers, with zero copies.
 from __future__ import annotations
 
 from . import _core, constraints, initializers, optimizers, regularizers
-from ._config import _threads_from_env, get_num_threads, set_num_threads, show_config
 from ._bag import embedding_bag
 from ._bag_layer import EmbeddingBag
+from ._config import _threads_from_env, get_num_threads, set_num_threads, show_config
 from ._functional import gather, scatter_add
 from ._rowgrad import RowGrad
 from ._sgns import sgns_step, sgns_train

@@ -18,7 +18,9 @@ def set_num_threads(n: int) -> None:
     try:
         n = operator.index(n)
     except TypeError:
-        raise TypeError(f"number of threads must be an int, got {type(n).__name__}") from None
+        raise TypeError(
+            f"number of threads must be an int, got {type(n).__name__}"
+        ) from None
     if n < 1:
         raise ValueError(f"number of threads must be >= 1, got {n}")
     _core.set_num_threads(min(n, 1 << 16))

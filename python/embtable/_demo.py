@@ -367,8 +367,12 @@ def train(
     # fused kernel (a sparse Embedding + optimizer step per pair would be correct
     # but pays a Python round trip per batch of pairs).
     init = embtable.initializers.RandomUniform(-0.5 / dim, 0.5 / dim, seed=seed)
-    in_table = embtable.Embedding(V, dim, embeddings_initializer=init, name="sgns_in").embeddings
-    out_table = embtable.Embedding(V, dim, embeddings_initializer="zeros", name="sgns_out").embeddings
+    in_table = embtable.Embedding(
+        V, dim, embeddings_initializer=init, name="sgns_in"
+    ).embeddings
+    out_table = embtable.Embedding(
+        V, dim, embeddings_initializer="zeros", name="sgns_out"
+    ).embeddings
     table = noise_table(corpus.counts)
     keep_p = keep_probability(corpus.counts, sample)
     n_raw = len(corpus.ids)
@@ -490,7 +494,9 @@ def save_table(
     if p.suffix != ".npz":
         p = p.with_name(p.name + ".npz")
     p.parent.mkdir(parents=True, exist_ok=True)
-    embtable.Embedding(table.shape[0], table.shape[1], weights=table, name="sgns").save(p)
+    embtable.Embedding(table.shape[0], table.shape[1], weights=table, name="sgns").save(
+        p
+    )
     p.with_name(p.name[: -len(".npz")] + ".vocab.txt").write_text(
         "\n".join(words) + "\n", encoding="utf-8"
     )

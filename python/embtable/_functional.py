@@ -12,7 +12,9 @@ from ._indices import as_indices, table_rows
 __all__ = ["gather", "scatter_add"]
 
 
-def gather(table: np.ndarray, indices: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+def gather(
+    table: np.ndarray, indices: Any, *, out: np.ndarray | None = None
+) -> np.ndarray:
     """Row gather: the same result as ``np.take(table, indices, axis=0)``.
 
     Returns an array of shape ``indices.shape + (D,)``; with ``out`` the rows are

@@ -27,15 +27,22 @@ def as_indices(indices: Any, V: int | None, name: str = "indices") -> np.ndarray
             return arr
     else:
         arr = np.asarray(indices)
-        if arr.size == 0 and arr.dtype == np.float64 and not isinstance(indices, np.ndarray):
+        if (
+            arr.size == 0
+            and arr.dtype == np.float64
+            and not isinstance(indices, np.ndarray)
+        ):
             # `[]` is an empty index array (np.asarray gives it float64).
             arr = np.zeros(arr.shape, dtype=np.int64)
     kind = arr.dtype.kind
     if kind not in "iu":
         raise TypeError(
             f"{name} must be an array of integers, got dtype {arr.dtype}"
-            + (" (cast with .astype(np.int64) if the values are whole)"
-               if kind == "f" else "")
+            + (
+                " (cast with .astype(np.int64) if the values are whole)"
+                if kind == "f"
+                else ""
+            )
         )
     if kind == "u" and arr.dtype.itemsize == 8 and V is not None and arr.size:
         # Values above 2**63 - 1 would wrap in int64: name them as given.
@@ -43,7 +50,9 @@ def as_indices(indices: Any, V: int | None, name: str = "indices") -> np.ndarray
         if bad.size:
             flat = int(bad[0])
             value = int(arr.reshape(-1)[flat])
-            raise IndexError(_core.index_error_message(str(value), list(arr.shape), flat, V))
+            raise IndexError(
+                _core.index_error_message(str(value), list(arr.shape), flat, V)
+            )
     if arr.dtype in _NATIVE and arr.dtype.isnative:
         # (np.ascontiguousarray would turn a 0-d array into 1-d.)
         return arr if arr.flags.c_contiguous else arr.copy(order="C")

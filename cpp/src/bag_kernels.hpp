@@ -35,9 +35,15 @@ struct BagTable {
   template <class Scalar, class Index>
   BagForwardFn<Scalar, Index> get() const noexcept {
     if constexpr (sizeof(Scalar) == 4) {
-      if constexpr (sizeof(Index) == 4) return f32_i32; else return f32_i64;
+      if constexpr (sizeof(Index) == 4)
+        return f32_i32;
+      else
+        return f32_i64;
     } else {
-      if constexpr (sizeof(Index) == 4) return f64_i32; else return f64_i64;
+      if constexpr (sizeof(Index) == 4)
+        return f64_i32;
+      else
+        return f64_i64;
     }
   }
 };

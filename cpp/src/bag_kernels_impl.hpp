@@ -51,8 +51,8 @@ struct Lanes<double> {
 // Max with winners over a full block of kBlock columns, for row ids that fit
 // Lanes<Scalar>::Id. Same semantics and bits as the max_arg branch of pool_block.
 template <class Scalar, class Index>
-inline void max_arg_block(const BagArgs<Scalar, Index>& a, int64_t s, int64_t e, int64_t col,
-                          int64_t pf_end, Scalar* __restrict out,
+inline void max_arg_block(const BagArgs<Scalar, Index>& a, int64_t s, int64_t e,
+                          int64_t col, int64_t pf_end, Scalar* __restrict out,
                           int64_t* __restrict arg) noexcept {
   using L = Lanes<Scalar>;
   constexpr int64_t N = 64 / static_cast<int64_t>(sizeof(Scalar));  // lanes per vector
@@ -101,9 +101,9 @@ inline void max_arg_block(const BagArgs<Scalar, Index>& a, int64_t s, int64_t e,
 // Pools positions [s, e) over columns [col, col + width) into out / arg.
 // W > 0: the width is the compile-time constant W (== width).
 template <Kind K, int64_t W, class Scalar, class Index>
-inline void pool_block(const BagArgs<Scalar, Index>& a, int64_t s, int64_t e, int64_t col,
-                       int64_t width, int64_t pf_end, Scalar* __restrict out,
-                       int64_t* __restrict arg) noexcept {
+inline void pool_block(const BagArgs<Scalar, Index>& a, int64_t s, int64_t e,
+                       int64_t col, int64_t width, int64_t pf_end,
+                       Scalar* __restrict out, int64_t* __restrict arg) noexcept {
   const int64_t w = W > 0 ? W : width;
   const int64_t D = a.D;
   const int64_t pad = a.padding_idx;

@@ -7,8 +7,8 @@
 namespace embtable {
 
 BuildInfo build_info() {
-  return BuildInfo{EMBTABLE_VERSION, EMBTABLE_COMPILER, EMBTABLE_BUILD_TYPE, EMBTABLE_CXX_FLAGS,
-                   EMBTABLE_SANITIZE_STR};
+  return BuildInfo{EMBTABLE_VERSION, EMBTABLE_COMPILER, EMBTABLE_BUILD_TYPE,
+                   EMBTABLE_CXX_FLAGS, EMBTABLE_SANITIZE_STR};
 }
 
 }  // namespace embtable

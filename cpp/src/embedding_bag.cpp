@@ -42,13 +42,14 @@ std::string pos(int64_t k) { return "offsets[" + std::to_string(k) + "] = "; }
 void check_padding_idx(int64_t padding_idx, int64_t V) {
   if (padding_idx >= V)
     throw std::invalid_argument("padding_idx " + std::to_string(padding_idx) +
-                                " is out of bounds for a table with " + std::to_string(V) +
-                                " rows; it must be in [0, V)");
+                                " is out of bounds for a table with " +
+                                std::to_string(V) + " rows; it must be in [0, V)");
 }
 
 // Rows of the bag's ids that count (not padding).
 template <class Index>
-int64_t bag_count(const Index* indices, int64_t s, int64_t e, int64_t padding_idx) noexcept {
+int64_t bag_count(const Index* indices, int64_t s, int64_t e,
+                  int64_t padding_idx) noexcept {
   if (padding_idx < 0) return e - s;
   int64_t c = 0;
   for (int64_t i = s; i < e; ++i) c += static_cast<int64_t>(indices[i]) != padding_idx;
@@ -57,12 +58,14 @@ int64_t bag_count(const Index* indices, int64_t s, int64_t e, int64_t padding_id
 
 // Per-bag scale of the mean backward: 1 / count (0 for a bag with no ids).
 template <class Scalar, class Index>
-std::vector<Scalar> mean_scales(const Index* indices, const Bags& bags, int64_t padding_idx) {
+std::vector<Scalar> mean_scales(const Index* indices, const Bags& bags,
+                                int64_t padding_idx) {
   std::vector<Scalar> scale(static_cast<size_t>(bags.num_bags));
   parallel_for(0, bags.num_bags, 4096, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t c = bag_count(indices, bags.begin(b), bags.end(b), padding_idx);
-      scale[static_cast<size_t>(b)] = c > 0 ? Scalar(1) / static_cast<Scalar>(c) : Scalar(0);
+      scale[static_cast<size_t>(b)] =
+          c > 0 ? Scalar(1) / static_cast<Scalar>(c) : Scalar(0);
     }
   });
   return scale;
@@ -95,14 +98,16 @@ std::vector<int64_t> owner_rows(int64_t count, int64_t V, int parts, const RowAt
 void check_argmax(const int64_t* argmax, int64_t count, int64_t V) {
   for (int64_t k = 0; k < count; ++k)
     if (argmax[k] < -1 || argmax[k] >= V)
-      throw std::invalid_argument("argmax entry " + std::to_string(argmax[k]) + " at flat position " +
-                                  std::to_string(k) + " is neither -1 nor a row of a table with " +
+      throw std::invalid_argument("argmax entry " + std::to_string(argmax[k]) +
+                                  " at flat position " + std::to_string(k) +
+                                  " is neither -1 nor a row of a table with " +
                                   std::to_string(V) + " rows");
 }
 
 void check_mode_inputs(BagMode mode, const void* weights, const int64_t* argmax) {
   if (weights && mode != BagMode::sum)
-    throw std::invalid_argument("per_sample_weights are only supported with mode='sum'");
+    throw std::invalid_argument(
+        "per_sample_weights are only supported with mode='sum'");
   if (mode == BagMode::max && !argmax)
     throw std::invalid_argument("the max-mode backward needs the forward's argmax");
 }
@@ -121,10 +126,10 @@ inline void prefetch_write(const Scalar* row, int64_t D) noexcept {
 // Sum/mean updates of bags [b0, b1) to rows in [lo, hi), in index order:
 // target[r] += scale_i * grad_out[b].
 template <class Scalar, class Index>
-void scatter_bags(const Scalar* grad_out, int64_t D, const Index* indices, const Bags& bags,
-                  BagMode mode, const Scalar* weights, int64_t padding_idx,
-                  const Scalar* scales, Scalar* target, int64_t b0, int64_t b1, int64_t lo,
-                  int64_t hi) {
+void scatter_bags(const Scalar* grad_out, int64_t D, const Index* indices,
+                  const Bags& bags, BagMode mode, const Scalar* weights,
+                  int64_t padding_idx, const Scalar* scales, Scalar* target, int64_t b0,
+                  int64_t b1, int64_t lo, int64_t hi) {
   if (b1 <= b0) return;
   const auto width = static_cast<uint64_t>(hi - lo);
   const int64_t last = bags.end(b1 - 1);  // bags are contiguous runs of positions
@@ -134,7 +139,8 @@ void scatter_bags(const Scalar* grad_out, int64_t D, const Index* indices, const
     for (int64_t i = bags.begin(b); i < e; ++i) {
       if (i + kRowPrefetch < last) {
         const auto ahead = static_cast<int64_t>(indices[i + kRowPrefetch]);
-        if (static_cast<uint64_t>(ahead - lo) < width) prefetch_write(target + ahead * D, D);
+        if (static_cast<uint64_t>(ahead - lo) < width)
+          prefetch_write(target + ahead * D, D);
       }
       const int64_t r = static_cast<int64_t>(indices[i]);
       if (r == padding_idx || static_cast<uint64_t>(r - lo) >= width) continue;
@@ -234,7 +240,8 @@ Bags ragged_bags(const int64_t* offsets, int64_t num_offsets, int64_t n,
   if (num_offsets == 0) {
     if (include_last_offset)
       throw std::invalid_argument(
-          "offsets is empty but include_last_offset=True needs at least one offset (the end "
+          "offsets is empty but include_last_offset=True needs at least one offset "
+          "(the end "
           "of the last bag, len(indices))");
     if (n != 0)
       throw std::invalid_argument("offsets is empty (zero bags) but indices has " +
@@ -245,21 +252,23 @@ Bags ragged_bags(const int64_t* offsets, int64_t num_offsets, int64_t n,
   for (int64_t k = 0; k < num_offsets; ++k) {
     const int64_t o = offsets[k];
     if (k == 0 && o != 0)
-      throw std::invalid_argument(pos(0) + std::to_string(o) +
-                                  " but the first bag must start at 0; offsets[0] must be 0");
+      throw std::invalid_argument(
+          pos(0) + std::to_string(o) +
+          " but the first bag must start at 0; offsets[0] must be 0");
     if (k > 0 && o < offsets[k - 1])
-      throw std::invalid_argument(pos(k) + std::to_string(o) + " is less than " + pos(k - 1) +
-                                  std::to_string(offsets[k - 1]) +
+      throw std::invalid_argument(pos(k) + std::to_string(o) + " is less than " +
+                                  pos(k - 1) + std::to_string(offsets[k - 1]) +
                                   "; offsets must be non-decreasing");
     if (o > n)
-      throw std::invalid_argument(pos(k) + std::to_string(o) +
-                                  " is past the end of indices (length " + std::to_string(n) +
-                                  "); every offset must be <= len(indices)");
+      throw std::invalid_argument(
+          pos(k) + std::to_string(o) + " is past the end of indices (length " +
+          std::to_string(n) + "); every offset must be <= len(indices)");
   }
   if (include_last_offset && offsets[num_offsets - 1] != n)
     throw std::invalid_argument(
         "with include_last_offset=True the last offset closes the last bag and must be "
-        "len(indices) = " + std::to_string(n) + ", got " + pos(num_offsets - 1) +
+        "len(indices) = " +
+        std::to_string(n) + ", got " + pos(num_offsets - 1) +
         std::to_string(offsets[num_offsets - 1]));
   Bags bags;
   bags.offsets = offsets;
@@ -276,26 +285,34 @@ void embedding_bag(const Scalar* table, int64_t V, int64_t D, const Index* indic
                    int64_t* argmax) {
   check_padding_idx(padding_idx, V);
   if (per_sample_weights && mode != BagMode::sum)
-    throw std::invalid_argument("per_sample_weights are only supported with mode='sum'");
+    throw std::invalid_argument(
+        "per_sample_weights are only supported with mode='sum'");
   check_indices(indices, index_shape, V);
   const int64_t B = bags.num_bags;
   if (B == 0 || D == 0) return;
   const kernels::BagArgs<Scalar, Index> args{
-      table, D, indices, &bags, mode, per_sample_weights, padding_idx, out,
+      table,
+      D,
+      indices,
+      &bags,
+      mode,
+      per_sample_weights,
+      padding_idx,
+      out,
       mode == BagMode::max ? argmax : nullptr,
       sizeof(Scalar) == 8 || V <= int64_t{INT32_MAX} + 1};
   const auto fn = kernels::bag_forward<Scalar, Index>();
   // A task covers about kGrainBytes of table rows.
   const int64_t per_bag = std::max<int64_t>(1, bags.num_indices / B);
-  const int64_t grain =
-      std::max<int64_t>(1, grain_rows(D * static_cast<int64_t>(sizeof(Scalar))) / per_bag);
+  const int64_t grain = std::max<int64_t>(
+      1, grain_rows(D * static_cast<int64_t>(sizeof(Scalar))) / per_bag);
   parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) { fn(args, b0, b1); });
 }
 
 template <class Scalar, class Index>
-void embedding_bag_ref(const Scalar* table, int64_t D, const Index* indices, const Bags& bags,
-                       BagMode mode, const Scalar* per_sample_weights, int64_t padding_idx,
-                       Scalar* out, int64_t* argmax) {
+void embedding_bag_ref(const Scalar* table, int64_t D, const Index* indices,
+                       const Bags& bags, BagMode mode, const Scalar* per_sample_weights,
+                       int64_t padding_idx, Scalar* out, int64_t* argmax) {
   for (int64_t b = 0; b < bags.num_bags; ++b) {
     const int64_t s = bags.begin(b), e = bags.end(b);
     for (int64_t d = 0; d < D; ++d) {
@@ -320,11 +337,11 @@ void embedding_bag_ref(const Scalar* table, int64_t D, const Index* indices, con
 }
 
 template <class Scalar, class Index>
-void embedding_bag_backward(const Scalar* grad_out, int64_t V, int64_t D, const Index* indices,
-                            std::span<const int64_t> index_shape, const Bags& bags,
-                            BagMode mode, const Scalar* per_sample_weights,
-                            int64_t padding_idx, const int64_t* argmax, Scalar* target,
-                            bool deterministic) {
+void embedding_bag_backward(const Scalar* grad_out, int64_t V, int64_t D,
+                            const Index* indices, std::span<const int64_t> index_shape,
+                            const Bags& bags, BagMode mode,
+                            const Scalar* per_sample_weights, int64_t padding_idx,
+                            const int64_t* argmax, Scalar* target, bool deterministic) {
   check_padding_idx(padding_idx, V);
   check_mode_inputs(mode, per_sample_weights, argmax);
   check_indices(indices, index_shape, V);
@@ -334,7 +351,8 @@ void embedding_bag_backward(const Scalar* grad_out, int64_t V, int64_t D, const 
   RangeGuard guard(target, target + V * D);
   const int64_t n = bags.num_indices;
   const int threads = get_num_threads();
-  const int64_t work = (mode == BagMode::max ? B : n) * D * static_cast<int64_t>(sizeof(Scalar));
+  const int64_t work =
+      (mode == BagMode::max ? B : n) * D * static_cast<int64_t>(sizeof(Scalar));
 
   if (mode == BagMode::max) {
     if (threads == 1 || work <= kGrainBytes) {
@@ -342,12 +360,14 @@ void embedding_bag_backward(const Scalar* grad_out, int64_t V, int64_t D, const 
       return;
     }
     // Owner rows: each part applies, in bag order, the entries of its rows only.
-    const auto bounds = owner_rows(B * D, V, threads, [&](int64_t k) { return argmax[k]; });
-    parallel_for(0, static_cast<int64_t>(bounds.size()) - 1, 1, [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p)
-        scatter_max(grad_out, B, D, argmax, target, bounds[static_cast<size_t>(p)],
-                    bounds[static_cast<size_t>(p) + 1]);
-    });
+    const auto bounds =
+        owner_rows(B * D, V, threads, [&](int64_t k) { return argmax[k]; });
+    parallel_for(
+        0, static_cast<int64_t>(bounds.size()) - 1, 1, [&](int64_t p0, int64_t p1) {
+          for (int64_t p = p0; p < p1; ++p)
+            scatter_max(grad_out, B, D, argmax, target, bounds[static_cast<size_t>(p)],
+                        bounds[static_cast<size_t>(p) + 1]);
+        });
     return;
   }
 
@@ -355,8 +375,8 @@ void embedding_bag_backward(const Scalar* grad_out, int64_t V, int64_t D, const 
   if (mode == BagMode::mean) scales = mean_scales<Scalar>(indices, bags, padding_idx);
   const Scalar* sc = scales.data();
   if (threads == 1 || work <= kGrainBytes) {
-    scatter_bags(grad_out, D, indices, bags, mode, per_sample_weights, padding_idx, sc, target,
-                 0, B, 0, V);
+    scatter_bags(grad_out, D, indices, bags, mode, per_sample_weights, padding_idx, sc,
+                 target, 0, B, 0, V);
     return;
   }
   if (deterministic) {
@@ -364,19 +384,20 @@ void embedding_bag_backward(const Scalar* grad_out, int64_t V, int64_t D, const 
       const auto r = static_cast<int64_t>(indices[i]);
       return r == padding_idx ? int64_t{-1} : r;
     });
-    parallel_for(0, static_cast<int64_t>(bounds.size()) - 1, 1, [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p)
-        scatter_bags(grad_out, D, indices, bags, mode, per_sample_weights, padding_idx, sc,
-                     target, 0, B, bounds[static_cast<size_t>(p)],
-                     bounds[static_cast<size_t>(p) + 1]);
-    });
+    parallel_for(
+        0, static_cast<int64_t>(bounds.size()) - 1, 1, [&](int64_t p0, int64_t p1) {
+          for (int64_t p = p0; p < p1; ++p)
+            scatter_bags(grad_out, D, indices, bags, mode, per_sample_weights,
+                         padding_idx, sc, target, 0, B, bounds[static_cast<size_t>(p)],
+                         bounds[static_cast<size_t>(p) + 1]);
+        });
     return;
   }
   // Atomic: threads split the bags; each row update holds its striped row lock.
   kernels::RowLocks& locks = kernels::row_locks();
   const int64_t per_bag = std::max<int64_t>(1, n / B);
-  const int64_t grain =
-      std::max<int64_t>(1, grain_rows(D * static_cast<int64_t>(sizeof(Scalar))) / per_bag);
+  const int64_t grain = std::max<int64_t>(
+      1, grain_rows(D * static_cast<int64_t>(sizeof(Scalar))) / per_bag);
   parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
     const int64_t last = bags.end(b1 - 1);
     for (int64_t b = b0; b < b1; ++b) {
@@ -385,7 +406,8 @@ void embedding_bag_backward(const Scalar* grad_out, int64_t V, int64_t D, const 
       const Scalar w_bag = mode == BagMode::mean ? sc[b] : Scalar(1);
       for (int64_t i = bags.begin(b); i < e; ++i) {
         if (i + kRowPrefetch < last)
-          prefetch_write(target + static_cast<int64_t>(indices[i + kRowPrefetch]) * D, D);
+          prefetch_write(target + static_cast<int64_t>(indices[i + kRowPrefetch]) * D,
+                         D);
         const int64_t r = static_cast<int64_t>(indices[i]);
         if (r == padding_idx) continue;
         const Scalar w = per_sample_weights ? per_sample_weights[i] : w_bag;
@@ -417,7 +439,8 @@ void embedding_bag_backward_ref(const Scalar* grad_out, int64_t D, const Index* 
       continue;
     }
     int64_t count = 0;
-    for (int64_t i = s; i < e; ++i) count += static_cast<int64_t>(indices[i]) != padding_idx;
+    for (int64_t i = s; i < e; ++i)
+      count += static_cast<int64_t>(indices[i]) != padding_idx;
     const Scalar inv = count > 0 ? Scalar(1) / static_cast<Scalar>(count) : Scalar(0);
     for (int64_t i = s; i < e; ++i) {
       const int64_t r = static_cast<int64_t>(indices[i]);
@@ -436,12 +459,11 @@ void embedding_bag_backward_ref(const Scalar* grad_out, int64_t D, const Index* 
 }
 
 template <class Scalar, class Index>
-void embedding_bag_backward_sparse(const Scalar* grad_out, int64_t V, int64_t D,
-                                   const Index* indices, std::span<const int64_t> index_shape,
-                                   const Bags& bags, BagMode mode,
-                                   const Scalar* per_sample_weights, int64_t padding_idx,
-                                   const int64_t* argmax, std::vector<int64_t>& rows,
-                                   RowValues<Scalar>& values) {
+void embedding_bag_backward_sparse(
+    const Scalar* grad_out, int64_t V, int64_t D, const Index* indices,
+    std::span<const int64_t> index_shape, const Bags& bags, BagMode mode,
+    const Scalar* per_sample_weights, int64_t padding_idx, const int64_t* argmax,
+    std::vector<int64_t>& rows, RowValues<Scalar>& values) {
   check_padding_idx(padding_idx, V);
   check_mode_inputs(mode, per_sample_weights, argmax);
   check_indices(indices, index_shape, V);
@@ -478,19 +500,21 @@ void embedding_bag_backward_sparse(const Scalar* grad_out, int64_t V, int64_t D,
     }
   const auto U = static_cast<int64_t>(rows.size());
   starts.push_back(static_cast<int64_t>(entries.size()));
-  values.resize(static_cast<size_t>(U * D));  // not zero-filled: each worker zeroes its rows
+  values.resize(
+      static_cast<size_t>(U * D));  // not zero-filled: each worker zeroes its rows
   if (U == 0 || D == 0) return;
   std::vector<Scalar> scales;
   if (mode == BagMode::mean) scales = mean_scales<Scalar>(indices, bags, padding_idx);
-  const int64_t per_row = std::max<int64_t>(1, static_cast<int64_t>(entries.size()) / U);
-  const int64_t grain =
-      std::max<int64_t>(1, grain_rows(D * static_cast<int64_t>(sizeof(Scalar))) / per_row);
+  const int64_t per_row =
+      std::max<int64_t>(1, static_cast<int64_t>(entries.size()) / U);
+  const int64_t grain = std::max<int64_t>(
+      1, grain_rows(D * static_cast<int64_t>(sizeof(Scalar))) / per_row);
   parallel_for(0, U, grain, [&](int64_t u0, int64_t u1) {
     for (int64_t u = u0; u < u1; ++u) {
       Scalar* v = values.data() + u * D;
       std::fill(v, v + D, Scalar(0));  // 0 + u_1 + ...: the dense backward's bits
-      for (int64_t k = starts[static_cast<size_t>(u)]; k < starts[static_cast<size_t>(u) + 1];
-           ++k) {
+      for (int64_t k = starts[static_cast<size_t>(u)];
+           k < starts[static_cast<size_t>(u) + 1]; ++k) {
         const int64_t src = entries[static_cast<size_t>(k)].second;
         if (mode == BagMode::max) {
           v[src % D] += grad_out[src];
@@ -513,8 +537,9 @@ void embedding_bag_backward_sparse(const Scalar* grad_out, int64_t V, int64_t D,
 }
 
 template <class Scalar, class Index>
-void embedding_bag_per_sample_weights_backward(const Scalar* grad_out, const Scalar* table,
-                                               int64_t V, int64_t D, const Index* indices,
+void embedding_bag_per_sample_weights_backward(const Scalar* grad_out,
+                                               const Scalar* table, int64_t V,
+                                               int64_t D, const Index* indices,
                                                std::span<const int64_t> index_shape,
                                                const Bags& bags, int64_t padding_idx,
                                                Scalar* grad_w) {
@@ -523,8 +548,8 @@ void embedding_bag_per_sample_weights_backward(const Scalar* grad_out, const Sca
   const int64_t B = bags.num_bags;
   if (B == 0) return;
   const int64_t per_bag = std::max<int64_t>(1, bags.num_indices / B);
-  const int64_t grain =
-      std::max<int64_t>(1, grain_rows(D * static_cast<int64_t>(sizeof(Scalar))) / per_bag);
+  const int64_t grain = std::max<int64_t>(
+      1, grain_rows(D * static_cast<int64_t>(sizeof(Scalar))) / per_bag);
   parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const Scalar* g = grad_out + b * D;
@@ -542,10 +567,9 @@ void embedding_bag_per_sample_weights_backward(const Scalar* grad_out, const Sca
 }
 
 template <class Scalar, class Index>
-void embedding_bag_per_sample_weights_backward_ref(const Scalar* grad_out, const Scalar* table,
-                                                   int64_t D, const Index* indices,
-                                                   const Bags& bags, int64_t padding_idx,
-                                                   Scalar* grad_w) {
+void embedding_bag_per_sample_weights_backward_ref(
+    const Scalar* grad_out, const Scalar* table, int64_t D, const Index* indices,
+    const Bags& bags, int64_t padding_idx, Scalar* grad_w) {
   for (int64_t b = 0; b < bags.num_bags; ++b)
     for (int64_t i = bags.begin(b); i < bags.end(b); ++i) {
       const int64_t r = static_cast<int64_t>(indices[i]);
@@ -556,29 +580,31 @@ void embedding_bag_per_sample_weights_backward_ref(const Scalar* grad_out, const
     }
 }
 
-#define EMBTABLE_INSTANTIATE(Scalar, Index)                                                    \
-  template kernels::BagForwardFn<Scalar, Index> kernels::bag_forward<Scalar, Index>() noexcept; \
-  template void embedding_bag<Scalar, Index>(const Scalar*, int64_t, int64_t, const Index*,    \
-                                             std::span<const int64_t>, const Bags&, BagMode,   \
-                                             const Scalar*, int64_t, Scalar*, int64_t*);       \
-  template void embedding_bag_ref<Scalar, Index>(const Scalar*, int64_t, const Index*,         \
-                                                 const Bags&, BagMode, const Scalar*, int64_t, \
-                                                 Scalar*, int64_t*);                           \
-  template void embedding_bag_backward<Scalar, Index>(                                         \
-      const Scalar*, int64_t, int64_t, const Index*, std::span<const int64_t>, const Bags&,    \
-      BagMode, const Scalar*, int64_t, const int64_t*, Scalar*, bool);                         \
-  template void embedding_bag_backward_ref<Scalar, Index>(const Scalar*, int64_t, const Index*, \
-                                                          const Bags&, BagMode, const Scalar*, \
-                                                          int64_t, const int64_t*, Scalar*);   \
-  template void embedding_bag_backward_sparse<Scalar, Index>(                                  \
-      const Scalar*, int64_t, int64_t, const Index*, std::span<const int64_t>, const Bags&,    \
-      BagMode, const Scalar*, int64_t, const int64_t*, std::vector<int64_t>&,                  \
-      RowValues<Scalar>&);                                                                   \
-  template void embedding_bag_per_sample_weights_backward<Scalar, Index>(                      \
-      const Scalar*, const Scalar*, int64_t, int64_t, const Index*, std::span<const int64_t>,  \
-      const Bags&, int64_t, Scalar*);                                                          \
-  template void embedding_bag_per_sample_weights_backward_ref<Scalar, Index>(                  \
-      const Scalar*, const Scalar*, int64_t, const Index*, const Bags&, int64_t, Scalar*);
+#define EMBTABLE_INSTANTIATE(Scalar, Index)                                            \
+  template kernels::BagForwardFn<Scalar, Index>                                        \
+  kernels::bag_forward<Scalar, Index>() noexcept;                                      \
+  template void embedding_bag<Scalar, Index>(                                          \
+      const Scalar*, int64_t, int64_t, const Index*, std::span<const int64_t>,         \
+      const Bags&, BagMode, const Scalar*, int64_t, Scalar*, int64_t*);                \
+  template void embedding_bag_ref<Scalar, Index>(const Scalar*, int64_t, const Index*, \
+                                                 const Bags&, BagMode, const Scalar*,  \
+                                                 int64_t, Scalar*, int64_t*);          \
+  template void embedding_bag_backward<Scalar, Index>(                                 \
+      const Scalar*, int64_t, int64_t, const Index*, std::span<const int64_t>,         \
+      const Bags&, BagMode, const Scalar*, int64_t, const int64_t*, Scalar*, bool);    \
+  template void embedding_bag_backward_ref<Scalar, Index>(                             \
+      const Scalar*, int64_t, const Index*, const Bags&, BagMode, const Scalar*,       \
+      int64_t, const int64_t*, Scalar*);                                               \
+  template void embedding_bag_backward_sparse<Scalar, Index>(                          \
+      const Scalar*, int64_t, int64_t, const Index*, std::span<const int64_t>,         \
+      const Bags&, BagMode, const Scalar*, int64_t, const int64_t*,                    \
+      std::vector<int64_t>&, RowValues<Scalar>&);                                      \
+  template void embedding_bag_per_sample_weights_backward<Scalar, Index>(              \
+      const Scalar*, const Scalar*, int64_t, int64_t, const Index*,                    \
+      std::span<const int64_t>, const Bags&, int64_t, Scalar*);                        \
+  template void embedding_bag_per_sample_weights_backward_ref<Scalar, Index>(          \
+      const Scalar*, const Scalar*, int64_t, const Index*, const Bags&, int64_t,       \
+      Scalar*);
 EMBTABLE_INSTANTIATE(float, int32_t)
 EMBTABLE_INSTANTIATE(float, int64_t)
 EMBTABLE_INSTANTIATE(double, int32_t)

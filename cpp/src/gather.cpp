@@ -20,20 +20,24 @@ void gather(const Scalar* table, int64_t V, int64_t D, const Index* indices,
   // An output this large cannot stay in cache for its reader anyway: stream it
   // past the cache instead of reading every output line in before writing it.
   const auto kernel = n * row_bytes >= kStreamBytes ? ops.gather_stream : ops.gather;
-  parallel_for(0, n, grain_rows(row_bytes),
-               [&](int64_t b, int64_t e) { kernel(table, D, indices, b, e, out + b * D); });
+  parallel_for(0, n, grain_rows(row_bytes), [&](int64_t b, int64_t e) {
+    kernel(table, D, indices, b, e, out + b * D);
+  });
 }
 
 template <class Scalar, class Index>
-void gather_ref(const Scalar* table, int64_t D, const Index* indices, int64_t n, Scalar* out) {
+void gather_ref(const Scalar* table, int64_t D, const Index* indices, int64_t n,
+                Scalar* out) {
   for (int64_t i = 0; i < n; ++i)
-    for (int64_t d = 0; d < D; ++d) out[i * D + d] = table[static_cast<int64_t>(indices[i]) * D + d];
+    for (int64_t d = 0; d < D; ++d)
+      out[i * D + d] = table[static_cast<int64_t>(indices[i]) * D + d];
 }
 
-#define EMBTABLE_INSTANTIATE(Scalar, Index)                                                   \
-  template void gather<Scalar, Index>(const Scalar*, int64_t, int64_t, const Index*,        \
-                                      std::span<const int64_t>, Scalar*);                   \
-  template void gather_ref<Scalar, Index>(const Scalar*, int64_t, const Index*, int64_t, Scalar*);
+#define EMBTABLE_INSTANTIATE(Scalar, Index)                                          \
+  template void gather<Scalar, Index>(const Scalar*, int64_t, int64_t, const Index*, \
+                                      std::span<const int64_t>, Scalar*);            \
+  template void gather_ref<Scalar, Index>(const Scalar*, int64_t, const Index*,      \
+                                          int64_t, Scalar*);
 EMBTABLE_INSTANTIATE(float, int32_t)
 EMBTABLE_INSTANTIATE(float, int64_t)
 EMBTABLE_INSTANTIATE(double, int32_t)

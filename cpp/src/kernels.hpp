@@ -52,11 +52,11 @@ static inline void row_unlock(std::atomic<uint32_t>& lock) noexcept {
 template <class Scalar, class Index>
 struct Ops {
   // out[i - b] = table[indices[i]] for i in [b, e)
-  void (*gather)(const Scalar* table, int64_t D, const Index* indices, int64_t b, int64_t e,
-                 Scalar* out);
+  void (*gather)(const Scalar* table, int64_t D, const Index* indices, int64_t b,
+                 int64_t e, Scalar* out);
   // target[indices[i]] += updates[i] for i in [b, e), each row under its lock
-  void (*scatter_locked)(Scalar* target, int64_t D, const Index* indices, int64_t b, int64_t e,
-                         const Scalar* updates, RowLocks& locks);
+  void (*scatter_locked)(Scalar* target, int64_t D, const Index* indices, int64_t b,
+                         int64_t e, const Scalar* updates, RowLocks& locks);
   // target[r] += updates[i] for i in [0, n) in order, only rows r in [lo, hi)
   // (V: the row count, so an owner of every row skips the filter)
   void (*scatter_owned)(Scalar* target, int64_t D, const Index* indices, int64_t n,
@@ -80,13 +80,21 @@ struct Table {
 };
 
 template <>
-inline const Ops<float, int32_t>& Table::get<float, int32_t>() const noexcept { return f32_i32; }
+inline const Ops<float, int32_t>& Table::get<float, int32_t>() const noexcept {
+  return f32_i32;
+}
 template <>
-inline const Ops<float, int64_t>& Table::get<float, int64_t>() const noexcept { return f32_i64; }
+inline const Ops<float, int64_t>& Table::get<float, int64_t>() const noexcept {
+  return f32_i64;
+}
 template <>
-inline const Ops<double, int32_t>& Table::get<double, int32_t>() const noexcept { return f64_i32; }
+inline const Ops<double, int32_t>& Table::get<double, int32_t>() const noexcept {
+  return f64_i32;
+}
 template <>
-inline const Ops<double, int64_t>& Table::get<double, int64_t>() const noexcept { return f64_i64; }
+inline const Ops<double, int64_t>& Table::get<double, int64_t>() const noexcept {
+  return f64_i64;
+}
 
 const Table& table_baseline() noexcept;
 #if defined(EMBTABLE_HAVE_AVX2)

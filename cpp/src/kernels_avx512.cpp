@@ -1,3 +1,4 @@
-// Compiled with -mavx512f -mavx512vl -mavx512bw -mavx512dq; used only when the CPU has them.
+// Compiled with -mavx512f -mavx512vl -mavx512bw -mavx512dq; used only when the CPU has
+// them.
 #define EMBTABLE_ISA_TABLE table_avx512
 #include "kernels_impl.hpp"

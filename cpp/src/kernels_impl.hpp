@@ -70,13 +70,13 @@ inline void prefetch_row(const void* row, int64_t rb) noexcept {
 }
 
 template <int RB>
-inline void copy_row(void* __restrict dst, const void* __restrict src, int64_t rb) noexcept {
+inline void copy_row(void* __restrict dst, const void* __restrict src,
+                     int64_t rb) noexcept {
   char* d = static_cast<char*>(dst);
   const char* s = static_cast<const char*>(src);
   const int64_t bytes = RB ? RB : rb;
   int64_t off = 0;
-  for (; off + 64 <= bytes; off += 64)
-    store(d + off, load<Block>(s + off));
+  for (; off + 64 <= bytes; off += 64) store(d + off, load<Block>(s + off));
   if constexpr (RB == 0 || RB % 64 != 0) {
     if (off < bytes) {
       if (bytes >= 64) {  // one overlapping block finishes the row
@@ -89,7 +89,8 @@ inline void copy_row(void* __restrict dst, const void* __restrict src, int64_t r
 }
 
 template <int RB, class Scalar>
-inline void add_row(Scalar* __restrict dst, const Scalar* __restrict src, int64_t D) noexcept {
+inline void add_row(Scalar* __restrict dst, const Scalar* __restrict src,
+                    int64_t D) noexcept {
   constexpr int64_t W = 64 / sizeof(Scalar);
   const int64_t n = RB ? RB / static_cast<int64_t>(sizeof(Scalar)) : D;
   int64_t d = 0;
@@ -132,8 +133,8 @@ void gather_rows_stream(const Scalar* table, int64_t D, const Index* indices, in
 #endif
 
 template <int RB, class Scalar, class Index>
-void gather_rows(const Scalar* table, int64_t D, const Index* indices, int64_t b, int64_t e,
-                 Scalar* out) {
+void gather_rows(const Scalar* table, int64_t D, const Index* indices, int64_t b,
+                 int64_t e, Scalar* out) {
   const int64_t rb = D * static_cast<int64_t>(sizeof(Scalar));
   const int64_t ahead = prefetch_rows(rb);
   int64_t i = b;
@@ -149,27 +150,39 @@ template <class Scalar, class Index>
 void gather(const Scalar* table, int64_t D, const Index* indices, int64_t b, int64_t e,
             Scalar* out) {
   switch (D * static_cast<int64_t>(sizeof(Scalar))) {
-    case 64: return gather_rows<64>(table, D, indices, b, e, out);
-    case 128: return gather_rows<128>(table, D, indices, b, e, out);
-    case 256: return gather_rows<256>(table, D, indices, b, e, out);
-    case 512: return gather_rows<512>(table, D, indices, b, e, out);
-    case 1024: return gather_rows<1024>(table, D, indices, b, e, out);
-    default: return gather_rows<0>(table, D, indices, b, e, out);
+    case 64:
+      return gather_rows<64>(table, D, indices, b, e, out);
+    case 128:
+      return gather_rows<128>(table, D, indices, b, e, out);
+    case 256:
+      return gather_rows<256>(table, D, indices, b, e, out);
+    case 512:
+      return gather_rows<512>(table, D, indices, b, e, out);
+    case 1024:
+      return gather_rows<1024>(table, D, indices, b, e, out);
+    default:
+      return gather_rows<0>(table, D, indices, b, e, out);
   }
 }
 
 template <class Scalar, class Index>
-void gather_stream(const Scalar* table, int64_t D, const Index* indices, int64_t b, int64_t e,
-                   Scalar* out) {
+void gather_stream(const Scalar* table, int64_t D, const Index* indices, int64_t b,
+                   int64_t e, Scalar* out) {
 #if defined(__SSE2__)
   if ((reinterpret_cast<uintptr_t>(out) & 15) == 0) {
     switch (D * static_cast<int64_t>(sizeof(Scalar))) {
-      case 64: return gather_rows_stream<64>(table, D, indices, b, e, out);
-      case 128: return gather_rows_stream<128>(table, D, indices, b, e, out);
-      case 256: return gather_rows_stream<256>(table, D, indices, b, e, out);
-      case 512: return gather_rows_stream<512>(table, D, indices, b, e, out);
-      case 1024: return gather_rows_stream<1024>(table, D, indices, b, e, out);
-      default: break;
+      case 64:
+        return gather_rows_stream<64>(table, D, indices, b, e, out);
+      case 128:
+        return gather_rows_stream<128>(table, D, indices, b, e, out);
+      case 256:
+        return gather_rows_stream<256>(table, D, indices, b, e, out);
+      case 512:
+        return gather_rows_stream<512>(table, D, indices, b, e, out);
+      case 1024:
+        return gather_rows_stream<1024>(table, D, indices, b, e, out);
+      default:
+        break;
     }
   }
 #endif
@@ -177,8 +190,8 @@ void gather_stream(const Scalar* table, int64_t D, const Index* indices, int64_t
 }
 
 template <int RB, class Scalar, class Index>
-void scatter_locked_rows(Scalar* target, int64_t D, const Index* indices, int64_t b, int64_t e,
-                         const Scalar* updates, RowLocks& locks) {
+void scatter_locked_rows(Scalar* target, int64_t D, const Index* indices, int64_t b,
+                         int64_t e, const Scalar* updates, RowLocks& locks) {
   const int64_t rb = D * static_cast<int64_t>(sizeof(Scalar));
   const int64_t ahead = prefetch_rows(rb);
   for (int64_t i = b; i < e;) {
@@ -199,15 +212,21 @@ void scatter_locked_rows(Scalar* target, int64_t D, const Index* indices, int64_
 }
 
 template <class Scalar, class Index>
-void scatter_locked(Scalar* target, int64_t D, const Index* indices, int64_t b, int64_t e,
-                    const Scalar* updates, RowLocks& locks) {
+void scatter_locked(Scalar* target, int64_t D, const Index* indices, int64_t b,
+                    int64_t e, const Scalar* updates, RowLocks& locks) {
   switch (D * static_cast<int64_t>(sizeof(Scalar))) {
-    case 64: return scatter_locked_rows<64>(target, D, indices, b, e, updates, locks);
-    case 128: return scatter_locked_rows<128>(target, D, indices, b, e, updates, locks);
-    case 256: return scatter_locked_rows<256>(target, D, indices, b, e, updates, locks);
-    case 512: return scatter_locked_rows<512>(target, D, indices, b, e, updates, locks);
-    case 1024: return scatter_locked_rows<1024>(target, D, indices, b, e, updates, locks);
-    default: return scatter_locked_rows<0>(target, D, indices, b, e, updates, locks);
+    case 64:
+      return scatter_locked_rows<64>(target, D, indices, b, e, updates, locks);
+    case 128:
+      return scatter_locked_rows<128>(target, D, indices, b, e, updates, locks);
+    case 256:
+      return scatter_locked_rows<256>(target, D, indices, b, e, updates, locks);
+    case 512:
+      return scatter_locked_rows<512>(target, D, indices, b, e, updates, locks);
+    case 1024:
+      return scatter_locked_rows<1024>(target, D, indices, b, e, updates, locks);
+    default:
+      return scatter_locked_rows<0>(target, D, indices, b, e, updates, locks);
   }
 }
 
@@ -271,12 +290,18 @@ template <class Scalar, class Index>
 void scatter_owned(Scalar* target, int64_t D, const Index* indices, int64_t n,
                    const Scalar* updates, int64_t lo, int64_t hi, int64_t V) {
   switch (D * static_cast<int64_t>(sizeof(Scalar))) {
-    case 64: return scatter_owned_any<64>(target, D, indices, n, updates, lo, hi, V);
-    case 128: return scatter_owned_any<128>(target, D, indices, n, updates, lo, hi, V);
-    case 256: return scatter_owned_any<256>(target, D, indices, n, updates, lo, hi, V);
-    case 512: return scatter_owned_any<512>(target, D, indices, n, updates, lo, hi, V);
-    case 1024: return scatter_owned_any<1024>(target, D, indices, n, updates, lo, hi, V);
-    default: return scatter_owned_any<0>(target, D, indices, n, updates, lo, hi, V);
+    case 64:
+      return scatter_owned_any<64>(target, D, indices, n, updates, lo, hi, V);
+    case 128:
+      return scatter_owned_any<128>(target, D, indices, n, updates, lo, hi, V);
+    case 256:
+      return scatter_owned_any<256>(target, D, indices, n, updates, lo, hi, V);
+    case 512:
+      return scatter_owned_any<512>(target, D, indices, n, updates, lo, hi, V);
+    case 1024:
+      return scatter_owned_any<1024>(target, D, indices, n, updates, lo, hi, V);
+    default:
+      return scatter_owned_any<0>(target, D, indices, n, updates, lo, hi, V);
   }
 }
 
@@ -310,8 +335,8 @@ int64_t first_bad(const Index* indices, int64_t b, int64_t e, int64_t V) noexcep
 template <class Scalar, class Index>
 constexpr Ops<Scalar, Index> make_ops() {
   return Ops<Scalar, Index>{&gather<Scalar, Index>, &scatter_locked<Scalar, Index>,
-                            &scatter_owned<Scalar, Index>, &gather_stream<Scalar, Index>,
-                            &first_bad<Index>};
+                            &scatter_owned<Scalar, Index>,
+                            &gather_stream<Scalar, Index>, &first_bad<Index>};
 }
 
 const Table kTable{make_ops<float, int32_t>(), make_ops<float, int64_t>(),

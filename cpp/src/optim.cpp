@@ -33,8 +33,9 @@ struct RowUpdate {
     alpha = lr * std::sqrt(Scalar(1) - b2p) / (Scalar(1) - b1p);
   }
 
-  void operator()(Scalar* __restrict w, const Scalar* __restrict g, Scalar* __restrict s1,
-                  Scalar* __restrict s2, Scalar* __restrict s3, int64_t D) const {
+  void operator()(Scalar* __restrict w, const Scalar* __restrict g,
+                  Scalar* __restrict s1, Scalar* __restrict s2, Scalar* __restrict s3,
+                  int64_t D) const {
     switch (p.kind) {
       case OptimKind::sgd:
         if (p.momentum == 0.0) {
@@ -95,9 +96,9 @@ Scalar* row_of(Scalar* base, int64_t r, int64_t D) {
 }  // namespace
 
 template <class Scalar>
-void optim_step(const OptimParams& p, Scalar* table, int64_t V, int64_t D, const int64_t* rows,
-                int64_t n_rows, const Scalar* grad, Scalar* state1, Scalar* state2,
-                Scalar* state3) {
+void optim_step(const OptimParams& p, Scalar* table, int64_t V, int64_t D,
+                const int64_t* rows, int64_t n_rows, const Scalar* grad, Scalar* state1,
+                Scalar* state2, Scalar* state3) {
   const bool lazy = rows != nullptr;
   const int64_t n = lazy ? n_rows : V;
   if (lazy) {
@@ -108,15 +109,18 @@ void optim_step(const OptimParams& p, Scalar* table, int64_t V, int64_t D, const
         throw std::invalid_argument("RowGrad indices must be sorted and unique");
   }
   const bool need1 = p.kind != OptimKind::sgd || p.momentum != 0.0;
-  const bool need2 = p.kind == OptimKind::adam || (p.kind == OptimKind::rmsprop && p.momentum > 0.0);
+  const bool need2 =
+      p.kind == OptimKind::adam || (p.kind == OptimKind::rmsprop && p.momentum > 0.0);
   const bool need3 = p.kind == OptimKind::rmsprop && p.centered;
-  if ((need1 && state1 == nullptr) || (need2 && state2 == nullptr) || (need3 && state3 == nullptr))
+  if ((need1 && state1 == nullptr) || (need2 && state2 == nullptr) ||
+      (need3 && state3 == nullptr))
     throw std::invalid_argument("optimizer state buffer missing");
   if (n == 0 || D == 0) return;
   RangeGuard guard(table, table + V * D);
   const RowUpdate<Scalar> update(p);
   // The update reads and writes about 4 rows per row: size tasks by that.
-  const int64_t grain = std::max<int64_t>(1, grain_rows(4 * D * static_cast<int64_t>(sizeof(Scalar))));
+  const int64_t grain =
+      std::max<int64_t>(1, grain_rows(4 * D * static_cast<int64_t>(sizeof(Scalar))));
   parallel_for(0, n, grain, [&](int64_t b, int64_t e) {
     for (int64_t k = b; k < e; ++k) {
       const int64_t r = lazy ? rows[k] : k;
@@ -126,9 +130,11 @@ void optim_step(const OptimParams& p, Scalar* table, int64_t V, int64_t D, const
   });
 }
 
-template void optim_step<float>(const OptimParams&, float*, int64_t, int64_t, const int64_t*,
-                                int64_t, const float*, float*, float*, float*);
-template void optim_step<double>(const OptimParams&, double*, int64_t, int64_t, const int64_t*,
-                                 int64_t, const double*, double*, double*, double*);
+template void optim_step<float>(const OptimParams&, float*, int64_t, int64_t,
+                                const int64_t*, int64_t, const float*, float*, float*,
+                                float*);
+template void optim_step<double>(const OptimParams&, double*, int64_t, int64_t,
+                                 const int64_t*, int64_t, const double*, double*,
+                                 double*, double*);
 
 }  // namespace embtable

@@ -110,7 +110,8 @@ class Pool {
     }
     // Close the ticket: no claim on this generation can succeed from now on,
     // even by a worker that reads the next job's chunk count.
-    ticket_.store((static_cast<uint64_t>(gen) << 32) | 0xFFFFFFFFu, std::memory_order_relaxed);
+    ticket_.store((static_cast<uint64_t>(gen) << 32) | 0xFFFFFFFFu,
+                  std::memory_order_relaxed);
     job.error = job_.error;
   }
 
@@ -169,8 +170,8 @@ class Pool {
     }
   }
 
-  Job job_;            // written by the caller before the ticket is published
-  uint32_t gen_ = 0;   // the caller's generation count
+  Job job_;           // written by the caller before the ticket is published
+  uint32_t gen_ = 0;  // the caller's generation count
   std::atomic<uint64_t> ticket_{0};
   std::atomic<uint32_t> nchunks_{0};
   std::atomic<uint32_t> done_{0};
@@ -264,7 +265,8 @@ int get_num_threads() noexcept {
 
 void set_num_threads(int n) {
   if (n < 1)
-    throw std::invalid_argument("number of threads must be >= 1, got " + std::to_string(n));
+    throw std::invalid_argument("number of threads must be >= 1, got " +
+                                std::to_string(n));
   g_threads.store(n, std::memory_order_relaxed);
 }
 
@@ -272,7 +274,8 @@ namespace detail {
 
 bool in_parallel_region() noexcept { return t_in_parallel; }
 
-void parallel_run(int64_t begin, int64_t end, int64_t grain, RangeFn fn, const void* ctx) {
+void parallel_run(int64_t begin, int64_t end, int64_t grain, RangeFn fn,
+                  const void* ctx) {
   const int threads = get_num_threads();
   std::unique_lock<std::mutex> own(g_run_mutex, std::try_to_lock);
   if (!own.owns_lock()) {  // another caller owns the pool: do this one here
@@ -293,7 +296,8 @@ void parallel_run(int64_t begin, int64_t end, int64_t grain, RangeFn fn, const v
   job.end = end;
   // About 4 tasks per thread balance uneven rows without many atomics.
   const int64_t n = end - begin;
-  job.chunk = std::max(grain, (n + 4 * threads - 1) / (4 * static_cast<int64_t>(threads)));
+  job.chunk =
+      std::max(grain, (n + 4 * threads - 1) / (4 * static_cast<int64_t>(threads)));
   g_pool->run(job);
   own.unlock();
   if (job.error) std::rethrow_exception(job.error);

@@ -62,14 +62,16 @@ std::vector<int64_t> owner_bounds(const Index* indices, int64_t n, int64_t V, in
     const auto hi = std::lower_bound(sample.begin(), sample.end(), bounds[p + 1]);
     most = std::max<int64_t>(most, hi - lo);
   }
-  *heaviest = static_cast<double>(most) / static_cast<double>(std::max<int64_t>(samples, 1));
+  *heaviest =
+      static_cast<double>(most) / static_cast<double>(std::max<int64_t>(samples, 1));
   return bounds;
 }
 
 }  // namespace
 
 RangeGuard::RangeGuard(const void* begin, const void* end)
-    : begin_(reinterpret_cast<uintptr_t>(begin)), end_(reinterpret_cast<uintptr_t>(end)) {
+    : begin_(reinterpret_cast<uintptr_t>(begin)),
+      end_(reinterpret_cast<uintptr_t>(end)) {
   if (begin_ >= end_) return;
   auto& r = held_ranges();
   std::unique_lock<std::mutex> lock(r.m);
@@ -94,7 +96,8 @@ RangeGuard::~RangeGuard() {
 
 template <class Scalar, class Index>
 void scatter_add(Scalar* target, int64_t V, int64_t D, const Index* indices,
-                 std::span<const int64_t> shape, const Scalar* updates, bool deterministic) {
+                 std::span<const int64_t> shape, const Scalar* updates,
+                 bool deterministic) {
   const int64_t n = shape_size(shape);
   check_indices(indices, shape, V);
   if (n == 0 || D == 0) return;
@@ -103,7 +106,8 @@ void scatter_add(Scalar* target, int64_t V, int64_t D, const Index* indices,
   const int64_t grain = grain_rows(D * static_cast<int64_t>(sizeof(Scalar)));
   const int threads = get_num_threads();
   if (n <= grain || threads == 1) {
-    ops.scatter_owned(target, D, indices, n, updates, 0, V, V);  // in order: np.add.at exactly
+    ops.scatter_owned(target, D, indices, n, updates, 0, V,
+                      V);  // in order: np.add.at exactly
     return;
   }
   // Owners first, in both modes: no atomics, and bitwise np.add.at. Each owner
@@ -136,11 +140,12 @@ void scatter_add_ref(Scalar* target, int64_t D, const Index* indices, int64_t n,
       target[static_cast<int64_t>(indices[i]) * D + d] += updates[i * D + d];
 }
 
-#define EMBTABLE_INSTANTIATE(Scalar, Index)                                                 \
-  template void scatter_add<Scalar, Index>(Scalar*, int64_t, int64_t, const Index*,       \
-                                           std::span<const int64_t>, const Scalar*, bool); \
-  template void scatter_add_ref<Scalar, Index>(Scalar*, int64_t, const Index*, int64_t,   \
-                                               const Scalar*);
+#define EMBTABLE_INSTANTIATE(Scalar, Index)                                         \
+  template void scatter_add<Scalar, Index>(Scalar*, int64_t, int64_t, const Index*, \
+                                           std::span<const int64_t>, const Scalar*, \
+                                           bool);                                   \
+  template void scatter_add_ref<Scalar, Index>(Scalar*, int64_t, const Index*,      \
+                                               int64_t, const Scalar*);
 EMBTABLE_INSTANTIATE(float, int32_t)
 EMBTABLE_INSTANTIATE(float, int64_t)
 EMBTABLE_INSTANTIATE(double, int32_t)

@@ -53,8 +53,9 @@ PaddedLock* sgns_locks() noexcept {
 }  // namespace sgns_kernels
 
 template <class Index>
-void sgns_check_indices(int64_t V_in, int64_t V_out, const Index* centers, const Index* contexts,
-                        int64_t N, const Index* negatives, int64_t K) {
+void sgns_check_indices(int64_t V_in, int64_t V_out, const Index* centers,
+                        const Index* contexts, int64_t N, const Index* negatives,
+                        int64_t K) {
   if (N < 0 || K < 0) throw std::invalid_argument("sgns_step: negative size");
   const int64_t pair_shape[1] = {N};
   const int64_t neg_shape[2] = {N, K};
@@ -64,8 +65,8 @@ void sgns_check_indices(int64_t V_in, int64_t V_out, const Index* centers, const
 }
 
 template <class Scalar, class Index>
-double sgns_step(Scalar* in_table, int64_t V_in, Scalar* out_table, int64_t V_out, int64_t D,
-                 const Index* centers, const Index* contexts, int64_t N,
+double sgns_step(Scalar* in_table, int64_t V_in, Scalar* out_table, int64_t V_out,
+                 int64_t D, const Index* centers, const Index* contexts, int64_t N,
                  const Index* negatives, int64_t K, Scalar lr) {
   sgns_check_indices(V_in, V_out, centers, contexts, N, negatives, K);
   if (N == 0) return 0.0;
@@ -79,7 +80,8 @@ double sgns_step(Scalar* in_table, int64_t V_in, Scalar* out_table, int64_t V_ou
   const int64_t pair_bytes = (K + 2) * D * static_cast<int64_t>(sizeof(Scalar)) * 2;
   const int64_t grain = std::max<int64_t>(16, grain_rows(pair_bytes));
   if (get_num_threads() == 1 || N <= grain)
-    return run(in_table, out_table, D, centers, contexts, negatives, K, lr, 0, N, false) /
+    return run(in_table, out_table, D, centers, contexts, negatives, K, lr, 0, N,
+               false) /
            static_cast<double>(N);
   std::atomic<double> loss{0.0};
   parallel_for(0, N, grain, [&](int64_t b, int64_t e) {
@@ -95,9 +97,9 @@ namespace {
 void check_stream(int64_t n, int64_t start, int64_t stop, int64_t window, int64_t K,
                   int64_t noise_len) {
   if (start < 0 || start > stop || stop > n)
-    throw std::invalid_argument("sgns_train: need 0 <= start <= stop <= len(tokens) = " +
-                                std::to_string(n) + ", got start=" + std::to_string(start) +
-                                ", stop=" + std::to_string(stop));
+    throw std::invalid_argument(
+        "sgns_train: need 0 <= start <= stop <= len(tokens) = " + std::to_string(n) +
+        ", got start=" + std::to_string(start) + ", stop=" + std::to_string(stop));
   if (window < 0) throw std::invalid_argument("sgns_train: window must be >= 0");
   if (K < 0) throw std::invalid_argument("sgns_train: negative must be >= 0");
   if (K > 0 && noise_len == 0 && stop > start && window > 0)
@@ -110,8 +112,8 @@ template <class Scalar, class Index>
 SgnsTrainResult sgns_train(Scalar* in_table, Scalar* out_table, int64_t V, int64_t D,
                            const Index* tokens, const int64_t* sentences, int64_t n,
                            int64_t start, int64_t stop, int64_t window, int64_t K,
-                           const Index* noise, int64_t noise_len, Scalar lr, Scalar end_lr,
-                           uint64_t seed) {
+                           const Index* noise, int64_t noise_len, Scalar lr,
+                           Scalar end_lr, uint64_t seed) {
   check_stream(n, start, stop, window, K, noise_len);
   const int64_t tok_shape[1] = {n};
   const int64_t noise_shape[1] = {noise_len};
@@ -122,7 +124,7 @@ SgnsTrainResult sgns_train(Scalar* in_table, Scalar* out_table, int64_t V, int64
   Scalar* hi = std::max(in_table + V * D, out_table + V * D);
   RangeGuard guard(lo, hi);
   const auto run = selected_table().get_tokens<Scalar, Index>();
-  const sgns_kernels::TokenArgs<Index> args{tokens, sentences, n,        start, stop,
+  const sgns_kernels::TokenArgs<Index> args{tokens, sentences, n,     start,     stop,
                                             window, K,         noise, noise_len, seed};
   // A center trains about `window` pairs of K + 1 rows each.
   const int64_t grain = std::max<int64_t>(
@@ -136,7 +138,8 @@ SgnsTrainResult sgns_train(Scalar* in_table, Scalar* out_table, int64_t V, int64
     std::atomic<int64_t> pair_sum{0};
     parallel_for(start, stop, grain, [&](int64_t b, int64_t e) {
       int64_t part_pairs = 0;
-      const double part = run(in_table, out_table, D, args, lr, end_lr, b, e, true, &part_pairs);
+      const double part =
+          run(in_table, out_table, D, args, lr, end_lr, b, e, true, &part_pairs);
       loss_sum.fetch_add(part, std::memory_order_relaxed);
       pair_sum.fetch_add(part_pairs, std::memory_order_relaxed);
     });
@@ -148,14 +151,15 @@ SgnsTrainResult sgns_train(Scalar* in_table, Scalar* out_table, int64_t V, int64
 
 template <class Index>
 void sgns_pairs(const Index* tokens, const int64_t* sentences, int64_t n, int64_t start,
-                int64_t stop, int64_t window, int64_t K, const Index* noise, int64_t noise_len,
-                uint64_t seed, std::vector<int64_t>& inputs, std::vector<int64_t>& targets,
-                std::vector<int64_t>& negatives) {
+                int64_t stop, int64_t window, int64_t K, const Index* noise,
+                int64_t noise_len, uint64_t seed, std::vector<int64_t>& inputs,
+                std::vector<int64_t>& targets, std::vector<int64_t>& negatives) {
   check_stream(n, start, stop, window, K, noise_len);
   std::vector<int64_t> negs(static_cast<size_t>(2 * window * K + 1));
   for (int64_t i = start; i < stop; ++i)
-    sgns_kernels::for_each_pair(tokens, sentences, n, window, K, noise, noise_len, seed, i,
-                                negs.data(), [&](int64_t in, int64_t t, const int64_t* ng) {
+    sgns_kernels::for_each_pair(tokens, sentences, n, window, K, noise, noise_len, seed,
+                                i, negs.data(),
+                                [&](int64_t in, int64_t t, const int64_t* ng) {
                                   inputs.push_back(in);
                                   targets.push_back(t);
                                   negatives.insert(negatives.end(), ng, ng + K);
@@ -163,9 +167,9 @@ void sgns_pairs(const Index* tokens, const int64_t* sentences, int64_t n, int64_
 }
 
 template <class Scalar, class Index>
-double sgns_step_ref(Scalar* in_table, Scalar* out_table, int64_t D, const Index* centers,
-                     const Index* contexts, int64_t N, const Index* negatives, int64_t K,
-                     Scalar lr) {
+double sgns_step_ref(Scalar* in_table, Scalar* out_table, int64_t D,
+                     const Index* centers, const Index* contexts, int64_t N,
+                     const Index* negatives, int64_t K, Scalar lr) {
   std::vector<Scalar> h(static_cast<size_t>(D)), grad(static_cast<size_t>(D));
   double loss = 0;
   for (int64_t i = 0; i < N; ++i) {
@@ -194,34 +198,37 @@ double sgns_step_ref(Scalar* in_table, Scalar* out_table, int64_t D, const Index
   return N == 0 ? 0.0 : loss / static_cast<double>(N);
 }
 
-#define EMBTABLE_INSTANTIATE(Scalar, Index)                                                  \
-  template double sgns_step<Scalar, Index>(Scalar*, int64_t, Scalar*, int64_t, int64_t,      \
-                                           const Index*, const Index*, int64_t, const Index*, \
-                                           int64_t, Scalar);                                 \
-  template double sgns_step_ref<Scalar, Index>(Scalar*, Scalar*, int64_t, const Index*,      \
-                                               const Index*, int64_t, const Index*, int64_t, \
-                                               Scalar);
-template void sgns_check_indices<int32_t>(int64_t, int64_t, const int32_t*, const int32_t*,
-                                          int64_t, const int32_t*, int64_t);
-template void sgns_check_indices<int64_t>(int64_t, int64_t, const int64_t*, const int64_t*,
-                                          int64_t, const int64_t*, int64_t);
-#define EMBTABLE_INSTANTIATE_TRAIN(Scalar, Index)                                           \
-  template SgnsTrainResult sgns_train<Scalar, Index>(                                       \
-      Scalar*, Scalar*, int64_t, int64_t, const Index*, const int64_t*, int64_t, int64_t,   \
-      int64_t, int64_t, int64_t, const Index*, int64_t, Scalar, Scalar, uint64_t);
+#define EMBTABLE_INSTANTIATE(Scalar, Index)                                         \
+  template double sgns_step<Scalar, Index>(Scalar*, int64_t, Scalar*, int64_t,      \
+                                           int64_t, const Index*, const Index*,     \
+                                           int64_t, const Index*, int64_t, Scalar); \
+  template double sgns_step_ref<Scalar, Index>(Scalar*, Scalar*, int64_t,           \
+                                               const Index*, const Index*, int64_t, \
+                                               const Index*, int64_t, Scalar);
+template void sgns_check_indices<int32_t>(int64_t, int64_t, const int32_t*,
+                                          const int32_t*, int64_t, const int32_t*,
+                                          int64_t);
+template void sgns_check_indices<int64_t>(int64_t, int64_t, const int64_t*,
+                                          const int64_t*, int64_t, const int64_t*,
+                                          int64_t);
+#define EMBTABLE_INSTANTIATE_TRAIN(Scalar, Index)                                \
+  template SgnsTrainResult sgns_train<Scalar, Index>(                            \
+      Scalar*, Scalar*, int64_t, int64_t, const Index*, const int64_t*, int64_t, \
+      int64_t, int64_t, int64_t, int64_t, const Index*, int64_t, Scalar, Scalar, \
+      uint64_t);
 EMBTABLE_INSTANTIATE_TRAIN(float, int32_t)
 EMBTABLE_INSTANTIATE_TRAIN(float, int64_t)
 EMBTABLE_INSTANTIATE_TRAIN(double, int32_t)
 EMBTABLE_INSTANTIATE_TRAIN(double, int64_t)
 #undef EMBTABLE_INSTANTIATE_TRAIN
-template void sgns_pairs<int32_t>(const int32_t*, const int64_t*, int64_t, int64_t, int64_t,
-                                  int64_t, int64_t, const int32_t*, int64_t, uint64_t,
-                                  std::vector<int64_t>&, std::vector<int64_t>&,
-                                  std::vector<int64_t>&);
-template void sgns_pairs<int64_t>(const int64_t*, const int64_t*, int64_t, int64_t, int64_t,
-                                  int64_t, int64_t, const int64_t*, int64_t, uint64_t,
-                                  std::vector<int64_t>&, std::vector<int64_t>&,
-                                  std::vector<int64_t>&);
+template void sgns_pairs<int32_t>(const int32_t*, const int64_t*, int64_t, int64_t,
+                                  int64_t, int64_t, int64_t, const int32_t*, int64_t,
+                                  uint64_t, std::vector<int64_t>&,
+                                  std::vector<int64_t>&, std::vector<int64_t>&);
+template void sgns_pairs<int64_t>(const int64_t*, const int64_t*, int64_t, int64_t,
+                                  int64_t, int64_t, int64_t, const int64_t*, int64_t,
+                                  uint64_t, std::vector<int64_t>&,
+                                  std::vector<int64_t>&, std::vector<int64_t>&);
 EMBTABLE_INSTANTIATE(float, int32_t)
 EMBTABLE_INSTANTIATE(float, int64_t)
 EMBTABLE_INSTANTIATE(double, int32_t)

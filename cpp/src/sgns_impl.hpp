@@ -25,7 +25,8 @@ namespace {
 constexpr int kLanes = 16;
 
 template <class Scalar>
-inline Scalar dot(const Scalar* __restrict a, const Scalar* __restrict b, int64_t D) noexcept {
+inline Scalar dot(const Scalar* __restrict a, const Scalar* __restrict b,
+                  int64_t D) noexcept {
   Scalar acc[kLanes] = {};
   int64_t d = 0;
   for (; d + kLanes <= D; d += kLanes)
@@ -46,7 +47,8 @@ inline void prefetch_row(const Scalar* row, int64_t D) noexcept {
 
 // y += g * x
 template <class Scalar>
-inline void axpy(Scalar* __restrict y, Scalar g, const Scalar* __restrict x, int64_t D) noexcept {
+inline void axpy(Scalar* __restrict y, Scalar g, const Scalar* __restrict x,
+                 int64_t D) noexcept {
   for (int64_t d = 0; d < D; ++d) y[d] += g * x[d];
 }
 
@@ -86,7 +88,8 @@ inline Scalar sigmoid_residual(Scalar s, bool positive, LossSum& loss) noexcept 
   const Scalar p = s >= 0 ? one / (one + e) : e / (one + e);  // sigmoid(s)
   // -log(sigmoid(x)) = log(1 + exp(-|x|)) + max(-x, 0)
   const Scalar margin = positive ? -s : s;
-  loss.add(1.0 + static_cast<double>(e), static_cast<double>(std::max(margin, Scalar{0})));
+  loss.add(1.0 + static_cast<double>(e),
+           static_cast<double>(std::max(margin, Scalar{0})));
   return positive ? one - p : -p;
 }
 
@@ -110,8 +113,8 @@ class RowLock {
  private:
   static uint32_t stripe(uintptr_t address) noexcept {
     // Fibonacci hashing of the row's address: rows of both tables, spread.
-    return static_cast<uint32_t>((static_cast<uint64_t>(address) * 0x9E3779B97F4A7C15ull) >>
-                                 (64 - kLockBits));
+    return static_cast<uint32_t>(
+        (static_cast<uint64_t>(address) * 0x9E3779B97F4A7C15ull) >> (64 - kLockBits));
   }
   std::atomic<uint32_t>* l_;
 };
@@ -119,9 +122,9 @@ class RowLock {
 // One pair: input row `in_row`, positive output row `ctx`, K negatives.
 // h and grad are scratch rows of D.
 template <class Scalar, bool Locked, class Neg>
-inline void train_pair(Scalar* in_row, Scalar* out, int64_t D, int64_t ctx, const Neg* negs,
-                       int64_t K, Scalar lr, Scalar* __restrict h, Scalar* __restrict grad,
-                       LossSum& loss) noexcept {
+inline void train_pair(Scalar* in_row, Scalar* out, int64_t D, int64_t ctx,
+                       const Neg* negs, int64_t K, Scalar lr, Scalar* __restrict h,
+                       Scalar* __restrict grad, LossSum& loss) noexcept {
   {
     RowLock lock(in_row, Locked);
     std::memcpy(h, in_row, static_cast<size_t>(D) * sizeof(Scalar));
@@ -141,8 +144,9 @@ inline void train_pair(Scalar* in_row, Scalar* out, int64_t D, int64_t ctx, cons
 }
 
 template <class Scalar, class Index, bool Locked>
-double run(Scalar* in, Scalar* out, int64_t D, const Index* centers, const Index* contexts,
-           const Index* negatives, int64_t K, Scalar lr, int64_t b, int64_t e) {
+double run(Scalar* in, Scalar* out, int64_t D, const Index* centers,
+           const Index* contexts, const Index* negatives, int64_t K, Scalar lr,
+           int64_t b, int64_t e) {
   std::vector<Scalar> buf(static_cast<size_t>(2 * D));
   LossSum loss;
   for (int64_t i = b; i < e; ++i) {
@@ -153,28 +157,31 @@ double run(Scalar* in, Scalar* out, int64_t D, const Index* centers, const Index
         prefetch_row(out + static_cast<int64_t>(negatives[(i + 1) * K + k]) * D, D);
     }
     train_pair<Scalar, Locked>(in + static_cast<int64_t>(centers[i]) * D, out, D,
-                               static_cast<int64_t>(contexts[i]), negatives + i * K, K, lr,
-                               buf.data(), buf.data() + D, loss);
+                               static_cast<int64_t>(contexts[i]), negatives + i * K, K,
+                               lr, buf.data(), buf.data() + D, loss);
   }
   return loss.total();
 }
 
 template <class Scalar, class Index>
-double run_range(Scalar* in, Scalar* out, int64_t D, const Index* centers, const Index* contexts,
-                 const Index* negatives, int64_t K, Scalar lr, int64_t b, int64_t e,
-                 bool locked) {
-  return locked ? run<Scalar, Index, true>(in, out, D, centers, contexts, negatives, K, lr, b, e)
-                : run<Scalar, Index, false>(in, out, D, centers, contexts, negatives, K, lr, b, e);
+double run_range(Scalar* in, Scalar* out, int64_t D, const Index* centers,
+                 const Index* contexts, const Index* negatives, int64_t K, Scalar lr,
+                 int64_t b, int64_t e, bool locked) {
+  return locked ? run<Scalar, Index, true>(in, out, D, centers, contexts, negatives, K,
+                                           lr, b, e)
+                : run<Scalar, Index, false>(in, out, D, centers, contexts, negatives, K,
+                                            lr, b, e);
 }
 
 template <class Scalar, class Index, bool Locked>
-double run_tokens(Scalar* in, Scalar* out, int64_t D, const TokenArgs<Index>& a, Scalar lr,
-                  Scalar end_lr, int64_t b, int64_t e, int64_t* pairs) {
+double run_tokens(Scalar* in, Scalar* out, int64_t D, const TokenArgs<Index>& a,
+                  Scalar lr, Scalar end_lr, int64_t b, int64_t e, int64_t* pairs) {
   std::vector<Scalar> buf(static_cast<size_t>(2 * D));
   // The pairs of one center (at most 2 * window), collected first so the rows of
   // pair p + 1 can be prefetched while pair p computes.
   const auto cap = static_cast<size_t>(2 * a.window);
-  std::vector<int64_t> inputs(cap), targets(cap), negs(cap * static_cast<size_t>(a.K) + 1);
+  std::vector<int64_t> inputs(cap), targets(cap),
+      negs(cap * static_cast<size_t>(a.K) + 1);
   LossSum loss;
   int64_t count = 0;
   const double span = static_cast<double>(a.stop - a.start);
@@ -183,8 +190,9 @@ double run_tokens(Scalar* in, Scalar* out, int64_t D, const TokenArgs<Index>& a,
     const auto frac = static_cast<Scalar>(static_cast<double>(i - a.start) / span);
     const Scalar step = lr + (end_lr - lr) * frac;
     int64_t m = 0;
-    for_each_pair(a.tokens, a.sentences, a.n, a.window, a.K, a.noise, a.noise_len, a.seed, i,
-                  negs.data(), [&](int64_t input, int64_t target, const int64_t*) {
+    for_each_pair(a.tokens, a.sentences, a.n, a.window, a.K, a.noise, a.noise_len,
+                  a.seed, i, negs.data(),
+                  [&](int64_t input, int64_t target, const int64_t*) {
                     inputs[static_cast<size_t>(m)] = input;
                     targets[static_cast<size_t>(m)] = target;
                     ++m;
@@ -197,8 +205,9 @@ double run_tokens(Scalar* in, Scalar* out, int64_t D, const TokenArgs<Index>& a,
         const int64_t* next = negs.data() + (p + 1) * a.K;
         for (int64_t k = 0; k < a.K; ++k) prefetch_row(out + next[k] * D, D);
       }
-      train_pair<Scalar, Locked>(in + inputs[q] * D, out, D, targets[q], negs.data() + p * a.K,
-                                 a.K, step, buf.data(), buf.data() + D, loss);
+      train_pair<Scalar, Locked>(in + inputs[q] * D, out, D, targets[q],
+                                 negs.data() + p * a.K, a.K, step, buf.data(),
+                                 buf.data() + D, loss);
     }
     count += m;
   }
@@ -207,10 +216,12 @@ double run_tokens(Scalar* in, Scalar* out, int64_t D, const TokenArgs<Index>& a,
 }
 
 template <class Scalar, class Index>
-double tokens_range(Scalar* in, Scalar* out, int64_t D, const TokenArgs<Index>& a, Scalar lr,
-                    Scalar end_lr, int64_t b, int64_t e, bool locked, int64_t* pairs) {
-  return locked ? run_tokens<Scalar, Index, true>(in, out, D, a, lr, end_lr, b, e, pairs)
-                : run_tokens<Scalar, Index, false>(in, out, D, a, lr, end_lr, b, e, pairs);
+double tokens_range(Scalar* in, Scalar* out, int64_t D, const TokenArgs<Index>& a,
+                    Scalar lr, Scalar end_lr, int64_t b, int64_t e, bool locked,
+                    int64_t* pairs) {
+  return locked
+             ? run_tokens<Scalar, Index, true>(in, out, D, a, lr, end_lr, b, e, pairs)
+             : run_tokens<Scalar, Index, false>(in, out, D, a, lr, end_lr, b, e, pairs);
 }
 
 const Table kTable{&run_range<float, int32_t>,     &run_range<float, int64_t>,

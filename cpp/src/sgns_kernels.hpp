@@ -20,8 +20,8 @@ PaddedLock* sgns_locks() noexcept;  // kLockStripes entries, shared by all SIMD 
 // row's striped lock while reading or updating it (the threaded mode).
 template <class Scalar, class Index>
 using RangeFn = double (*)(Scalar* in, Scalar* out, int64_t D, const Index* centers,
-                           const Index* contexts, const Index* negatives, int64_t K, Scalar lr,
-                           int64_t b, int64_t e, bool locked);
+                           const Index* contexts, const Index* negatives, int64_t K,
+                           Scalar lr, int64_t b, int64_t e, bool locked);
 
 // The token stream of sgns_train (see sgns_window.hpp for how it becomes pairs).
 template <class Index>
@@ -39,9 +39,9 @@ struct TokenArgs {
 // Trains the pairs of centers [b, e) of sgns_train; returns their summed loss
 // and stores their count in *pairs.
 template <class Scalar, class Index>
-using TokensFn = double (*)(Scalar* in, Scalar* out, int64_t D, const TokenArgs<Index>& args,
-                            Scalar lr, Scalar end_lr, int64_t b, int64_t e, bool locked,
-                            int64_t* pairs);
+using TokensFn = double (*)(Scalar* in, Scalar* out, int64_t D,
+                            const TokenArgs<Index>& args, Scalar lr, Scalar end_lr,
+                            int64_t b, int64_t e, bool locked, int64_t* pairs);
 
 struct Table {
   RangeFn<float, int32_t> f32_i32;
@@ -55,17 +55,25 @@ struct Table {
 
   template <class Scalar, class Index>
   RangeFn<Scalar, Index> get() const noexcept {
-    if constexpr (sizeof(Scalar) == 4 && sizeof(Index) == 4) return f32_i32;
-    else if constexpr (sizeof(Scalar) == 4) return f32_i64;
-    else if constexpr (sizeof(Index) == 4) return f64_i32;
-    else return f64_i64;
+    if constexpr (sizeof(Scalar) == 4 && sizeof(Index) == 4)
+      return f32_i32;
+    else if constexpr (sizeof(Scalar) == 4)
+      return f32_i64;
+    else if constexpr (sizeof(Index) == 4)
+      return f64_i32;
+    else
+      return f64_i64;
   }
   template <class Scalar, class Index>
   TokensFn<Scalar, Index> get_tokens() const noexcept {
-    if constexpr (sizeof(Scalar) == 4 && sizeof(Index) == 4) return tokens_f32_i32;
-    else if constexpr (sizeof(Scalar) == 4) return tokens_f32_i64;
-    else if constexpr (sizeof(Index) == 4) return tokens_f64_i32;
-    else return tokens_f64_i64;
+    if constexpr (sizeof(Scalar) == 4 && sizeof(Index) == 4)
+      return tokens_f32_i32;
+    else if constexpr (sizeof(Scalar) == 4)
+      return tokens_f32_i64;
+    else if constexpr (sizeof(Index) == 4)
+      return tokens_f64_i32;
+    else
+      return tokens_f64_i64;
   }
 };
 

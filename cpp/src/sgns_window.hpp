@@ -19,7 +19,8 @@ inline uint64_t mix64(uint64_t z) noexcept {
 struct PositionRng {
   uint64_t state;
   PositionRng(uint64_t seed, int64_t position) noexcept
-      : state(mix64(seed ^ mix64(static_cast<uint64_t>(position) + 0x9E3779B97F4A7C15ull))) {}
+      : state(mix64(seed ^
+                    mix64(static_cast<uint64_t>(position) + 0x9E3779B97F4A7C15ull))) {}
   uint64_t next() noexcept { return mix64(state += 0x9E3779B97F4A7C15ull); }
   // Uniform in [0, n) for n >= 1 (multiply-shift: no division, no visible bias).
   int64_t below(int64_t n) noexcept {
@@ -37,8 +38,9 @@ struct PositionRng {
 // tokens = [7, 3, 9], window 1 (so b = 1), i = 1 -> f(7, 3, ..), f(9, 3, ..)
 template <class Index, class F>
 inline void for_each_pair(const Index* tokens, const int64_t* sentences, int64_t n,
-                          int64_t window, int64_t K, const Index* noise, int64_t noise_len,
-                          uint64_t seed, int64_t i, int64_t* negs, F&& f) {
+                          int64_t window, int64_t K, const Index* noise,
+                          int64_t noise_len, uint64_t seed, int64_t i, int64_t* negs,
+                          F&& f) {
   if (window < 1) return;
   PositionRng rng(seed, i);
   const int64_t b = 1 + rng.below(window);
@@ -49,7 +51,8 @@ inline void for_each_pair(const Index* tokens, const int64_t* sentences, int64_t
   int64_t* ng = negs;
   for (int64_t j = lo; j <= hi; ++j) {
     if (j == i || (sentences && sentences[j] != s)) continue;
-    for (int64_t k = 0; k < K; ++k) ng[k] = static_cast<int64_t>(noise[rng.below(noise_len)]);
+    for (int64_t k = 0; k < K; ++k)
+      ng[k] = static_cast<int64_t>(noise[rng.below(noise_len)]);
     f(static_cast<int64_t>(tokens[j]), target, static_cast<const int64_t*>(ng));
     ng += K;
   }

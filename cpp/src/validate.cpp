@@ -33,8 +33,9 @@ int64_t find_first_bad_index(const Index* indices, int64_t n, int64_t V) noexcep
   return pos == n ? -1 : pos;
 }
 
-std::string index_error_message(const std::string& value, std::span<const int64_t> shape,
-                                int64_t flat, int64_t V) {
+std::string index_error_message(const std::string& value,
+                                std::span<const int64_t> shape, int64_t flat,
+                                int64_t V) {
   // Unravel `flat` in C order: the last axis varies fastest.
   std::vector<int64_t> coord(shape.size());
   int64_t rest = flat;
@@ -65,8 +66,10 @@ void check_indices(const Index* indices, std::span<const int64_t> shape, int64_t
         index_error_message(std::to_string(indices[bad]), shape, bad, V));
 }
 
-template int64_t find_first_bad_index<int32_t>(const int32_t*, int64_t, int64_t) noexcept;
-template int64_t find_first_bad_index<int64_t>(const int64_t*, int64_t, int64_t) noexcept;
+template int64_t find_first_bad_index<int32_t>(const int32_t*, int64_t,
+                                               int64_t) noexcept;
+template int64_t find_first_bad_index<int64_t>(const int64_t*, int64_t,
+                                               int64_t) noexcept;
 template void check_indices<int32_t>(const int32_t*, std::span<const int64_t>, int64_t);
 template void check_indices<int64_t>(const int64_t*, std::span<const int64_t>, int64_t);
 

@@ -7,7 +7,9 @@ namespace {
 
 const char* kFix = "np.ascontiguousarray(x, dtype=np.float32)";
 
-std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+std::string dtype_str(const py::array& a) {
+  return py::str(a.dtype()).cast<std::string>();
+}
 
 bool is_native(const py::dtype& dt) {
   const char order = dt.byteorder();
@@ -61,49 +63,55 @@ FloatKind float_kind(const py::array& a, const char* name) {
     throw py::type_error(std::string(name) + " has dtype " + dtype_str(a) +
                          "; embtable supports float32 and float64 (" + kFix + ")");
   if (!is_native(dt))
-    throw py::value_error(std::string(name) + " has non-native byte order (" + dtype_str(a) +
-                          "); convert it with " + kFix);
+    throw py::value_error(std::string(name) + " has non-native byte order (" +
+                          dtype_str(a) + "); convert it with " + kFix);
   return dt.itemsize() == 4 ? FloatKind::f32 : FloatKind::f64;
 }
 
 void check_same_float(const py::array& a, const char* name, const py::array& ref,
                       const char* ref_name) {
   if (float_kind(a, name) != float_kind(ref, ref_name))
-    throw py::type_error(std::string(name) + " has dtype " + dtype_str(a) + " but " + ref_name +
-                         " has dtype " + dtype_str(ref) +
+    throw py::type_error(std::string(name) + " has dtype " + dtype_str(a) + " but " +
+                         ref_name + " has dtype " + dtype_str(ref) +
                          "; use one float dtype per call (float32 or float64)");
 }
 
 void check_table(const py::array& a, const char* name, bool writable) {
   if (a.ndim() != 2)
-    throw py::value_error(std::string(name) + " must be 2-D (V, D), got shape " + shape_str(a));
+    throw py::value_error(std::string(name) + " must be 2-D (V, D), got shape " +
+                          shape_str(a));
   if (!(a.flags() & py::array::c_style)) {
     if (writable)
-      throw py::value_error(std::string(name) +
-                            " must be C-contiguous: it is updated in place and can't be "
-                            "silently copied; pass np.ascontiguousarray(" + name +
-                            ") and use the result");
-    throw py::value_error(std::string(name) + " must be C-contiguous; tables are never copied. "
-                          "Convert it once with " + kFix);
+      throw py::value_error(
+          std::string(name) +
+          " must be C-contiguous: it is updated in place and can't be "
+          "silently copied; pass np.ascontiguousarray(" +
+          name + ") and use the result");
+    throw py::value_error(std::string(name) +
+                          " must be C-contiguous; tables are never copied. "
+                          "Convert it once with " +
+                          kFix);
   }
   if (writable) check_inplace(a, name);
 }
 
 void check_inplace(const py::array& a, const char* name) {
   if (!(a.flags() & py::array::c_style))
-    throw py::value_error(std::string(name) +
-                          " must be C-contiguous: it is written in place and can't be silently "
-                          "copied");
+    throw py::value_error(
+        std::string(name) +
+        " must be C-contiguous: it is written in place and can't be silently "
+        "copied");
   if (!a.writeable())
     throw py::value_error(std::string(name) + " is read-only: it is written in place");
 }
 
 IndexKind index_kind(const py::array& a, const char* name) {
   const py::dtype dt = a.dtype();
-  const bool ok = dt.kind() == 'i' && (dt.itemsize() == 4 || dt.itemsize() == 8) && is_native(dt);
+  const bool ok =
+      dt.kind() == 'i' && (dt.itemsize() == 4 || dt.itemsize() == 8) && is_native(dt);
   if (!ok)
-    throw py::type_error(std::string(name) + " must be native int32 or int64 here, got " +
-                         dtype_str(a));
+    throw py::type_error(std::string(name) +
+                         " must be native int32 or int64 here, got " + dtype_str(a));
   if (!(a.flags() & py::array::c_style))
     throw py::value_error(std::string(name) + " must be C-contiguous here");
   return dt.itemsize() == 4 ? IndexKind::i32 : IndexKind::i64;
@@ -125,11 +133,11 @@ py::array c_contiguous_input(const py::array& a) {
   return a.attr("copy")("C").cast<py::array>();
 }
 
-void check_shape(const py::array& a, const char* name, const std::vector<int64_t>& expected,
-                 const char* what) {
+void check_shape(const py::array& a, const char* name,
+                 const std::vector<int64_t>& expected, const char* what) {
   if (shape_of(a) != expected)
-    throw py::value_error(std::string(name) + " has shape " + shape_str(a) + " but " + what +
-                          " " + shape_str(expected));
+    throw py::value_error(std::string(name) + " has shape " + shape_str(a) + " but " +
+                          what + " " + shape_str(expected));
 }
 
 }  // namespace embtable::binding

@@ -39,8 +39,8 @@ void check_no_overlap(const py::array& a, const char* a_name, const py::array& b
 // A read-only input: returned as is when C-contiguous, else copied once (same dtype).
 py::array c_contiguous_input(const py::array& a);
 // `expected` must equal a's shape exactly, else ValueError naming both.
-void check_shape(const py::array& a, const char* name, const std::vector<int64_t>& expected,
-                 const char* what);
+void check_shape(const py::array& a, const char* name,
+                 const std::vector<int64_t>& expected, const char* what);
 
 template <class F>
 decltype(auto) dispatch(FloatKind f, IndexKind i, F&& fn) {

@@ -20,7 +20,8 @@ T launder_value(T v) {
   return v;
 }
 
-// Heap out-of-bounds read one element past a 4-element buffer (ASan: heap-buffer-overflow).
+// Heap out-of-bounds read one element past a 4-element buffer (ASan:
+// heap-buffer-overflow).
 int64_t canary_oob_read() {
   auto buf = std::make_unique<int64_t[]>(4);
   for (int64_t i = 0; i < 4; ++i) buf[i] = i;

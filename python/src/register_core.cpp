@@ -14,14 +14,18 @@ namespace embtable::binding {
 
 py::array inplace_array(const py::handle& obj, const char* name) {
   if (!py::isinstance<py::array>(obj))
-    throw py::type_error(std::string(name) + " must be a numpy.ndarray (it is written in place), "
-                         "got " + py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
+    throw py::type_error(
+        std::string(name) +
+        " must be a numpy.ndarray (it is written in place), "
+        "got " +
+        py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
   return py::reinterpret_borrow<py::array>(obj);
 }
 
 namespace {
 
-py::array gather_py(const py::array& table, const py::array& indices, const py::object& out_obj) {
+py::array gather_py(const py::array& table, const py::array& indices,
+                    const py::object& out_obj) {
   const FloatKind fk = float_kind(table, "table");
   check_table(table, "table", false);
   const IndexKind ik = index_kind(indices, "indices");
@@ -109,7 +113,8 @@ py::dict config_py() {
 void register_core(py::module_& m) {
   m.def("gather", &gather_py, py::arg("table"), py::arg("indices"), py::kw_only(),
         py::arg("out") = py::none(),
-        "Row gather: np.take(table, indices, axis=0) for native int32/int64 C-contiguous indices.");
+        "Row gather: np.take(table, indices, axis=0) for native int32/int64 "
+        "C-contiguous indices.");
   m.def("scatter_add", &scatter_add_py, py::arg("target"), py::arg("indices"),
         py::arg("updates"), py::kw_only(), py::arg("deterministic") = false,
         "Row scatter-add in place: np.add.at(target, indices, updates).");
@@ -119,14 +124,14 @@ void register_core(py::module_& m) {
   m.def("cpus_from_cgroup_cpu_max", &cpus_from_cgroup_cpu_max, py::arg("contents"));
   m.def("config", &config_py);
   m.def(
-      "set_simd_level", [](const std::string& name) { set_simd_level(parse_simd(name)); },
+      "set_simd_level",
+      [](const std::string& name) { set_simd_level(parse_simd(name)); },
       py::arg("level"));
   m.def("get_simd_level", [] { return std::string(simd_name(simd_selected())); });
   m.def(
       "index_error_message",
-      [](const std::string& value, const std::vector<int64_t>& shape, int64_t flat, int64_t V) {
-        return index_error_message(value, shape, flat, V);
-      },
+      [](const std::string& value, const std::vector<int64_t>& shape, int64_t flat,
+         int64_t V) { return index_error_message(value, shape, flat, V); },
       py::arg("value"), py::arg("shape"), py::arg("flat"), py::arg("V"));
 }
 

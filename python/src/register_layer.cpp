@@ -28,8 +28,8 @@ py::array int64_array(const std::vector<int64_t>& v) {
 }
 
 // (rows, values): the coalesced gradient of `grads` (indices.shape + (D,)) by id.
-py::tuple rowgrad_coalesce_py(const py::array& indices, const py::array& grads_in, int64_t V,
-                              int64_t padding_idx) {
+py::tuple rowgrad_coalesce_py(const py::array& indices, const py::array& grads_in,
+                              int64_t V, int64_t padding_idx) {
   const IndexKind ik = index_kind(indices, "indices");
   const FloatKind fk = float_kind(grads_in, "grad_output");
   if (grads_in.ndim() < 1)
@@ -50,7 +50,8 @@ py::tuple rowgrad_coalesce_py(const py::array& indices, const py::array& grads_i
       py::gil_scoped_release nogil;
       plan = rowgrad_plan<Index>(idx, shape, V, padding_idx);
     }
-    values = py::array(grads.dtype(), std::vector<int64_t>{static_cast<int64_t>(plan.rows.size()), D});
+    values = py::array(grads.dtype(),
+                       std::vector<int64_t>{static_cast<int64_t>(plan.rows.size()), D});
     Scalar* out = mutable_ptr<Scalar>(values);
     const Scalar* g = const_ptr<Scalar>(grads);
     py::gil_scoped_release nogil;
@@ -62,7 +63,8 @@ py::tuple rowgrad_coalesce_py(const py::array& indices, const py::array& grads_i
 py::tuple rowgrad_merge_py(const py::array& rows_a, const py::array& values_a,
                            const py::array& rows_b, const py::array& values_b) {
   if (index_kind(rows_a, "indices") != IndexKind::i64 ||
-      index_kind(rows_b, "indices") != IndexKind::i64 || rows_a.ndim() != 1 || rows_b.ndim() != 1)
+      index_kind(rows_b, "indices") != IndexKind::i64 || rows_a.ndim() != 1 ||
+      rows_b.ndim() != 1)
     throw py::type_error("RowGrad indices must be 1-D int64");
   const FloatKind fk = float_kind(values_a, "values");
   check_same_float(values_b, "values", values_a, "values");
@@ -70,8 +72,8 @@ py::tuple rowgrad_merge_py(const py::array& rows_a, const py::array& values_a,
   check_table(values_b, "values", false);
   const int64_t D = values_a.shape(1);
   if (values_b.shape(1) != D)
-    throw py::value_error("cannot merge RowGrads of widths " + std::to_string(D) + " and " +
-                          std::to_string(values_b.shape(1)));
+    throw py::value_error("cannot merge RowGrads of widths " + std::to_string(D) +
+                          " and " + std::to_string(values_b.shape(1)));
   check_shape(values_a, "values", {rows_a.shape(0), D}, "its indices need");
   check_shape(values_b, "values", {rows_b.shape(0), D}, "its indices need");
   RowGradMergePlan plan;
@@ -82,7 +84,8 @@ py::tuple rowgrad_merge_py(const py::array& rows_a, const py::array& values_a,
     py::gil_scoped_release nogil;
     plan = rowgrad_merge_plan(a, na, b, nb);
   }
-  py::array out(values_a.dtype(), std::vector<int64_t>{static_cast<int64_t>(plan.rows.size()), D});
+  py::array out(values_a.dtype(),
+                std::vector<int64_t>{static_cast<int64_t>(plan.rows.size()), D});
   dispatch(fk, IndexKind::i64, [&](auto s, auto) {
     using Scalar = decltype(s);
     const Scalar* va = const_ptr<Scalar>(values_a);
@@ -94,8 +97,8 @@ py::tuple rowgrad_merge_py(const py::array& rows_a, const py::array& values_a,
   return py::make_tuple(int64_array(plan.rows), out);
 }
 
-void embedding_renorm_py(const py::object& table_obj, const py::array& indices, double max_norm,
-                         double norm_type) {
+void embedding_renorm_py(const py::object& table_obj, const py::array& indices,
+                         double max_norm, double norm_type) {
   py::array table = inplace_array(table_obj, "table");
   const FloatKind fk = float_kind(table, "table");
   check_table(table, "table", true);
@@ -123,10 +126,11 @@ OptimKind parse_kind(const std::string& name) {
 
 // One optimizer step in place on `table`. rows None: dense grad (V, D);
 // else a RowGrad's sorted unique int64 rows and their (U, D) values.
-void optim_step_py(const std::string& kind, const py::object& table_obj, const py::object& rows_obj,
-                   const py::array& grad_in, const std::vector<py::object>& states,
-                   double learning_rate, double momentum, bool nesterov, double epsilon,
-                   double rho, bool centered, double beta_1, double beta_2, int64_t step) {
+void optim_step_py(const std::string& kind, const py::object& table_obj,
+                   const py::object& rows_obj, const py::array& grad_in,
+                   const std::vector<py::object>& states, double learning_rate,
+                   double momentum, bool nesterov, double epsilon, double rho,
+                   bool centered, double beta_1, double beta_2, int64_t step) {
   py::array table = inplace_array(table_obj, "table");
   const FloatKind fk = float_kind(table, "table");
   check_table(table, "table", true);
@@ -186,8 +190,8 @@ void optim_step_py(const std::string& kind, const py::object& table_obj, const p
 }
 
 // Oracles for the tests: the scalar *_ref twins on the same inputs.
-py::tuple rowgrad_coalesce_ref_py(const py::array& indices, const py::array& grads, int64_t V,
-                                  int64_t padding_idx) {
+py::tuple rowgrad_coalesce_ref_py(const py::array& indices, const py::array& grads,
+                                  int64_t V, int64_t padding_idx) {
   const IndexKind ik = index_kind(indices, "indices");
   const FloatKind fk = float_kind(grads, "grad_output");
   check_inplace(grads, "grad_output");
@@ -201,9 +205,11 @@ py::tuple rowgrad_coalesce_ref_py(const py::array& indices, const py::array& gra
     using Index = decltype(i);
     std::vector<int64_t> rows;
     std::vector<Scalar> values;
-    rowgrad_coalesce_ref<Scalar, Index>(const_ptr<Index>(indices), n, const_ptr<Scalar>(grads), D,
-                                        padding_idx, rows, values);
-    py::array out(grads.dtype(), std::vector<int64_t>{static_cast<int64_t>(rows.size()), D});
+    rowgrad_coalesce_ref<Scalar, Index>(const_ptr<Index>(indices), n,
+                                        const_ptr<Scalar>(grads), D, padding_idx, rows,
+                                        values);
+    py::array out(grads.dtype(),
+                  std::vector<int64_t>{static_cast<int64_t>(rows.size()), D});
     std::copy(values.begin(), values.end(), mutable_ptr<Scalar>(out));
     return py::make_tuple(int64_array(rows), out);
   });
@@ -222,8 +228,9 @@ void embedding_renorm_ref_py(const py::object& table_obj, const py::array& indic
   dispatch(fk, ik, [&](auto s, auto i) {
     using Scalar = decltype(s);
     using Index = decltype(i);
-    embedding_renorm_ref<Scalar, Index>(mutable_ptr<Scalar>(table), D, const_ptr<Index>(indices),
-                                        n, max_norm, norm_type);
+    embedding_renorm_ref<Scalar, Index>(mutable_ptr<Scalar>(table), D,
+                                        const_ptr<Index>(indices), n, max_norm,
+                                        norm_type);
   });
 }
 
@@ -233,22 +240,26 @@ void register_layer(py::module_& m) {
   m.def("rowgrad_coalesce_ref", &rowgrad_coalesce_ref_py, py::arg("indices"),
         py::arg("grad_output"), py::arg("V"), py::arg("padding_idx") = -1,
         "Scalar oracle of rowgrad_coalesce (for tests).");
-  m.def("embedding_renorm_ref", &embedding_renorm_ref_py, py::arg("table"), py::arg("indices"),
-        py::arg("max_norm"), py::arg("norm_type") = 2.0,
+  m.def("embedding_renorm_ref", &embedding_renorm_ref_py, py::arg("table"),
+        py::arg("indices"), py::arg("max_norm"), py::arg("norm_type") = 2.0,
         "Scalar oracle of embedding_renorm (for tests).");
-  m.def("rowgrad_coalesce", &rowgrad_coalesce_py, py::arg("indices"), py::arg("grad_output"),
-        py::arg("V"), py::arg("padding_idx") = -1,
-        "(rows, values): grad_output summed by id, rows sorted unique int64, padding_idx dropped.");
+  m.def("rowgrad_coalesce", &rowgrad_coalesce_py, py::arg("indices"),
+        py::arg("grad_output"), py::arg("V"), py::arg("padding_idx") = -1,
+        "(rows, values): grad_output summed by id, rows sorted unique int64, "
+        "padding_idx dropped.");
   m.def("rowgrad_merge", &rowgrad_merge_py, py::arg("rows_a"), py::arg("values_a"),
-        py::arg("rows_b"), py::arg("values_b"), "(rows, values): the sum of two row gradients.");
+        py::arg("rows_b"), py::arg("values_b"),
+        "(rows, values): the sum of two row gradients.");
   m.def("embedding_renorm", &embedding_renorm_py, py::arg("table"), py::arg("indices"),
         py::arg("max_norm"), py::arg("norm_type") = 2.0,
-        "In place: rescale each looked-up row whose norm exceeds max_norm (torch.embedding_renorm_).");
-  m.def("optim_step", &optim_step_py, py::arg("kind"), py::arg("table"), py::arg("rows"),
-        py::arg("grad"), py::arg("states"), py::arg("learning_rate"), py::arg("momentum") = 0.0,
-        py::arg("nesterov") = false, py::arg("epsilon") = 1e-7, py::arg("rho") = 0.9,
-        py::arg("centered") = false, py::arg("beta_1") = 0.9, py::arg("beta_2") = 0.999,
-        py::arg("step") = 1, "One optimizer step in place (Keras 3 formulas); rows=None: dense.");
+        "In place: rescale each looked-up row whose norm exceeds max_norm "
+        "(torch.embedding_renorm_).");
+  m.def("optim_step", &optim_step_py, py::arg("kind"), py::arg("table"),
+        py::arg("rows"), py::arg("grad"), py::arg("states"), py::arg("learning_rate"),
+        py::arg("momentum") = 0.0, py::arg("nesterov") = false,
+        py::arg("epsilon") = 1e-7, py::arg("rho") = 0.9, py::arg("centered") = false,
+        py::arg("beta_1") = 0.9, py::arg("beta_2") = 0.999, py::arg("step") = 1,
+        "One optimizer step in place (Keras 3 formulas); rows=None: dense.");
 }
 
 }  // namespace embtable::binding

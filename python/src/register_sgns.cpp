@@ -1,6 +1,6 @@
 // sgns_step: the fused skip-gram negative-sampling SGD step.
-#include <cstdint>
 #include <algorithm>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -25,8 +25,9 @@ struct SgnsArgs {
   int64_t V_in, V_out, D, N, K;
 };
 
-SgnsArgs check_sgns(const py::object& in_obj, const py::object& out_obj, const py::array& centers,
-                    const py::array& contexts, const py::array& negatives) {
+SgnsArgs check_sgns(const py::object& in_obj, const py::object& out_obj,
+                    const py::array& centers, const py::array& contexts,
+                    const py::array& negatives) {
   SgnsArgs a;
   a.in_table = inplace_array(in_obj, "in_table");
   a.out_table = inplace_array(out_obj, "out_table");
@@ -37,20 +38,25 @@ SgnsArgs check_sgns(const py::object& in_obj, const py::object& out_obj, const p
   check_aligned(a.in_table, "in_table");
   check_aligned(a.out_table, "out_table");
   if (a.in_table.shape(1) != a.out_table.shape(1))
-    throw py::value_error("in_table has shape " + shape_str(a.in_table) + " but out_table has "
-                          "shape " + shape_str(a.out_table) + "; both need the same D");
+    throw py::value_error("in_table has shape " + shape_str(a.in_table) +
+                          " but out_table has "
+                          "shape " +
+                          shape_str(a.out_table) + "; both need the same D");
   check_no_overlap(a.in_table, "in_table", a.out_table, "out_table");
   a.ik = index_kind(centers, "centers");
-  if (index_kind(contexts, "contexts") != a.ik || index_kind(negatives, "negatives") != a.ik)
-    throw py::type_error("centers, contexts and negatives must share one index dtype (int32 or "
-                         "int64)");
+  if (index_kind(contexts, "contexts") != a.ik ||
+      index_kind(negatives, "negatives") != a.ik)
+    throw py::type_error(
+        "centers, contexts and negatives must share one index dtype (int32 or "
+        "int64)");
   if (centers.ndim() != 1)
     throw py::value_error("centers must be 1-D (N,), got shape " + shape_str(centers));
   a.N = centers.shape(0);
   check_shape(contexts, "contexts", {a.N}, "centers has shape");
   if (negatives.ndim() != 2 || negatives.shape(0) != a.N)
-    throw py::value_error("negatives has shape " + shape_str(negatives) +
-                          " but must be (N, K) with N = len(centers) = " + std::to_string(a.N));
+    throw py::value_error(
+        "negatives has shape " + shape_str(negatives) +
+        " but must be (N, K) with N = len(centers) = " + std::to_string(a.N));
   for (const auto* idx : {&centers, &contexts, &negatives}) {
     check_no_overlap(*idx, "an index array", a.in_table, "in_table");
     check_no_overlap(*idx, "an index array", a.out_table, "out_table");
@@ -83,7 +89,8 @@ double sgns_step_py(const py::object& in_obj, const py::object& out_obj,
       sgns_check_indices<Index>(a.V_in, a.V_out, c, x, a.N, n, a.K);
       return sgns_step_ref<Scalar, Index>(in, out, a.D, c, x, a.N, n, a.K, step);
     }
-    return sgns_step<Scalar, Index>(in, a.V_in, out, a.V_out, a.D, c, x, a.N, n, a.K, step);
+    return sgns_step<Scalar, Index>(in, a.V_in, out, a.V_out, a.D, c, x, a.N, n, a.K,
+                                    step);
   });
 }
 
@@ -99,16 +106,19 @@ StreamArgs check_stream(const py::array& tokens, const py::object& sentences_obj
   StreamArgs s;
   s.ik = index_kind(tokens, "tokens");
   if (index_kind(noise, "noise") != s.ik)
-    throw py::type_error("tokens and noise must share one index dtype (int32 or int64)");
+    throw py::type_error(
+        "tokens and noise must share one index dtype (int32 or int64)");
   if (tokens.ndim() != 1)
     throw py::value_error("tokens must be 1-D, got shape " + shape_str(tokens));
-  if (noise.ndim() != 1) throw py::value_error("noise must be 1-D, got shape " + shape_str(noise));
+  if (noise.ndim() != 1)
+    throw py::value_error("noise must be 1-D, got shape " + shape_str(noise));
   s.n = tokens.shape(0);
   s.noise_len = noise.shape(0);
   if (!sentences_obj.is_none()) {
     sentences_keep = py::reinterpret_borrow<py::array>(sentences_obj);
     const py::dtype dt = sentences_keep.dtype();
-    if (dt.kind() != 'i' || dt.itemsize() != 8 || !(sentences_keep.flags() & py::array::c_style))
+    if (dt.kind() != 'i' || dt.itemsize() != 8 ||
+        !(sentences_keep.flags() & py::array::c_style))
       throw py::type_error("sentences must be a C-contiguous int64 array here");
     check_shape(sentences_keep, "sentences", {s.n}, "tokens has shape");
     s.sentences = static_cast<const int64_t*>(sentences_keep.data());
@@ -118,8 +128,9 @@ StreamArgs check_stream(const py::array& tokens, const py::object& sentences_obj
 
 py::tuple sgns_train_py(const py::object& in_obj, const py::object& out_obj,
                         const py::array& tokens, const py::object& sentences_obj,
-                        const py::array& noise, int64_t start, int64_t stop, int64_t window,
-                        int64_t negative, double lr, double end_lr, uint64_t seed) {
+                        const py::array& noise, int64_t start, int64_t stop,
+                        int64_t window, int64_t negative, double lr, double end_lr,
+                        uint64_t seed) {
   py::array in_table = inplace_array(in_obj, "in_table");
   py::array out_table = inplace_array(out_obj, "out_table");
   const FloatKind fk = float_kind(in_table, "in_table");
@@ -127,12 +138,15 @@ py::tuple sgns_train_py(const py::object& in_obj, const py::object& out_obj,
   check_table(in_table, "in_table", true);
   check_table(out_table, "out_table", true);
   if (shape_of(in_table) != shape_of(out_table))
-    throw py::value_error("in_table has shape " + shape_str(in_table) + " but out_table has "
-                          "shape " + shape_str(out_table) + "; sgns_train needs one (V, D)");
+    throw py::value_error("in_table has shape " + shape_str(in_table) +
+                          " but out_table has "
+                          "shape " +
+                          shape_str(out_table) + "; sgns_train needs one (V, D)");
   check_no_overlap(in_table, "in_table", out_table, "out_table");
   py::array sentences;
   const StreamArgs s = check_stream(tokens, sentences_obj, noise, sentences);
-  for (const py::array* a : {&tokens, &noise, static_cast<const py::array*>(&sentences)}) {
+  for (const py::array* a :
+       {&tokens, &noise, static_cast<const py::array*>(&sentences)}) {
     check_no_overlap(*a, "an index array", in_table, "in_table");
     check_no_overlap(*a, "an index array", out_table, "out_table");
   }
@@ -145,24 +159,24 @@ py::tuple sgns_train_py(const py::object& in_obj, const py::object& out_obj,
     const Index* tok = const_ptr<Index>(tokens);
     const Index* nz = const_ptr<Index>(noise);
     py::gil_scoped_release nogil;
-    return sgns_train<Scalar, Index>(in, out, V, D, tok, s.sentences, s.n, start, stop, window,
-                                     negative, nz, s.noise_len, static_cast<Scalar>(lr),
-                                     static_cast<Scalar>(end_lr), seed);
+    return sgns_train<Scalar, Index>(
+        in, out, V, D, tok, s.sentences, s.n, start, stop, window, negative, nz,
+        s.noise_len, static_cast<Scalar>(lr), static_cast<Scalar>(end_lr), seed);
   });
   return py::make_tuple(r.loss, r.pairs);
 }
 
 py::tuple sgns_pairs_py(const py::array& tokens, const py::object& sentences_obj,
-                        const py::array& noise, int64_t start, int64_t stop, int64_t window,
-                        int64_t negative, uint64_t seed) {
+                        const py::array& noise, int64_t start, int64_t stop,
+                        int64_t window, int64_t negative, uint64_t seed) {
   py::array sentences;
   const StreamArgs s = check_stream(tokens, sentences_obj, noise, sentences);
   std::vector<int64_t> inputs, targets, negs;
   auto run = [&](auto i) {
     using Index = decltype(i);
     sgns_pairs<Index>(const_ptr<Index>(tokens), s.sentences, s.n, start, stop, window,
-                      negative, const_ptr<Index>(noise), s.noise_len, seed, inputs, targets,
-                      negs);
+                      negative, const_ptr<Index>(noise), s.noise_len, seed, inputs,
+                      targets, negs);
   };
   if (s.ik == IndexKind::i32)
     run(int32_t{});
@@ -182,7 +196,8 @@ void register_sgns(py::module_& m) {
   m.def("sgns_step", &sgns_step_py, py::arg("in_table"), py::arg("out_table"),
         py::arg("centers"), py::arg("contexts"), py::arg("negatives"), py::arg("lr"),
         py::kw_only(), py::arg("ref") = false,
-        "Fused skip-gram negative-sampling SGD step in place on both tables; returns the mean "
+        "Fused skip-gram negative-sampling SGD step in place on both tables; returns "
+        "the mean "
         "loss. ref=True runs the scalar single-threaded oracle.");
   m.def("sgns_train", &sgns_train_py, py::arg("in_table"), py::arg("out_table"),
         py::arg("tokens"), py::arg("sentences"), py::arg("noise"), py::arg("start"),
@@ -192,7 +207,8 @@ void register_sgns(py::module_& m) {
   m.def("sgns_pairs", &sgns_pairs_py, py::arg("tokens"), py::arg("sentences"),
         py::arg("noise"), py::arg("start"), py::arg("stop"), py::arg("window"),
         py::arg("negative"), py::arg("seed"),
-        "The (inputs, targets, negatives) pairs sgns_train trains, in order (for tests).");
+        "The (inputs, targets, negatives) pairs sgns_train trains, in order (for "
+        "tests).");
 }
 
 }  // namespace embtable::binding

@@ -19,6 +19,7 @@ void gather(const Scalar* table, int64_t V, int64_t D, const Index* indices,
 
 // Scalar, single-threaded oracle of gather (no validation).
 template <class Scalar, class Index>
-void gather_ref(const Scalar* table, int64_t D, const Index* indices, int64_t n, Scalar* out);
+void gather_ref(const Scalar* table, int64_t D, const Index* indices, int64_t n,
+                Scalar* out);
 
 }  // namespace embtable

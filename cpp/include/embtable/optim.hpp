@@ -43,8 +43,8 @@ struct OptimParams {
 };
 
 template <class Scalar>
-void optim_step(const OptimParams& p, Scalar* table, int64_t V, int64_t D, const int64_t* rows,
-                int64_t n_rows, const Scalar* grad, Scalar* state1, Scalar* state2,
-                Scalar* state3);
+void optim_step(const OptimParams& p, Scalar* table, int64_t V, int64_t D,
+                const int64_t* rows, int64_t n_rows, const Scalar* grad, Scalar* state1,
+                Scalar* state2, Scalar* state3);
 
 }  // namespace embtable

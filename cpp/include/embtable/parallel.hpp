@@ -34,7 +34,8 @@ int cpus_from_cgroup_cpu_max(const std::string& contents) noexcept;
 
 namespace detail {
 using RangeFn = void (*)(const void* ctx, int64_t begin, int64_t end);
-void parallel_run(int64_t begin, int64_t end, int64_t grain, RangeFn fn, const void* ctx);
+void parallel_run(int64_t begin, int64_t end, int64_t grain, RangeFn fn,
+                  const void* ctx);
 bool in_parallel_region() noexcept;
 }  // namespace detail
 
@@ -48,7 +49,9 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain, const F& f) {
   }
   detail::parallel_run(
       begin, end, grain,
-      [](const void* ctx, int64_t b, int64_t e) { (*static_cast<const F*>(ctx))(b, e); },
+      [](const void* ctx, int64_t b, int64_t e) {
+        (*static_cast<const F*>(ctx))(b, e);
+      },
       &f);
 }
 

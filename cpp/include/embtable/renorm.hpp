@@ -16,7 +16,8 @@ namespace embtable {
 
 template <class Scalar, class Index>
 void embedding_renorm(Scalar* table, int64_t V, int64_t D, const Index* indices,
-                      std::span<const int64_t> shape, double max_norm, double norm_type);
+                      std::span<const int64_t> shape, double max_norm,
+                      double norm_type);
 
 // Scalar, single-threaded oracle (no validation).
 template <class Scalar, class Index>

@@ -18,7 +18,8 @@
 // Merge of two row gradients (a and b, each with sorted unique rows):
 //
 //   rows = sorted(set(a.rows) | set(b.rows))
-//   values[r] = a.values[r] + b.values[r]   (a missing side counts as absent, not 0 + x)
+//   values[r] = a.values[r] + b.values[r]   (a missing side counts as absent, not 0 +
+//   x)
 #pragma once
 
 #include <cstdint>
@@ -36,18 +37,19 @@ struct RowGradPlan {
 // Validates every index against [0, V) first (std::out_of_range naming the first
 // bad one). padding_idx < 0 means none.
 template <class Index>
-RowGradPlan rowgrad_plan(const Index* indices, std::span<const int64_t> shape, int64_t V,
-                         int64_t padding_idx);
+RowGradPlan rowgrad_plan(const Index* indices, std::span<const int64_t> shape,
+                         int64_t V, int64_t padding_idx);
 
 // values[u, :] = sum of grads[order[k], :] for k in [starts[u], starts[u + 1]).
 template <class Scalar>
-void rowgrad_sum(const RowGradPlan& plan, const Scalar* grads, int64_t D, Scalar* values);
+void rowgrad_sum(const RowGradPlan& plan, const Scalar* grads, int64_t D,
+                 Scalar* values);
 
 // Scalar, single-threaded oracle of plan + sum (no validation): rows and values
 // (U * D, row-major) of the coalesced gradient.
 template <class Scalar, class Index>
-void rowgrad_coalesce_ref(const Index* indices, int64_t n, const Scalar* grads, int64_t D,
-                          int64_t padding_idx, std::vector<int64_t>& rows,
+void rowgrad_coalesce_ref(const Index* indices, int64_t n, const Scalar* grads,
+                          int64_t D, int64_t padding_idx, std::vector<int64_t>& rows,
                           std::vector<Scalar>& values);
 
 struct RowGradMergePlan {
@@ -57,10 +59,11 @@ struct RowGradMergePlan {
 };
 
 // a and b must be strictly increasing (std::invalid_argument otherwise).
-RowGradMergePlan rowgrad_merge_plan(const int64_t* a, int64_t na, const int64_t* b, int64_t nb);
+RowGradMergePlan rowgrad_merge_plan(const int64_t* a, int64_t na, const int64_t* b,
+                                    int64_t nb);
 
 template <class Scalar>
-void rowgrad_merge_values(const RowGradMergePlan& plan, const Scalar* va, const Scalar* vb,
-                          int64_t D, Scalar* out);
+void rowgrad_merge_values(const RowGradMergePlan& plan, const Scalar* va,
+                          const Scalar* vb, int64_t D, Scalar* out);
 
 }  // namespace embtable

@@ -22,7 +22,8 @@ namespace embtable {
 
 template <class Scalar, class Index>
 void scatter_add(Scalar* target, int64_t V, int64_t D, const Index* indices,
-                 std::span<const int64_t> shape, const Scalar* updates, bool deterministic);
+                 std::span<const int64_t> shape, const Scalar* updates,
+                 bool deterministic);
 
 // Scalar, single-threaded oracle (np.add.at semantics, no validation).
 template <class Scalar, class Index>

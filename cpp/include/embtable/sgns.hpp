@@ -26,10 +26,10 @@
 // word2vec's sparsity). Unlike word2vec it is not a data race (undefined
 // behaviour in C++): each row is read or updated while holding one of 4096
 // striped spin locks (one cache line each; a waiter yields its CPU after a short
-// spin), held for one vectorized dot + two axpys and never two at a time. Relaxed std::atomic_ref per element was the other
-// defined option; it blocks vectorization and measured ~2.7x slower per thread.
-// Concurrent calls whose tables overlap (and other in-place embtable ops on the
-// same memory) run one after the other.
+// spin), held for one vectorized dot + two axpys and never two at a time. Relaxed
+// std::atomic_ref per element was the other defined option; it blocks vectorization and
+// measured ~2.7x slower per thread. Concurrent calls whose tables overlap (and other
+// in-place embtable ops on the same memory) run one after the other.
 #pragma once
 
 #include <cstdint>
@@ -38,22 +38,23 @@
 namespace embtable {
 
 template <class Scalar, class Index>
-double sgns_step(Scalar* in_table, int64_t V_in, Scalar* out_table, int64_t V_out, int64_t D,
-                 const Index* centers, const Index* contexts, int64_t N,
+double sgns_step(Scalar* in_table, int64_t V_in, Scalar* out_table, int64_t V_out,
+                 int64_t D, const Index* centers, const Index* contexts, int64_t N,
                  const Index* negatives, int64_t K, Scalar lr);
 
 // The checks sgns_step makes before its first write: std::out_of_range naming the
 // argument and the first bad position, e.g. "negatives: index 9 at position (2, 1)
 // is out of bounds for a table with 5 rows".
 template <class Index>
-void sgns_check_indices(int64_t V_in, int64_t V_out, const Index* centers, const Index* contexts,
-                        int64_t N, const Index* negatives, int64_t K);
+void sgns_check_indices(int64_t V_in, int64_t V_out, const Index* centers,
+                        const Index* contexts, int64_t N, const Index* negatives,
+                        int64_t K);
 
 // Scalar, single-threaded oracle of sgns_step (no validation, sequential dot).
 template <class Scalar, class Index>
-double sgns_step_ref(Scalar* in_table, Scalar* out_table, int64_t D, const Index* centers,
-                     const Index* contexts, int64_t N, const Index* negatives, int64_t K,
-                     Scalar lr);
+double sgns_step_ref(Scalar* in_table, Scalar* out_table, int64_t D,
+                     const Index* centers, const Index* contexts, int64_t N,
+                     const Index* negatives, int64_t K, Scalar lr);
 
 // Word2vec's whole skip-gram loop over a token stream, fused (gensim's shape):
 //
@@ -80,15 +81,15 @@ template <class Scalar, class Index>
 SgnsTrainResult sgns_train(Scalar* in_table, Scalar* out_table, int64_t V, int64_t D,
                            const Index* tokens, const int64_t* sentences, int64_t n,
                            int64_t start, int64_t stop, int64_t window, int64_t K,
-                           const Index* noise, int64_t noise_len, Scalar lr, Scalar end_lr,
-                           uint64_t seed);
+                           const Index* noise, int64_t noise_len, Scalar lr,
+                           Scalar end_lr, uint64_t seed);
 
 // The pairs sgns_train(start, stop, ...) trains, in its single-thread order:
 // input rows, output (positive) rows, and K negatives each (row-major).
 template <class Index>
 void sgns_pairs(const Index* tokens, const int64_t* sentences, int64_t n, int64_t start,
-                int64_t stop, int64_t window, int64_t K, const Index* noise, int64_t noise_len,
-                uint64_t seed, std::vector<int64_t>& inputs, std::vector<int64_t>& targets,
-                std::vector<int64_t>& negatives);
+                int64_t stop, int64_t window, int64_t K, const Index* noise,
+                int64_t noise_len, uint64_t seed, std::vector<int64_t>& inputs,
+                std::vector<int64_t>& targets, std::vector<int64_t>& negatives);
 
 }  // namespace embtable

@@ -14,8 +14,9 @@ int64_t find_first_bad_index(const Index* indices, int64_t n, int64_t V) noexcep
 
 // "index 10 at position (3, 1) is out of bounds for a table with 5 rows"
 // `shape` is the index array's shape; `flat` the C-order position in it.
-std::string index_error_message(const std::string& value, std::span<const int64_t> shape,
-                                int64_t flat, int64_t V);
+std::string index_error_message(const std::string& value,
+                                std::span<const int64_t> shape, int64_t flat,
+                                int64_t V);
 
 // Throws std::out_of_range with index_error_message for the first bad index.
 template <class Index>

@@ -13,6 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from ._configurable import Configurable
+from ._configurable import deserialize as _deserialize
+from ._configurable import serialize as _serialize
+
 __all__ = [
     "Constraint",
     "MaxNorm",
@@ -27,7 +31,7 @@ __all__ = [
 _EPSILON = 1e-7  # keras.backend.epsilon()
 
 
-class Constraint:
+class Constraint(Configurable):
     """Base class: ``__call__(w) -> w'``, ``get_config()``.
 
     ``rowwise`` is True when it acts on each row independently.
@@ -37,22 +41,6 @@ class Constraint:
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
         return w
-
-    def get_config(self) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Constraint:
-        return cls(**config)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.get_config() == other.get_config()  # type: ignore[attr-defined]
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 class _NormConstraint(Constraint):
@@ -153,16 +141,11 @@ _NAMES = {
 
 def serialize(constraint: Constraint) -> dict[str, Any]:
     """``{"class_name": ..., "config": ...}`` as Keras."""
-    return {"class_name": type(constraint).__name__, "config": constraint.get_config()}
+    return _serialize(constraint)
 
 
 def deserialize(config: dict[str, Any]) -> Constraint:
-    name = config.get("class_name")
-    if name not in _CLASSES:
-        raise ValueError(
-            f"unknown constraint class {name!r}; known: {sorted(_CLASSES)}"
-        )
-    return _CLASSES[name].from_config(dict(config.get("config") or {}))
+    return _deserialize(config, _CLASSES, "constraint")
 
 
 def get(identifier: Any) -> Callable[[np.ndarray], np.ndarray] | None:

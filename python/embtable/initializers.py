@@ -13,6 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from ._configurable import Configurable
+from ._configurable import deserialize as _deserialize
+from ._configurable import serialize as _serialize
+
 __all__ = [
     "Constant",
     "GlorotNormal",
@@ -46,20 +50,13 @@ def _shape(shape: Any) -> tuple[int, ...]:
     return tuple(int(s) for s in shape)
 
 
-class Initializer:
+class Initializer(Configurable):
     """Base class: ``__call__(shape, dtype=None)``, ``get_config()``."""
 
     seed: int | None = None
 
     def __call__(self, shape: Any, dtype: Any = None) -> np.ndarray:
         raise NotImplementedError
-
-    def get_config(self) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Initializer:
-        return cls(**config)
 
     def _rng(self) -> np.random.Generator:
         return np.random.default_rng(self.seed)
@@ -68,15 +65,6 @@ class Initializer:
         if "seed" not in self.get_config():
             return self
         return type(self).from_config({**self.get_config(), "seed": seed})
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.get_config() == other.get_config()  # type: ignore[attr-defined]
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 class Zeros(Initializer):
@@ -363,19 +351,11 @@ _NAMES: dict[str, Callable[[], Initializer]] = {
 
 def serialize(initializer: Initializer) -> dict[str, Any]:
     """``{"class_name": ..., "config": ...}`` as Keras."""
-    return {
-        "class_name": type(initializer).__name__,
-        "config": initializer.get_config(),
-    }
+    return _serialize(initializer)
 
 
 def deserialize(config: dict[str, Any]) -> Initializer:
-    name = config.get("class_name")
-    if name not in _CLASSES:
-        raise ValueError(
-            f"unknown initializer class {name!r}; known: {sorted(_CLASSES)}"
-        )
-    return _CLASSES[name].from_config(dict(config.get("config") or {}))
+    return _deserialize(config, _CLASSES, "initializer")
 
 
 def get(identifier: Any, seed: int | None = None) -> Callable[..., np.ndarray]:

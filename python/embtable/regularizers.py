@@ -11,30 +11,18 @@ from typing import Any
 
 import numpy as np
 
+from ._configurable import Configurable
+from ._configurable import deserialize as _deserialize
+from ._configurable import serialize as _serialize
+
 __all__ = ["L1", "L1L2", "L2", "Regularizer", "deserialize", "get", "serialize"]
 
 
-class Regularizer:
+class Regularizer(Configurable):
     """Base class: ``__call__(x) -> float``, ``get_config()``, ``from_config()``."""
 
     def __call__(self, x: np.ndarray) -> float:
         raise NotImplementedError
-
-    def get_config(self) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Regularizer:
-        return cls(**config)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.get_config() == other.get_config()  # type: ignore[attr-defined]
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 def _nonneg(name: str, value: Any) -> float:
@@ -95,19 +83,11 @@ _NAMES: dict[str, Callable[[], Regularizer]] = {
 
 def serialize(regularizer: Regularizer) -> dict[str, Any]:
     """``{"class_name": ..., "config": ...}`` as Keras."""
-    return {
-        "class_name": type(regularizer).__name__,
-        "config": regularizer.get_config(),
-    }
+    return _serialize(regularizer)
 
 
 def deserialize(config: dict[str, Any]) -> Regularizer:
-    name = config.get("class_name")
-    if name not in _CLASSES:
-        raise ValueError(
-            f"unknown regularizer class {name!r}; known: {sorted(_CLASSES)}"
-        )
-    return _CLASSES[name].from_config(dict(config.get("config") or {}))
+    return _deserialize(config, _CLASSES, "regularizer")
 
 
 def get(identifier: Any) -> Callable[[np.ndarray], float] | None:

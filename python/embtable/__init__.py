@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from . import _core, constraints, initializers, optimizers, regularizers
 from ._bag import embedding_bag
-from ._bag_layer import EmbeddingBag
 from ._config import _threads_from_env, get_num_threads, set_num_threads, show_config
 from ._functional import gather, scatter_add
 from ._rowgrad import RowGrad
 from ._sgns import sgns_step, sgns_train
-from .layers import Embedding
+from .layers import Embedding, EmbeddingBag
 
 __version__: str = _core.__version__
 

@@ -7,90 +7,87 @@
 
 #include "embtable/parallel.hpp"
 #include "embtable/scatter_add.hpp"
+#include "embtable/simd.hpp"
 #include "embtable/validate.hpp"
+#include "optim_kernels.hpp"
 
 namespace embtable {
 namespace {
 
-// One row's update; w, g and the states point at D elements.
-template <class Scalar>
-struct RowUpdate {
-  OptimParams p;
-  Scalar lr, mom, eps, rho, one_minus_rho, c1, c2, alpha;
+using optim_kernels::Variant;
 
-  explicit RowUpdate(const OptimParams& params) : p(params) {
-    lr = static_cast<Scalar>(p.learning_rate);
-    mom = static_cast<Scalar>(p.momentum);
-    eps = static_cast<Scalar>(p.epsilon);
-    rho = static_cast<Scalar>(p.rho);
-    one_minus_rho = static_cast<Scalar>(1.0 - p.rho);
-    c1 = static_cast<Scalar>(1.0 - p.beta_1);
-    c2 = static_cast<Scalar>(1.0 - p.beta_2);
-    // As Keras: powers and alpha in the variable's dtype.
-    const auto t = static_cast<Scalar>(p.step);
-    const Scalar b1p = std::pow(static_cast<Scalar>(p.beta_1), t);
-    const Scalar b2p = std::pow(static_cast<Scalar>(p.beta_2), t);
-    alpha = lr * std::sqrt(Scalar(1) - b2p) / (Scalar(1) - b1p);
+const optim_kernels::Table& selected_table() noexcept {
+  switch (simd_selected()) {
+#if defined(EMBTABLE_HAVE_AVX512)
+    case Simd::avx512:
+      return optim_kernels::table_avx512();
+#endif
+#if defined(EMBTABLE_HAVE_AVX2)
+    case Simd::avx2:
+      return optim_kernels::table_avx2();
+#endif
+    default:
+      return optim_kernels::table_baseline();
   }
+}
 
-  void operator()(Scalar* __restrict w, const Scalar* __restrict g,
-                  Scalar* __restrict s1, Scalar* __restrict s2, Scalar* __restrict s3,
-                  int64_t D) const {
-    switch (p.kind) {
-      case OptimKind::sgd:
-        if (p.momentum == 0.0) {
-          for (int64_t d = 0; d < D; ++d) w[d] -= g[d] * lr;
-        } else if (p.nesterov) {
-          for (int64_t d = 0; d < D; ++d) {
-            s1[d] = s1[d] * mom - g[d] * lr;
-            w[d] += s1[d] * mom - g[d] * lr;
-          }
-        } else {
-          for (int64_t d = 0; d < D; ++d) {
-            s1[d] = s1[d] * mom - g[d] * lr;
-            w[d] += s1[d];
-          }
-        }
-        break;
-      case OptimKind::adagrad:
-        for (int64_t d = 0; d < D; ++d) {
-          s1[d] += g[d] * g[d];
-          w[d] -= (lr * g[d]) / std::sqrt(s1[d] + eps);
-        }
-        break;
-      case OptimKind::rmsprop:
-        for (int64_t d = 0; d < D; ++d) {
-          s1[d] = rho * s1[d] + one_minus_rho * (g[d] * g[d]);
-          Scalar den;
-          if (p.centered) {
-            s3[d] = rho * s3[d] + one_minus_rho * g[d];
-            den = s1[d] - s3[d] * s3[d] + eps;
-          } else {
-            den = s1[d] + eps;
-          }
-          const Scalar inc = (lr * g[d]) / std::sqrt(den);
-          if (p.momentum > 0.0) {
-            s2[d] = mom * s2[d] + inc;
-            w[d] -= s2[d];
-          } else {
-            w[d] -= inc;
-          }
-        }
-        break;
-      case OptimKind::adam:
-        for (int64_t d = 0; d < D; ++d) {
-          s1[d] += (g[d] - s1[d]) * c1;
-          s2[d] += (g[d] * g[d] - s2[d]) * c2;
-          w[d] -= (s1[d] * alpha) / (std::sqrt(s2[d]) + eps);
-        }
-        break;
-    }
+Variant variant_of(const OptimParams& p) {
+  switch (p.kind) {
+    case OptimKind::sgd:
+      if (p.momentum == 0.0) return Variant::sgd;
+      return p.nesterov ? Variant::sgd_nesterov : Variant::sgd_momentum;
+    case OptimKind::adagrad:
+      return Variant::adagrad;
+    case OptimKind::rmsprop:
+      if (p.centered)
+        return p.momentum > 0.0 ? Variant::rmsprop_centered_momentum
+                                : Variant::rmsprop_centered;
+      return p.momentum > 0.0 ? Variant::rmsprop_momentum : Variant::rmsprop;
+    case OptimKind::adam:
+      return Variant::adam;
   }
-};
+  throw std::invalid_argument("unknown optimizer kind");
+}
 
+// The step's scalars in the table's dtype. As Keras: powers and alpha in the
+// variable's dtype. Computed here once, so every SIMD level sees the same values.
 template <class Scalar>
-Scalar* row_of(Scalar* base, int64_t r, int64_t D) {
-  return base == nullptr ? nullptr : base + r * D;
+optim_kernels::Coefs<Scalar> coefs_of(const OptimParams& p) {
+  optim_kernels::Coefs<Scalar> c{};
+  c.lr = static_cast<Scalar>(p.learning_rate);
+  c.mom = static_cast<Scalar>(p.momentum);
+  c.eps = static_cast<Scalar>(p.epsilon);
+  c.rho = static_cast<Scalar>(p.rho);
+  c.one_minus_rho = static_cast<Scalar>(1.0 - p.rho);
+  c.c1 = static_cast<Scalar>(1.0 - p.beta_1);
+  c.c2 = static_cast<Scalar>(1.0 - p.beta_2);
+  const auto t = static_cast<Scalar>(p.step);
+  const Scalar b1p = std::pow(static_cast<Scalar>(p.beta_1), t);
+  const Scalar b2p = std::pow(static_cast<Scalar>(p.beta_2), t);
+  c.alpha = c.lr * std::sqrt(Scalar(1) - b2p) / (Scalar(1) - b1p);
+  return c;
+}
+
+// Lazy rows must lie in [0, V) and be strictly increasing. One pass checks the
+// order; sorted rows are in range when both ends are. The range error (naming the
+// first bad row) comes first, as check_indices gives it.
+void check_rows(const int64_t* rows, int64_t n_rows, int64_t V) {
+  bool sorted = true;
+  for (int64_t k = 1; k < n_rows; ++k) sorted &= rows[k] > rows[k - 1];
+  if (!sorted || (n_rows > 0 && (rows[0] < 0 || rows[n_rows - 1] >= V))) {
+    const int64_t shape[1] = {n_rows};
+    check_indices(rows, std::span<const int64_t>(shape, 1), V);
+  }
+  if (!sorted) throw std::invalid_argument("RowGrad indices must be sorted and unique");
+}
+
+// Lazy rows to prefetch ahead: about kPrefetchBytes in flight over the arrays
+// read at random rows (the table and the states used; the gradient is sequential).
+// TODO(tuning): the byte count from the machine's tuning once it exists.
+constexpr int64_t kPrefetchBytes = 2048;
+int64_t prefetch_ahead(int64_t row_bytes, int64_t random_streams) {
+  const int64_t per_row = std::max<int64_t>(1, row_bytes * random_streams);
+  return std::clamp<int64_t>(kPrefetchBytes / per_row, 1, 32);
 }
 
 }  // namespace
@@ -101,13 +98,7 @@ void optim_step(const OptimParams& p, Scalar* table, int64_t V, int64_t D,
                 Scalar* state2, Scalar* state3) {
   const bool lazy = rows != nullptr;
   const int64_t n = lazy ? n_rows : V;
-  if (lazy) {
-    const int64_t shape[1] = {n_rows};
-    check_indices(rows, std::span<const int64_t>(shape, 1), V);
-    for (int64_t k = 1; k < n_rows; ++k)
-      if (rows[k] <= rows[k - 1])
-        throw std::invalid_argument("RowGrad indices must be sorted and unique");
-  }
+  if (lazy) check_rows(rows, n_rows, V);
   const bool need1 = p.kind != OptimKind::sgd || p.momentum != 0.0;
   const bool need2 =
       p.kind == OptimKind::adam || (p.kind == OptimKind::rmsprop && p.momentum > 0.0);
@@ -117,17 +108,25 @@ void optim_step(const OptimParams& p, Scalar* table, int64_t V, int64_t D,
     throw std::invalid_argument("optimizer state buffer missing");
   if (n == 0 || D == 0) return;
   RangeGuard guard(table, table + V * D);
-  const RowUpdate<Scalar> update(p);
-  // The update reads and writes about 4 rows per row: size tasks by that.
-  const int64_t grain =
-      std::max<int64_t>(1, grain_rows(4 * D * static_cast<int64_t>(sizeof(Scalar))));
-  parallel_for(0, n, grain, [&](int64_t b, int64_t e) {
-    for (int64_t k = b; k < e; ++k) {
-      const int64_t r = lazy ? rows[k] : k;
-      update(table + r * D, grad + k * D, row_of(state1, r, D), row_of(state2, r, D),
-             row_of(state3, r, D), D);
-    }
-  });
+  const int64_t row_bytes = D * static_cast<int64_t>(sizeof(Scalar));
+  // Arrays each updated row touches: the table, its gradient and the states used.
+  const int64_t streams = 2 + int64_t{need1} + int64_t{need2} + int64_t{need3};
+  optim_kernels::Args<Scalar> a{};
+  a.variant = variant_of(p);
+  a.c = coefs_of<Scalar>(p);
+  a.table = table;
+  a.D = D;
+  a.rows = rows;
+  a.grad = grad;
+  // States the variant does not use stay null (never read, never prefetched).
+  a.s1 = need1 ? state1 : nullptr;
+  a.s2 = need2 ? state2 : nullptr;
+  a.s3 = need3 ? state3 : nullptr;
+  a.prefetch = lazy ? prefetch_ahead(row_bytes, streams - 1) : 0;
+  const auto fn = selected_table().get<Scalar>();
+  // Size tasks by the bytes each row moves.
+  const int64_t grain = std::max<int64_t>(1, grain_rows(streams * row_bytes));
+  parallel_for(0, n, grain, [&](int64_t b, int64_t e) { fn(a, b, e); });
 }
 
 template void optim_step<float>(const OptimParams&, float*, int64_t, int64_t,

@@ -125,3 +125,49 @@ def test_renorm_matches_scalar_ref(p):
     _core.embedding_renorm_ref(b, ids, 1.0, p)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, t)
+
+
+@pytest.mark.parametrize(
+    ("V", "n", "dist"),
+    [
+        (7, 5, "uniform"),  # fewer ids than radix buckets: the comparison sort
+        (1_000, 300_000, "uniform"),  # one pass, chunks over two threads
+        (5_000_000, 200_000, "uniform"),  # several passes
+        (5_000_000, 100_000, "narrow"),  # ids in a narrow window of a big table
+        (100_000, 200_000, "zipf"),  # hot rows: long segments
+        (100_000, 50_000, "same"),  # one id: every pass skipped
+    ],
+)
+@pytest.mark.parametrize("padding_idx", [-1, 3])
+def test_coalesce_sort_paths_match_scalar_ref(V, n, dist, padding_idx):
+    rng = np.random.default_rng(n)
+    if dist == "uniform":
+        ids = rng.integers(0, V, n)
+    elif dist == "narrow":
+        ids = rng.integers(V // 2, V // 2 + 3_000, n)
+    elif dist == "zipf":
+        ids = np.minimum(rng.zipf(1.2, n) - 1, V - 1)
+    else:
+        ids = np.full(n, 3 if padding_idx < 0 else 4)
+    ids[::97] = 3  # some padding ids when padding_idx == 3
+    g = rng.standard_normal((n, 2)).astype(np.float32)
+    ref_rows, ref_values = _core.rowgrad_coalesce_ref(ids, g, V, padding_idx)
+    for threads in (1, 2):
+        embtable.set_num_threads(threads)
+        rows, values = _core.rowgrad_coalesce(ids.astype(np.int32), g, V, padding_idx)
+        np.testing.assert_array_equal(rows, ref_rows)
+        # The same additions in the same order: the same bits.
+        assert values.tobytes() == ref_values.tobytes()
+
+
+def test_coalesce_ids_beyond_packed_range():
+    # Ids whose range and positions need more than 64 bits together take the
+    # pair-sort fallback: the same result.
+    V = 1 << 62
+    ids = np.array([V - 1, 5, V - 1, 0, 5, 1 << 40], dtype=np.int64)
+    g = np.arange(12, dtype=np.float64).reshape(6, 2)
+    rows, values = _core.rowgrad_coalesce(ids, g, V, -1)
+    np.testing.assert_array_equal(rows, [0, 5, 1 << 40, V - 1])
+    np.testing.assert_array_equal(
+        values, [[6, 7], [2 + 8, 3 + 9], [10, 11], [0 + 4, 1 + 5]]
+    )

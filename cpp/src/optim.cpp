@@ -10,6 +10,7 @@
 #include "embtable/simd.hpp"
 #include "embtable/validate.hpp"
 #include "optim_kernels.hpp"
+#include "prefetch.hpp"
 
 namespace embtable {
 namespace {
@@ -81,15 +82,6 @@ void check_rows(const int64_t* rows, int64_t n_rows, int64_t V) {
   if (!sorted) throw std::invalid_argument("RowGrad indices must be sorted and unique");
 }
 
-// Lazy rows to prefetch ahead: about kPrefetchBytes in flight over the arrays
-// read at random rows (the table and the states used; the gradient is sequential).
-// TODO(tuning): the byte count from the machine's tuning once it exists.
-constexpr int64_t kPrefetchBytes = 2048;
-int64_t prefetch_ahead(int64_t row_bytes, int64_t random_streams) {
-  const int64_t per_row = std::max<int64_t>(1, row_bytes * random_streams);
-  return std::clamp<int64_t>(kPrefetchBytes / per_row, 1, 32);
-}
-
 }  // namespace
 
 template <class Scalar>
@@ -122,7 +114,7 @@ void optim_step(const OptimParams& p, Scalar* table, int64_t V, int64_t D,
   a.s1 = need1 ? state1 : nullptr;
   a.s2 = need2 ? state2 : nullptr;
   a.s3 = need3 ? state3 : nullptr;
-  a.prefetch = lazy ? prefetch_ahead(row_bytes, streams - 1) : 0;
+  a.prefetch = lazy ? prefetch_ahead(row_bytes * (streams - 1)) : 0;
   const auto fn = selected_table().get<Scalar>();
   // Size tasks by the bytes each row moves.
   const int64_t grain = std::max<int64_t>(1, grain_rows(streams * row_bytes));

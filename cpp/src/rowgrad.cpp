@@ -1,48 +1,51 @@
 #include "embtable/rowgrad.hpp"
 
 #include <algorithm>
-#include <bit>
+#include <climits>
+#include <cstdint>
 #include <map>
+#include <utility>
 #include <stdexcept>
 
 #include "embtable/parallel.hpp"
 #include "embtable/validate.hpp"
+#include "prefetch.hpp"
+#include "radix_sort.hpp"
 
 namespace embtable {
 namespace {
 
-constexpr int kRadixBits = 11;
-constexpr int64_t kBuckets = int64_t{1} << kRadixBits;
-
-// Stable LSD radix sort of (key, pos) pairs by key, keys in [0, V).
-// Passes = ceil(bit_width(V - 1) / 11): two for a million rows.
-void radix_sort_pairs(std::vector<int64_t>& key, std::vector<int64_t>& pos, int64_t V) {
-  const int64_t n = static_cast<int64_t>(key.size());
-  const int bits =
-      V <= 1 ? 0 : static_cast<int>(std::bit_width(static_cast<uint64_t>(V - 1)));
-  std::vector<int64_t> key2(key.size()), pos2(pos.size()), count(kBuckets + 1);
-  for (int shift = 0; shift < bits; shift += kRadixBits) {
-    std::fill(count.begin(), count.end(), 0);
-    for (int64_t i = 0; i < n; ++i)
-      ++count[static_cast<size_t>(
-          ((key[static_cast<size_t>(i)] >> shift) & (kBuckets - 1)) + 1)];
-    for (int64_t b = 0; b < kBuckets; ++b)
-      count[static_cast<size_t>(b + 1)] += count[static_cast<size_t>(b)];
-    for (int64_t i = 0; i < n; ++i) {
-      const auto d =
-          static_cast<size_t>((key[static_cast<size_t>(i)] >> shift) & (kBuckets - 1));
-      const auto dst = static_cast<size_t>(count[d]++);
-      key2[dst] = key[static_cast<size_t>(i)];
-      pos2[dst] = pos[static_cast<size_t>(i)];
-    }
-    key.swap(key2);
-    pos.swap(pos2);
-  }
-}
-
 template <class Scalar>
 void add_row(Scalar* dst, const Scalar* src, int64_t D) {
   for (int64_t d = 0; d < D; ++d) dst[d] += src[d];
+}
+
+template <class Scalar>
+inline void prefetch_read(const Scalar* row, int64_t bytes) noexcept {
+  const char* p = reinterpret_cast<const char*>(row);
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
+}
+
+// Fallback when (id range, position) do not fit one 64-bit value together (beyond
+// any table that fits in memory): a stable sort of pairs.
+template <class Index>
+void plan_pairs(const Index* indices, int64_t n, int64_t padding_idx,
+                RowGradPlan& plan) {
+  std::vector<std::pair<int64_t, int64_t>> kp;
+  for (int64_t i = 0; i < n; ++i) {
+    const auto id = static_cast<int64_t>(indices[i]);
+    if (id != padding_idx) kp.emplace_back(id, i);
+  }
+  std::stable_sort(kp.begin(), kp.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (size_t k = 0; k < kp.size(); ++k) {
+    if (k == 0 || kp[k].first != kp[k - 1].first) {
+      plan.rows.push_back(kp[k].first);
+      plan.starts.push_back(static_cast<int64_t>(k));
+    }
+    plan.order.push_back(kp[k].second);
+  }
+  plan.starts.push_back(static_cast<int64_t>(kp.size()));
 }
 
 }  // namespace
@@ -52,26 +55,95 @@ RowGradPlan rowgrad_plan(const Index* indices, std::span<const int64_t> shape,
                          int64_t V, int64_t padding_idx) {
   check_indices(indices, shape, V);
   const int64_t n = shape_size(shape);
-  std::vector<int64_t> key, pos;
-  key.reserve(static_cast<size_t>(n));
-  pos.reserve(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    const auto id = static_cast<int64_t>(indices[i]);
-    if (id == padding_idx) continue;  // the padding row gets no gradient
-    key.push_back(id);
-    pos.push_back(i);
-  }
-  radix_sort_pairs(key, pos, V);
   RowGradPlan plan;
-  const auto m = static_cast<int64_t>(key.size());
-  for (int64_t k = 0; k < m; ++k) {
-    if (k == 0 || key[static_cast<size_t>(k)] != key[static_cast<size_t>(k - 1)]) {
-      plan.rows.push_back(key[static_cast<size_t>(k)]);
-      plan.starts.push_back(k);
-    }
+  if (n == 0) {
+    plan.starts.push_back(0);
+    return plan;
   }
-  plan.starts.push_back(m);
-  plan.order = std::move(pos);
+  // 1. Per chunk of the ids: how many are kept (not padding) and their range.
+  // Every pass below reads or writes about 16 bytes per id.
+  const int64_t parts = radix::chunks(n, 16);
+  struct Part {
+    int64_t kept = 0, lo = INT64_MAX, hi = -1;
+  };
+  std::vector<Part> part(static_cast<size_t>(parts));
+  radix::for_chunks(parts, [&](int64_t c) {
+    Part p;
+    const int64_t b = c * n / parts, e = (c + 1) * n / parts;
+    for (int64_t i = b; i < e; ++i) {
+      const auto id = static_cast<int64_t>(indices[i]);
+      const bool keep = id != padding_idx;
+      p.kept += keep;
+      p.lo = std::min(p.lo, keep ? id : INT64_MAX);
+      p.hi = std::max(p.hi, keep ? id : int64_t{-1});
+    }
+    part[static_cast<size_t>(c)] = p;
+  });
+  int64_t m = 0, lo = INT64_MAX, hi = -1;
+  for (const Part& p : part) {
+    m += p.kept;
+    lo = std::min(lo, p.lo);
+    hi = std::max(hi, p.hi);
+  }
+  if (m == 0) {
+    plan.starts.push_back(0);
+    return plan;
+  }
+  // 2. Packed values (id - lo) << pos_bits | position: the sort moves 8 bytes per
+  // id, and only the bits the ids' range needs are sorted.
+  const int pos_bits = radix::bit_width(static_cast<uint64_t>(n - 1));
+  const int key_bits = radix::bit_width(static_cast<uint64_t>(hi - lo));
+  if (pos_bits + key_bits > 64) {
+    plan_pairs(indices, n, padding_idx, plan);
+    return plan;
+  }
+  std::vector<uint64_t> buf(static_cast<size_t>(2 * m));
+  uint64_t* packed = buf.data();
+  radix::for_chunks(parts, [&](int64_t c) {
+    int64_t at = 0;
+    for (int64_t k = 0; k < c; ++k) at += part[static_cast<size_t>(k)].kept;
+    const int64_t b = c * n / parts, e = (c + 1) * n / parts;
+    for (int64_t i = b; i < e; ++i) {
+      const auto id = static_cast<int64_t>(indices[i]);
+      if (id == padding_idx) continue;
+      packed[at++] = static_cast<uint64_t>(id - lo) << pos_bits |
+                     static_cast<uint64_t>(i);
+    }
+  });
+  const uint64_t* sorted = radix::sort(packed, packed + m, m, pos_bits, key_bits);
+  // 3. Unpacked: order, and rows / starts at each change of id. Per chunk of the
+  // sorted values: count the segments that start in it, then write them.
+  const uint64_t pos_mask = pos_bits == 0 ? 0 : ~uint64_t{0} >> (64 - pos_bits);
+  const int64_t sparts = radix::chunks(m, 24);
+  std::vector<int64_t> seg(static_cast<size_t>(sparts) + 1, 0);
+  auto starts_at = [&](int64_t k) {
+    return k == 0 || (sorted[k] >> pos_bits) != (sorted[k - 1] >> pos_bits);
+  };
+  plan.order.resize(static_cast<size_t>(m));
+  radix::for_chunks(sparts, [&](int64_t c) {
+    const int64_t b = c * m / sparts, e = (c + 1) * m / sparts;
+    int64_t count = 0;
+    for (int64_t k = b; k < e; ++k) {
+      count += starts_at(k);
+      plan.order[static_cast<size_t>(k)] = static_cast<int64_t>(sorted[k] & pos_mask);
+    }
+    seg[static_cast<size_t>(c) + 1] = count;
+  });
+  for (int64_t c = 0; c < sparts; ++c)
+    seg[static_cast<size_t>(c) + 1] += seg[static_cast<size_t>(c)];
+  const int64_t U = seg[static_cast<size_t>(sparts)];
+  plan.rows.resize(static_cast<size_t>(U));
+  plan.starts.resize(static_cast<size_t>(U) + 1);
+  plan.starts[static_cast<size_t>(U)] = m;
+  radix::for_chunks(sparts, [&](int64_t c) {
+    const int64_t b = c * m / sparts, e = (c + 1) * m / sparts;
+    auto u = static_cast<size_t>(seg[static_cast<size_t>(c)]);
+    for (int64_t k = b; k < e; ++k) {
+      if (!starts_at(k)) continue;
+      plan.rows[u] = static_cast<int64_t>(sorted[k] >> pos_bits) + lo;
+      plan.starts[u++] = k;
+    }
+  });
   return plan;
 }
 
@@ -80,19 +152,28 @@ void rowgrad_sum(const RowGradPlan& plan, const Scalar* grads, int64_t D,
                  Scalar* values) {
   const auto U = static_cast<int64_t>(plan.rows.size());
   if (U == 0 || D == 0) return;
+  const int64_t row_bytes = D * static_cast<int64_t>(sizeof(Scalar));
   // Segments average n / U rows each; size the grain by the rows read.
   const int64_t reads =
       std::max<int64_t>(1, static_cast<int64_t>(plan.order.size()) / U);
-  const int64_t grain = std::max<int64_t>(
-      1, grain_rows(D * static_cast<int64_t>(sizeof(Scalar))) / reads);
+  const int64_t grain = std::max<int64_t>(1, grain_rows(row_bytes) / reads);
+  const int64_t ahead = prefetch_ahead(row_bytes);
+  const int64_t* order = plan.order.data();
+  const int64_t* starts = plan.starts.data();
   parallel_for(0, U, grain, [&](int64_t b, int64_t e) {
+    // The gradient rows are read in id order, i.e. at random: prefetch `ahead`.
+    const int64_t last = starts[e];
     for (int64_t u = b; u < e; ++u) {
       Scalar* out = values + u * D;
-      const int64_t s = plan.starts[static_cast<size_t>(u)];
-      const int64_t t = plan.starts[static_cast<size_t>(u + 1)];
-      std::copy_n(grads + plan.order[static_cast<size_t>(s)] * D, D, out);
-      for (int64_t k = s + 1; k < t; ++k)
-        add_row(out, grads + plan.order[static_cast<size_t>(k)] * D, D);
+      const int64_t s = starts[u], t = starts[u + 1];
+      for (int64_t k = s; k < t; ++k) {
+        if (k + ahead < last) prefetch_read(grads + order[k + ahead] * D, row_bytes);
+        const Scalar* g = grads + order[k] * D;
+        if (k == s)
+          std::copy_n(g, D, out);
+        else
+          add_row(out, g, D);
+      }
     }
   });
 }

@@ -12,6 +12,7 @@
 #include "embtable/scatter_add.hpp"
 #include "embtable/validate.hpp"
 #include "kernels.hpp"
+#include "radix_sort.hpp"
 
 namespace embtable {
 
@@ -158,47 +159,28 @@ void scatter_bags(const Scalar* grad_out, int64_t D, const Index* indices,
   }
 }
 
-// Sorts keys ascending: LSD radix sort over the low `bits` bits (11 per pass),
-// stable, O(n) per pass; `tmp` is scratch of the same size.
-void radix_sort(std::vector<uint64_t>& keys, std::vector<uint64_t>& tmp, int bits) {
-  constexpr int kDigit = 11;
-  constexpr size_t kBuckets = size_t{1} << kDigit;
-  tmp.resize(keys.size());
-  std::vector<size_t> count(kBuckets);
-  for (int shift = 0; shift < bits; shift += kDigit) {
-    std::fill(count.begin(), count.end(), 0);
-    for (uint64_t k : keys) ++count[(k >> shift) & (kBuckets - 1)];
-    size_t sum = 0;
-    for (auto& c : count) {
-      const size_t here = c;
-      c = sum;
-      sum += here;
-    }
-    for (uint64_t k : keys) tmp[count[(k >> shift) & (kBuckets - 1)]++] = k;
-    keys.swap(tmp);
-  }
-}
+int bit_width(uint64_t x) noexcept { return radix::bit_width(x); }
 
-int bit_width(uint64_t x) noexcept { return x == 0 ? 0 : 64 - __builtin_clzll(x); }
-
-// (row, source) pairs sorted by row, then source. Packed into one 64-bit key
-// (row << source_bits | source) and radix sorted when both fit, else std::sort.
+// (row, source) pairs sorted by row, then source. The pairs come in increasing
+// source order, so only the row bits are sorted (radix::sort, stable): packed into
+// one 64-bit value (row << source_bits | source) when both fit, else std::sort.
 void sort_entries(std::vector<std::pair<int64_t, int64_t>>& entries, int64_t V,
                   int64_t num_sources) {
   const int src_bits = bit_width(static_cast<uint64_t>(num_sources));
   const int row_bits = bit_width(static_cast<uint64_t>(V));
-  if (src_bits + row_bits > 64 || entries.size() < 256) {
+  if (src_bits + row_bits > 64 || src_bits == 64) {
     std::sort(entries.begin(), entries.end());
     return;
   }
-  std::vector<uint64_t> keys(entries.size()), tmp;
+  const auto n = static_cast<int64_t>(entries.size());
+  std::vector<uint64_t> buf(2 * entries.size());
   for (size_t k = 0; k < entries.size(); ++k)
-    keys[k] = static_cast<uint64_t>(entries[k].first) << src_bits |
-              static_cast<uint64_t>(entries[k].second);
-  radix_sort(keys, tmp, src_bits + row_bits);
-  const uint64_t mask = src_bits == 64 ? ~uint64_t{0} : (uint64_t{1} << src_bits) - 1;
+    buf[k] = static_cast<uint64_t>(entries[k].first) << src_bits |
+             static_cast<uint64_t>(entries[k].second);
+  const uint64_t* keys = radix::sort(buf.data(), buf.data() + n, n, src_bits, row_bits);
+  const uint64_t mask = (uint64_t{1} << src_bits) - 1;
   for (size_t k = 0; k < entries.size(); ++k)
-    entries[k] = {static_cast<int64_t>(src_bits == 64 ? 0 : keys[k] >> src_bits),
+    entries[k] = {static_cast<int64_t>(keys[k] >> src_bits),
                   static_cast<int64_t>(keys[k] & mask)};
 }
 

@@ -437,7 +437,7 @@ int64_t probe_once() {
         auto* q = const_cast<Probe*>(static_cast<const Probe*>(ctx));
         const int64_t t = now_ns();
         if (q->arrived.fetch_add(1) == 0) {
-          const int64_t deadline = t + 20'000'000;
+          const int64_t deadline = t + 2'000'000;
           while (q->arrived.load() < 2 && now_ns() < deadline) spin_pause();
         } else {
           q->t_second.store(t);
@@ -453,7 +453,7 @@ int64_t low_quantile(std::vector<int64_t> v, size_t div) {
   v.erase(std::remove(v.begin(), v.end(), int64_t{-1}), v.end());
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
-  return v[v.size() / div];
+  return v[std::min(v.size() - 1, v.size() / div)];
 }
 
 bool wait_all_parked(int64_t timeout_ns) {
@@ -487,22 +487,29 @@ int64_t copy_rate() {
 }  // namespace
 
 Calibration calibrate() {
+  // At most ~60 ms in all, however busy the machine: a probe that waits 2 ms for
+  // a worker already says the machine is too busy to measure.
+  const int64_t deadline = now_ns() + 60'000'000;
   Calibration c;
   c.copy_bytes_per_us = copy_rate();
   if (ensure_threads() < 2 || detail::in_parallel_region()) return c;
+  // Workers that were just created must be running before the first probe.
+  wait_all_parked(20'000'000);
   std::vector<int64_t> hot, cold;
-  for (int r = 0; r < 24; ++r) {
+  for (int r = 0; r < 24 && now_ns() < deadline; ++r) {
     const int64_t h = probe_once();
     if (r >= 4) hot.push_back(h);
   }
   g_park_now.store(true);
-  for (int r = 0; r < 9; ++r) {
-    if (!wait_all_parked(20'000'000)) break;
+  for (int r = 0; r < 9 && now_ns() < deadline; ++r) {
+    if (!wait_all_parked(std::max<int64_t>(deadline - now_ns(), 0))) break;
     cold.push_back(probe_once());
   }
   g_park_now.store(false);
-  c.handoff_ns = low_quantile(hot, 4);
-  c.wake_ns = low_quantile(cold, 2);
+  if (hot.size() >= 8 && cold.size() >= 5) {
+    c.handoff_ns = low_quantile(hot, hot.size());  // the minimum
+    c.wake_ns = low_quantile(cold, 2);
+  }
   return c;
 }
 

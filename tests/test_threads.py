@@ -175,3 +175,122 @@ def test_torch_and_embtable_together(rng):
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "ok"
     assert torch.get_num_threads() >= 1
+
+
+def test_absurd_thread_count_is_a_value_error_naming_the_limit():
+    before = embtable.get_num_threads()
+    limit = embtable.show_config(mode="dicts")["threads"]["max"]
+    assert limit >= 64
+    for n in (limit + 1, 40_000, 1 << 20):
+        with pytest.raises(ValueError, match=str(limit)):
+            embtable.set_num_threads(n)
+    assert embtable.get_num_threads() == before
+    embtable.set_num_threads(limit)  # the limit itself is accepted and works
+    table = np.arange(40.0, dtype=np.float32).reshape(20, 2)
+    ids = np.arange(20)[::-1].copy()
+    np.testing.assert_array_equal(embtable.gather(table, ids), table[ids])
+    embtable.set_num_threads(before)
+
+
+def test_bad_env_thread_count_above_the_limit_warns():
+    env = dict(os.environ, EMBTABLE_NUM_THREADS="40000", EMBTABLE_TUNE="0")
+    code = "import embtable; print(embtable.get_num_threads())"
+    r = subprocess.run(
+        [sys.executable, "-W", "always", "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "EMBTABLE_NUM_THREADS" in r.stderr and "RuntimeWarning" in r.stderr
+    assert int(r.stdout) == embtable._core.default_num_threads()
+
+
+# Runs in a child whose user may create only a few more tasks: the pool gets
+# fewer threads than asked, warns once, tells the truth, and computes correctly.
+_SCARCE_THREADS = r"""
+import os, resource, sys, warnings
+
+# Everything imported first: the unprivileged user may not read the installation.
+import numpy as np
+import numpy.testing
+import embtable
+
+rng = np.random.default_rng(0)
+table = rng.standard_normal((5000, 32)).astype(np.float32)
+ids = rng.integers(0, 5000, size=200_000)
+updates = rng.standard_normal((200_000, 32)).astype(np.float32)
+expected = table.copy()
+np.add.at(expected, ids, updates)
+
+
+def tasks_of(uid):
+    n = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith("Uid:"):
+                            n += int(line.split()[1]) == uid
+                            break
+        except OSError:
+            pass
+    return n
+
+uid = 65534 if os.geteuid() == 0 else os.getuid()
+room = tasks_of(uid) + 3  # this thread and two more
+resource.setrlimit(resource.RLIMIT_NPROC, (room, room))
+if os.geteuid() == 0:
+    os.setgid(65534)
+    os.setuid(65534)
+
+rng = np.random.default_rng(0)
+table = rng.standard_normal((5000, 32)).astype(np.float32)
+ids = rng.integers(0, 5000, size=200_000)
+updates = rng.standard_normal((200_000, 32)).astype(np.float32)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    embtable.set_num_threads(16)
+    got = embtable.get_num_threads()
+    out = embtable.gather(table, ids)
+    target = table.copy()
+    embtable.scatter_add(target, ids, updates, deterministic=True)
+    target2 = table.copy()
+    embtable.scatter_add(target2, ids, updates)
+runtime = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+assert len(runtime) == 1, [str(w.message) for w in caught]
+assert "16" in str(runtime[0].message), runtime[0].message
+assert 1 <= got < 16, got
+assert embtable.get_num_threads() == got
+np.testing.assert_array_equal(out, table[ids])
+np.testing.assert_array_equal(target, expected)
+np.testing.assert_allclose(target2, expected, rtol=1e-5, atol=1e-5)
+print("OK", got)
+"""
+
+
+def test_thread_creation_failure_leaves_a_working_pool():
+    if os.geteuid() != 0 and not hasattr(os, "setuid"):
+        pytest.skip("needs a POSIX user to limit")
+    env = dict(
+        os.environ,
+        EMBTABLE_TUNE="0",
+        OPENBLAS_NUM_THREADS="1",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+    )
+    env.pop("EMBTABLE_NUM_THREADS", None)
+    r = subprocess.run(
+        [sys.executable, "-c", _SCARCE_THREADS],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "terminate called" not in r.stderr
+    assert r.stdout.startswith("OK"), r.stdout

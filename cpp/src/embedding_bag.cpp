@@ -284,7 +284,7 @@ void embedding_bag(const Scalar* table, int64_t V, int64_t D, const Index* indic
       mode == BagMode::max ? argmax : nullptr,
       sizeof(Scalar) == 8 || V <= int64_t{INT32_MAX} + 1};
   const auto fn = kernels::bag_forward<Scalar, Index>();
-  // A task covers about kGrainBytes of table rows.
+  // A task covers about tuning().parallel_bytes of table rows.
   const int64_t per_bag = std::max<int64_t>(1, bags.num_indices / B);
   const int64_t grain = std::max<int64_t>(
       1, grain_rows(D * static_cast<int64_t>(sizeof(Scalar))) / per_bag);
@@ -337,7 +337,7 @@ void embedding_bag_backward(const Scalar* grad_out, int64_t V, int64_t D,
       (mode == BagMode::max ? B : n) * D * static_cast<int64_t>(sizeof(Scalar));
 
   if (mode == BagMode::max) {
-    if (threads == 1 || work <= kGrainBytes) {
+    if (threads == 1 || work <= tuning().parallel_bytes.value) {
       scatter_max(grad_out, B, D, argmax, target, 0, V);
       return;
     }
@@ -356,7 +356,7 @@ void embedding_bag_backward(const Scalar* grad_out, int64_t V, int64_t D,
   std::vector<Scalar> scales;
   if (mode == BagMode::mean) scales = mean_scales<Scalar>(indices, bags, padding_idx);
   const Scalar* sc = scales.data();
-  if (threads == 1 || work <= kGrainBytes) {
+  if (threads == 1 || work <= tuning().parallel_bytes.value) {
     scatter_bags(grad_out, D, indices, bags, mode, per_sample_weights, padding_idx, sc,
                  target, 0, B, 0, V);
     return;

@@ -6,9 +6,6 @@
 
 namespace embtable {
 
-// Outputs of at least this many bytes are written with streaming stores.
-constexpr int64_t kStreamBytes = int64_t{4} << 20;
-
 template <class Scalar, class Index>
 void gather(const Scalar* table, int64_t V, int64_t D, const Index* indices,
             std::span<const int64_t> shape, Scalar* out) {
@@ -17,9 +14,12 @@ void gather(const Scalar* table, int64_t V, int64_t D, const Index* indices,
   if (n == 0 || D == 0) return;
   const auto& ops = kernels::ops<Scalar, Index>();
   const int64_t row_bytes = D * static_cast<int64_t>(sizeof(Scalar));
-  // An output this large cannot stay in cache for its reader anyway: stream it
-  // past the cache instead of reading every output line in before writing it.
-  const auto kernel = n * row_bytes >= kStreamBytes ? ops.gather_stream : ops.gather;
+  // An output larger than the last-level cache cannot stay there for its reader
+  // anyway: stream it past the cache instead of reading every output line in
+  // before writing it. A smaller one stays cached (streaming it to DRAM would
+  // cost the reader a round trip).
+  const auto kernel =
+      n * row_bytes > tuning().stream_bytes.value ? ops.gather_stream : ops.gather;
   parallel_for(0, n, grain_rows(row_bytes), [&](int64_t b, int64_t e) {
     kernel(table, D, indices, b, e, out + b * D);
   });

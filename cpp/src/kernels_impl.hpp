@@ -14,6 +14,7 @@
 #include <immintrin.h>
 #endif
 
+#include "embtable/tuning.hpp"
 #include "kernels.hpp"
 
 namespace embtable::kernels {
@@ -52,12 +53,12 @@ inline void store(void* p, const V& v) noexcept {
   __builtin_memcpy(p, &v, sizeof(V));
 }
 
-// Bytes of rows to have in flight ahead of the current one: the prefetch
-// distance in rows is this over the row size (clamped), so small rows look far
-// ahead (latency-bound) and large rows do not flood the line-fill buffers.
-constexpr int64_t kPrefetchBytes = 2048;
+// Bytes of rows to have in flight ahead of the current one
+// (tuning().prefetch_bytes, a share of L1): the prefetch distance in rows is
+// this over the row size (clamped), so small rows look far ahead
+// (latency-bound) and large rows do not flood the line-fill buffers.
 inline int64_t prefetch_rows(int64_t row_bytes) noexcept {
-  const int64_t d = kPrefetchBytes / (row_bytes > 0 ? row_bytes : 1);
+  const int64_t d = tuning().prefetch_bytes.value / (row_bytes > 0 ? row_bytes : 1);
   return d < 4 ? 4 : (d > 32 ? 32 : d);
 }
 

@@ -1,6 +1,13 @@
 // A persistent pool behind parallel_for. One job at a time owns the pool; the
-// caller works on the job too. Fork-safe: the child drops the parent's pool
-// (its threads do not exist there) and builds a new one on first use.
+// caller starts on the job at once and the workers join as they arrive, each
+// claiming chunks until none are left, so a late worker delays nobody.
+// Between jobs a worker spins for about as long as the recent gaps between jobs
+// (capped by tuning().spin_ns), then parks on a condition variable: back-to-back
+// calls and a training loop's calls ~1 ms apart find it awake; an idle process
+// does not burn a core.
+// Fork-safe: the child drops the parent's pool (its threads do not exist there)
+// and builds a new one on first use. A thread the system refuses to create
+// leaves a smaller working pool, never an abort.
 #include "embtable/parallel.hpp"
 
 #include <pthread.h>
@@ -11,11 +18,13 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <exception>
 #include <fstream>
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -31,14 +40,14 @@ struct Job {
 
 thread_local bool t_in_parallel = false;
 
-// Wake-ups: a worker that just finished spins briefly on the generation
-// counter before it sleeps on a condition variable, so back-to-back calls
-// (a training loop) skip the futex round trip. The spin is bounded (tens of
-// microseconds) because the cores may be shared with other processes.
-// The budget is time, not a pause count: PAUSE takes 10 to 140 cycles
-// depending on the CPU. 200 us covers the Python overhead between the calls of
-// a training step, so a worker that just finished is still awake for the next.
-constexpr auto kSpinBudget = std::chrono::microseconds(200);
+// Calibration: while set, workers park as soon as a job is done (no spin).
+std::atomic<bool> g_park_now{false};
+
+inline int64_t now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 inline void spin_pause() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
@@ -46,16 +55,19 @@ inline void spin_pause() noexcept {
 #endif
 }
 
-// Spins until ready() or the budget runs out; true when ready.
+// Spins until ready() or `budget_ns` have passed; true when ready. The budget is
+// time, not a pause count: PAUSE takes 10 to 140 cycles depending on the CPU.
 template <class Ready>
-bool spin_until(const Ready& ready) noexcept {
-  const auto deadline = std::chrono::steady_clock::now() + kSpinBudget;
+bool spin_until(const Ready& ready, int64_t budget_ns) noexcept {
+  if (ready()) return true;
+  if (budget_ns <= 0) return false;
+  const int64_t deadline = now_ns() + budget_ns;
   for (;;) {
     for (int k = 0; k < 32; ++k) {
       if (ready()) return true;
       spin_pause();
     }
-    if (std::chrono::steady_clock::now() >= deadline) return ready();
+    if (now_ns() >= deadline) return ready();
   }
 }
 
@@ -66,9 +78,18 @@ bool spin_until(const Ready& ready) noexcept {
 // actually claimed (a descheduled worker that claimed nothing delays nobody).
 class Pool {
  public:
+  // Starts up to `workers` threads. A thread the system refuses (EAGAIN: a pids
+  // limit, RLIMIT_NPROC) ends the loop: the pool runs with those it got.
   explicit Pool(int workers) {
-    threads_.reserve(static_cast<size_t>(workers));
-    for (int w = 0; w < workers; ++w) threads_.emplace_back([this] { loop(); });
+    threads_.reserve(static_cast<size_t>(std::max(workers, 0)));
+    for (int w = 0; w < workers; ++w) {
+      try {
+        threads_.emplace_back([this] { loop(); });
+      } catch (const std::exception& e) {
+        error_ = e.what();
+        break;
+      }
+    }
   }
   ~Pool() {
     stop_.store(true, std::memory_order_relaxed);
@@ -77,13 +98,24 @@ class Pool {
       generation_.fetch_add(1);
       wake_.notify_all();
     }
-    for (auto& t : threads_) t.join();
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
   }
   int workers() const noexcept { return static_cast<int>(threads_.size()); }
+  const std::string& error() const noexcept { return error_; }
+  bool all_parked() const noexcept { return sleepers_.load() == workers(); }
 
   // Runs `job` on the workers and the calling thread; returns when all its
   // chunks are done. One caller at a time (parallel_run holds g_run_mutex).
   void run(Job& job) {
+    const int64_t start = now_ns();
+    if (last_end_ns_ > 0) {
+      // A decaying maximum of the idle gaps: a loop that alternates 1 ms of
+      // other work with back-to-back calls keeps the 1 ms.
+      const int64_t gap = start - last_end_ns_;
+      const int64_t prev = recent_gap_ns_.load(std::memory_order_relaxed);
+      recent_gap_ns_.store(std::max(gap, prev - prev / 4), std::memory_order_relaxed);
+    }
     const int64_t chunks = (job.end - job.begin + job.chunk - 1) / job.chunk;
     job_ = job;
     job_.error = nullptr;
@@ -102,7 +134,9 @@ class Pool {
     work(gen);
     t_in_parallel = false;
     const auto all = static_cast<uint32_t>(chunks);
-    if (!spin_until([&] { return done_.load(std::memory_order_acquire) == all; })) {
+    // Every chunk left is being run by a worker that claimed it: worth a spin.
+    if (!spin_until([&] { return done_.load(std::memory_order_acquire) == all; },
+                    tuning().spin_ns.value)) {
       std::unique_lock<std::mutex> lock(m_);
       caller_sleeping_.store(true);
       done_cv_.wait(lock, [&] { return done_.load() == all; });
@@ -113,9 +147,24 @@ class Pool {
     ticket_.store((static_cast<uint64_t>(gen) << 32) | 0xFFFFFFFFu,
                   std::memory_order_relaxed);
     job.error = job_.error;
+    last_end_ns_ = now_ns();
   }
 
  private:
+  // How long a worker spins for the next job before parking: about 1.5x the
+  // recent idle gap when that is under the cap, else a short floor (a wake-up's
+  // worth) that still covers back-to-back calls from Python.
+  int64_t spin_budget() const noexcept {
+    if (g_park_now.load(std::memory_order_relaxed)) return 0;
+    const Tuning& t = tuning();
+    const int64_t cap = t.spin_ns.value;
+    const int64_t floor =
+        std::min(cap, t.wake_ns.value > 0 ? 2 * t.wake_ns.value : int64_t{50'000});
+    const int64_t gap = recent_gap_ns_.load(std::memory_order_relaxed);
+    if (gap <= 0 || gap > cap) return floor;
+    return std::clamp(gap + gap / 2, floor, cap);
+  }
+
   bool claim(uint32_t gen, uint32_t& index, uint32_t& chunks) noexcept {
     uint64_t t = ticket_.load(std::memory_order_acquire);
     for (;;) {
@@ -150,14 +199,18 @@ class Pool {
     }
   }
 
-  void loop() {
+  void loop() noexcept {
     t_in_parallel = true;
     uint32_t seen = 0;
     for (;;) {
-      uint32_t g = generation_.load(std::memory_order_acquire);
-      spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; });
-      g = generation_.load(std::memory_order_acquire);
-      if (g == seen) {
+      uint32_t g = seen;
+      if (spin_until(
+              [&] {
+                g = generation_.load(std::memory_order_acquire);
+                return g != seen;
+              },
+              spin_budget())) {
+      } else {
         std::unique_lock<std::mutex> lock(m_);
         sleepers_.fetch_add(1);
         wake_.wait(lock, [&] { return generation_.load() != seen; });
@@ -172,6 +225,8 @@ class Pool {
 
   Job job_;           // written by the caller before the ticket is published
   uint32_t gen_ = 0;  // the caller's generation count
+  int64_t last_end_ns_ = 0;  // the caller's: end of the previous job
+  std::atomic<int64_t> recent_gap_ns_{0};
   std::atomic<uint64_t> ticket_{0};
   std::atomic<uint32_t> nchunks_{0};
   std::atomic<uint32_t> done_{0};
@@ -185,6 +240,7 @@ class Pool {
   std::atomic<int> sleepers_{0};
   std::atomic<bool> caller_sleeping_{false};
   std::mutex error_mutex_;
+  std::string error_;
   std::vector<std::thread> threads_;
 };
 
@@ -193,6 +249,10 @@ std::mutex g_run_mutex;         // held by the caller that owns the pool
 Pool* g_pool = nullptr;         // guarded by g_run_mutex; leaked at exit on purpose
 std::once_flag g_atfork_once;
 
+std::mutex g_shortfall_mutex;
+bool g_shortfall_pending = false;
+ThreadShortfall g_shortfall;
+
 void atfork_prepare() { g_run_mutex.lock(); }
 void atfork_parent() { g_run_mutex.unlock(); }
 void atfork_child() {
@@ -200,6 +260,28 @@ void atfork_child() {
   // never joined) and let the next call build a fresh one.
   g_pool = nullptr;
   g_run_mutex.unlock();
+}
+
+// The pool for `threads` threads (caller included), under g_run_mutex. Returns
+// the thread count it really has.
+int pool_for_locked(int threads) {
+  std::call_once(g_atfork_once,
+                 [] { pthread_atfork(atfork_prepare, atfork_parent, atfork_child); });
+  if (g_pool != nullptr && g_pool->workers() == threads - 1) return threads;
+  delete g_pool;
+  g_pool = nullptr;
+  g_pool = new Pool(threads - 1);
+  const int got = g_pool->workers() + 1;
+  if (got < threads) {
+    // Tell the truth from now on, unless another thread asked for a new count
+    // meanwhile (its request is built on its next call).
+    int expected = threads;
+    g_threads.compare_exchange_strong(expected, got, std::memory_order_relaxed);
+    std::lock_guard<std::mutex> lock(g_shortfall_mutex);
+    g_shortfall = ThreadShortfall{threads, got, g_pool->error()};
+    g_shortfall_pending = true;
+  }
+  return got;
 }
 
 int read_cgroup_limit() noexcept {
@@ -252,11 +334,17 @@ int default_num_threads() noexcept {
   return std::max(n, 1);
 }
 
+int max_threads() noexcept {
+  long online = sysconf(_SC_NPROCESSORS_ONLN);
+  if (online <= 0) online = static_cast<long>(std::thread::hardware_concurrency());
+  return static_cast<int>(std::clamp<long>(4 * online, 64, 1 << 16));
+}
+
 int get_num_threads() noexcept {
   int n = g_threads.load(std::memory_order_relaxed);
   if (n == 0) {
     int expected = 0;
-    const int d = default_num_threads();
+    const int d = std::min(default_num_threads(), max_threads());
     g_threads.compare_exchange_strong(expected, d, std::memory_order_relaxed);
     n = g_threads.load(std::memory_order_relaxed);
   }
@@ -267,7 +355,28 @@ void set_num_threads(int n) {
   if (n < 1)
     throw std::invalid_argument("number of threads must be >= 1, got " +
                                 std::to_string(n));
+  const int limit = max_threads();
+  if (n > limit)
+    throw std::invalid_argument("number of threads must be <= " +
+                                std::to_string(limit) +
+                                " (4 per online CPU, at least 64), got " +
+                                std::to_string(n));
   g_threads.store(n, std::memory_order_relaxed);
+}
+
+int ensure_threads() {
+  const int threads = get_num_threads();
+  if (threads <= 1) return threads;
+  std::lock_guard<std::mutex> own(g_run_mutex);
+  return pool_for_locked(threads);
+}
+
+bool take_thread_shortfall(ThreadShortfall& out) {
+  std::lock_guard<std::mutex> lock(g_shortfall_mutex);
+  if (!g_shortfall_pending) return false;
+  g_shortfall_pending = false;
+  out = g_shortfall;
+  return true;
 }
 
 namespace detail {
@@ -276,25 +385,24 @@ bool in_parallel_region() noexcept { return t_in_parallel; }
 
 void parallel_run(int64_t begin, int64_t end, int64_t grain, RangeFn fn,
                   const void* ctx) {
-  const int threads = get_num_threads();
   std::unique_lock<std::mutex> own(g_run_mutex, std::try_to_lock);
   if (!own.owns_lock()) {  // another caller owns the pool: do this one here
     fn(ctx, begin, end);
     return;
   }
-  std::call_once(g_atfork_once,
-                 [] { pthread_atfork(atfork_prepare, atfork_parent, atfork_child); });
-  if (g_pool == nullptr || g_pool->workers() != threads - 1) {
-    delete g_pool;
-    g_pool = nullptr;
-    g_pool = new Pool(threads - 1);
+  const int threads = pool_for_locked(get_num_threads());
+  if (threads <= 1) {
+    own.unlock();
+    fn(ctx, begin, end);
+    return;
   }
   Job job;
   job.fn = fn;
   job.ctx = ctx;
   job.begin = begin;
   job.end = end;
-  // About 4 tasks per thread balance uneven rows without many atomics.
+  // About 4 chunks per thread balance uneven rows without many atomics, and
+  // let late workers join a job already under way.
   const int64_t n = end - begin;
   job.chunk =
       std::max(grain, (n + 4 * threads - 1) / (4 * static_cast<int64_t>(threads)));
@@ -304,4 +412,105 @@ void parallel_run(int64_t begin, int64_t end, int64_t grain, RangeFn fn,
 }
 
 }  // namespace detail
+
+// --- calibration ------------------------------------------------------------
+
+namespace {
+
+// Two chunks: the first to arrive waits (bounded) for the second; the second's
+// arrival time after the publish is the hand-off latency.
+struct Probe {
+  std::thread::id caller;
+  int64_t t0 = 0;
+  std::atomic<int> arrived{0};
+  std::atomic<int64_t> t_second{0};
+  std::atomic<bool> second_is_worker{false};
+};
+
+int64_t probe_once() {
+  Probe p;
+  p.caller = std::this_thread::get_id();
+  p.t0 = now_ns();
+  detail::parallel_run(
+      0, 2, 1,
+      [](const void* ctx, int64_t, int64_t) {
+        auto* q = const_cast<Probe*>(static_cast<const Probe*>(ctx));
+        const int64_t t = now_ns();
+        if (q->arrived.fetch_add(1) == 0) {
+          const int64_t deadline = t + 2'000'000;
+          while (q->arrived.load() < 2 && now_ns() < deadline) spin_pause();
+        } else {
+          q->t_second.store(t);
+          q->second_is_worker.store(std::this_thread::get_id() != q->caller);
+        }
+      },
+      &p);
+  return p.second_is_worker.load() ? p.t_second.load() - p.t0 : -1;
+}
+
+// A low quantile: on a busy machine every sample only gains delay.
+int64_t low_quantile(std::vector<int64_t> v, size_t div) {
+  v.erase(std::remove(v.begin(), v.end(), int64_t{-1}), v.end());
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, v.size() / div)];
+}
+
+bool wait_all_parked(int64_t timeout_ns) {
+  const int64_t deadline = now_ns() + timeout_ns;
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> own(g_run_mutex);
+      if (g_pool == nullptr || g_pool->all_parked()) return g_pool != nullptr;
+    }
+    if (now_ns() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+}
+
+int64_t copy_rate() {
+  // Rows that stay in L2: what a worker copies once the rows are near.
+  const auto bytes = static_cast<size_t>(
+      std::clamp<int64_t>(tuning().l2_bytes.value / 4, 16 * 1024, 1 << 20));
+  std::vector<char> src(bytes, 1), dst(bytes, 0);
+  int64_t best = 0;
+  for (int r = 0; r < 8; ++r) {
+    const int64_t t0 = now_ns();
+    std::memcpy(dst.data(), src.data(), bytes);
+    const int64_t t = now_ns() - t0;
+    src[static_cast<size_t>(r)] = dst[bytes - 1 - static_cast<size_t>(r)];
+    if (t > 0) best = std::max<int64_t>(best, static_cast<int64_t>(bytes) * 1000 / t);
+  }
+  return best;
+}
+
+}  // namespace
+
+Calibration calibrate() {
+  // At most ~60 ms in all, however busy the machine: a probe that waits 2 ms for
+  // a worker already says the machine is too busy to measure.
+  const int64_t deadline = now_ns() + 60'000'000;
+  Calibration c;
+  c.copy_bytes_per_us = copy_rate();
+  if (ensure_threads() < 2 || detail::in_parallel_region()) return c;
+  // Workers that were just created must be running before the first probe.
+  wait_all_parked(20'000'000);
+  std::vector<int64_t> hot, cold;
+  for (int r = 0; r < 24 && now_ns() < deadline; ++r) {
+    const int64_t h = probe_once();
+    if (r >= 4) hot.push_back(h);
+  }
+  g_park_now.store(true);
+  for (int r = 0; r < 9 && now_ns() < deadline; ++r) {
+    if (!wait_all_parked(std::max<int64_t>(deadline - now_ns(), 0))) break;
+    cold.push_back(probe_once());
+  }
+  g_park_now.store(false);
+  if (hot.size() >= 8 && cold.size() >= 5) {
+    c.handoff_ns = low_quantile(hot, hot.size());  // the minimum
+    c.wake_ns = low_quantile(cold, 2);
+  }
+  return c;
+}
+
 }  // namespace embtable

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from . import _core, constraints, initializers, optimizers, regularizers
 from ._bag import embedding_bag
-from ._config import _threads_from_env, get_num_threads, set_num_threads, show_config
+from ._config import (
+    _threads_from_env,
+    _tune_at_import,
+    get_num_threads,
+    set_num_threads,
+    show_config,
+)
 from ._functional import gather, scatter_add
 from ._rowgrad import RowGrad
 from ._sgns import sgns_step, sgns_train
@@ -37,3 +43,4 @@ __all__ = [
 ]
 
 _threads_from_env()
+_tune_at_import()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import operator
 import os
+import tempfile
 import warnings
+from pathlib import Path
 from typing import Any, Literal
 
 from . import _core
@@ -14,7 +17,14 @@ __all__ = ["get_num_threads", "set_num_threads", "show_config"]
 
 
 def set_num_threads(n: int) -> None:
-    """Set the number of threads the core uses (``n >= 1``, else ``ValueError``)."""
+    """Set the number of threads the core uses.
+
+    ``1 <= n <= limit``, else ``ValueError`` naming the limit: 4 threads per
+    online CPU, at least 64 (``show_config(mode="dicts")["threads"]["max"]``).
+    The pool is built at once; if the system refuses some threads (a container's
+    pids limit, ``RLIMIT_NPROC``), the pool keeps those it got, a
+    ``RuntimeWarning`` says so and :func:`get_num_threads` reports the real count.
+    """
     try:
         n = operator.index(n)
     except TypeError:
@@ -23,19 +33,44 @@ def set_num_threads(n: int) -> None:
         ) from None
     if n < 1:
         raise ValueError(f"number of threads must be >= 1, got {n}")
-    _core.set_num_threads(min(n, 1 << 16))
+    limit = int(_core.max_threads())
+    if n > limit:
+        raise ValueError(
+            f"number of threads must be <= {limit} (4 per online CPU, at least 64), "
+            f"got {n}"
+        )
+    _core.set_num_threads(n)
+    _core.ensure_threads()
+    _warn_shortfall(stacklevel=3)
 
 
 def get_num_threads() -> int:
-    """The number of threads the core uses."""
+    """The number of threads the core uses (after a failed thread creation, the
+    threads it really has)."""
+    _warn_shortfall(stacklevel=3)
     return int(_core.get_num_threads())
+
+
+def _warn_shortfall(stacklevel: int) -> None:
+    shortfall = _core.take_thread_shortfall()
+    if shortfall is not None:
+        requested, obtained, error = shortfall
+        warnings.warn(
+            f"embtable asked for {requested} threads but the system created only "
+            f"{obtained} ({error}); running with {obtained}",
+            RuntimeWarning,
+            stacklevel=stacklevel,
+        )
 
 
 def show_config(mode: Literal["stdout", "dicts"] = "stdout") -> dict[str, Any] | None:
     """Print (``mode="stdout"``) or return (``mode="dicts"``) the build configuration.
 
     Top-level keys: ``version``, ``build`` (compiler, build type, flags),
-    ``simd`` (compiled / detected / selected levels) and ``threads``.
+    ``simd`` (compiled / detected / selected levels), ``threads`` and ``tuning``
+    (every machine-dependent size and time of the core as ``{"value", "source"}``;
+    the source says where it came from: ``sysfs``, ``sysconf``, ``affinity``,
+    ``cgroup``, ``derived``, ``measured``, ``cache`` or ``fallback``).
     """
     cfg = _core.config()
     if mode == "dicts":
@@ -54,11 +89,123 @@ def _threads_from_env() -> None:
         n = int(value)
         if n < 1:
             raise ValueError
-    except ValueError:
+        set_num_threads(n)
+    except ValueError as e:
+        limit = int(_core.max_threads())
         warnings.warn(
-            f"EMBTABLE_NUM_THREADS={value!r} is not an integer >= 1; ignored",
+            f"EMBTABLE_NUM_THREADS={value!r} is not an integer in [1, {limit}] "
+            f"({e}); ignored",
             RuntimeWarning,
             stacklevel=3,
         )
+
+
+# --- tuning: a short calibration, cached per machine ---------------------------
+
+# The measured values the calibration sets (everything else is read from the
+# machine and derived in the core).
+_MEASURED = ("handoff_ns", "wake_ns", "copy_bytes_per_us")
+_CACHE_FORMAT = 1
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def _tuning_cache_path() -> Path:
+    cfg = _core.config()
+    key = json.dumps(
+        [
+            _CACHE_FORMAT,
+            _cpu_model(),
+            os.cpu_count(),
+            cfg["version"],
+            cfg["build"],
+            cfg["simd"]["selected"],
+            cfg["threads"]["default"],
+        ],
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache"
+    )
+    return Path(root) / "embtable" / f"tuning-{digest}.json"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tuning-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def retune(*, save: bool = True) -> dict[str, int]:
+    """Measure the pool's hand-off and wake-up latency and the copy rate now.
+
+    Applies them (the grain and the spin derive from them) and, with ``save``,
+    rewrites the per-machine cache. Takes a few milliseconds; run it on a quiet
+    machine for the best values. Returns the measurements.
+    """
+    measured = {k: int(v) for k, v in _core.calibrate().items()}
+    # A hand-off is a few cache-line transfers (well under 20 us on any machine)
+    # and a wake-up a scheduler round trip (well under 1 ms): slower readings
+    # mean other processes held the cores; keep the derived values then.
+    if not (
+        0 < measured["handoff_ns"] < 20_000 and 0 < measured["wake_ns"] < 1_000_000
+    ):
+        measured["handoff_ns"] = measured["wake_ns"] = 0
+    for name in _MEASURED:
+        if measured.get(name, 0) > 0:
+            _core.set_tuned(name, measured[name], "measured")
+    complete = all(measured.get(k, 0) > 0 for k in _MEASURED)
+    if save and (complete or int(_core.default_num_threads()) == 1):
+        try:
+            _write_atomic(
+                _tuning_cache_path(),
+                json.dumps({"format": _CACHE_FORMAT, "measured": measured}),
+            )
+        except OSError:
+            pass  # a read-only home: measure again next time
+    return measured
+
+
+def _tune_at_import() -> None:
+    """Apply the cached calibration, or measure once and cache it.
+
+    ``EMBTABLE_TUNE=0`` skips both (sizes then come from the caches alone).
+    """
+    if os.environ.get("EMBTABLE_TUNE", "").strip() == "0":
         return
-    set_num_threads(n)
+    try:
+        path = _tuning_cache_path()
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") == _CACHE_FORMAT:
+            measured = data["measured"]
+            for name in _MEASURED:
+                value = int(measured.get(name, 0))
+                if value > 0:
+                    _core.set_tuned(name, value, "cache")
+            return
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    retune(save=True)

@@ -7,6 +7,7 @@
 #include "embtable/parallel.hpp"
 #include "embtable/scatter_add.hpp"
 #include "embtable/simd.hpp"
+#include "embtable/tuning.hpp"
 #include "embtable/validate.hpp"
 #include "register.hpp"
 
@@ -100,11 +101,20 @@ py::dict config_py() {
   threads["num_threads"] = get_num_threads();
   threads["default"] = default_num_threads();
   threads["backend"] = "embtable thread pool (std::thread)";
+  threads["max"] = max_threads();
+  py::dict tuned;
+  for (const TunedItem& item : tuning_items()) {
+    py::dict v;
+    v["value"] = item.value;
+    v["source"] = item.source;
+    tuned[py::str(item.name)] = v;
+  }
   py::dict out;
   out["version"] = b.version;
   out["build"] = build;
   out["simd"] = simd;
   out["threads"] = threads;
+  out["tuning"] = tuned;
   return out;
 }
 
@@ -121,6 +131,31 @@ void register_core(py::module_& m) {
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
   m.def("get_num_threads", &get_num_threads);
   m.def("default_num_threads", &default_num_threads);
+  m.def("max_threads", &max_threads);
+  m.def("ensure_threads", &ensure_threads, py::call_guard<py::gil_scoped_release>(),
+        "Builds the pool now; returns the thread count it really has.");
+  m.def("take_thread_shortfall", []() -> py::object {
+    ThreadShortfall s;
+    if (!take_thread_shortfall(s)) return py::none();
+    return py::make_tuple(s.requested, s.obtained, s.error);
+  });
+  m.def("set_tuned", &set_tuned, py::arg("name"), py::arg("value"), py::arg("source"));
+  m.def("reset_tuning", &reset_tuning);
+  m.def(
+      "calibrate",
+      [] {
+        Calibration c;
+        {
+          py::gil_scoped_release nogil;
+          c = calibrate();
+        }
+        py::dict d;
+        d["handoff_ns"] = c.handoff_ns;
+        d["wake_ns"] = c.wake_ns;
+        d["copy_bytes_per_us"] = c.copy_bytes_per_us;
+        return d;
+      },
+      "Measures the pool's hand-off and wake-up latency and the copy rate now.");
   m.def("cpus_from_cgroup_cpu_max", &cpus_from_cgroup_cpu_max, py::arg("contents"));
   m.def("config", &config_py);
   m.def(

@@ -12,19 +12,34 @@
 #include <cstdint>
 #include <string>
 
+#include "embtable/tuning.hpp"
+
 namespace embtable {
 
-// Work below this many bytes of rows runs inline: a wake-up costs more than it saves.
-inline constexpr int64_t kGrainBytes = 512 * 1024;
+// The grain: grain_rows(row_bytes) in tuning.hpp (tuning().parallel_bytes of rows).
 
-// Rows per task for rows of `row_bytes` bytes, never below 1.
-inline int64_t grain_rows(int64_t row_bytes) noexcept {
-  return row_bytes <= 0 ? int64_t{1 << 20} : (kGrainBytes + row_bytes - 1) / row_bytes;
-}
-
+// The threads parallel_for uses: the caller plus the pool's workers. After a
+// failed thread creation this is what the pool really has.
 int get_num_threads() noexcept;
-// n >= 1, else std::invalid_argument. Takes effect at the next parallel call.
+// 1 <= n <= max_threads(), else std::invalid_argument naming the limit. The pool
+// is resized at the next parallel call (or by ensure_threads()).
 void set_num_threads(int n);
+// The largest accepted thread count: 4 per online CPU, at least 64 (more
+// threads than that only oversubscribe the cores).
+int max_threads() noexcept;
+// Builds the pool for get_num_threads() now (blocks while another caller owns
+// it). When the system refuses some threads (a pids limit, RLIMIT_NPROC), the
+// pool keeps those it got and get_num_threads() drops to match; returns the
+// thread count. Never throws for a failed thread creation.
+int ensure_threads();
+// Set when a thread creation failed since the last call; cleared by the read.
+// {requested, obtained, error message}.
+struct ThreadShortfall {
+  int requested = 0;
+  int obtained = 0;
+  std::string error;
+};
+bool take_thread_shortfall(ThreadShortfall& out);
 // CPUs this process may run on (sched_getaffinity), capped by a cgroup CPU
 // quota if one is set (a fractional quota rounds up), at least 1.
 int default_num_threads() noexcept;

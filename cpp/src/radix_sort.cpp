@@ -1,32 +1,17 @@
 #include "radix_sort.hpp"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <vector>
 
 #include "embtable/parallel.hpp"
+#include "embtable/tuning.hpp"
 
 namespace embtable::radix {
-namespace {
-
-int64_t l1d_bytes() noexcept {
-  // TODO(tuning): take tuning().l1d_bytes once the tuning header is merged.
-#if defined(_SC_LEVEL1_DCACHE_SIZE)
-  const long v = sysconf(_SC_LEVEL1_DCACHE_SIZE);
-  if (v > 0) return v;
-#endif
-  return 32 * 1024;
-}
-
-}  // namespace
 
 int digit_bits() noexcept {
-  static const int bits = [] {
-    const int64_t buckets = l1d_bytes() / 4 / static_cast<int64_t>(sizeof(int64_t));
-    return std::clamp(bit_width(static_cast<uint64_t>(buckets)) - 1, 8, 12);
-  }();
-  return bits;
+  const int64_t buckets =
+      tuning().l1d_bytes.value / 4 / static_cast<int64_t>(sizeof(int64_t));
+  return std::clamp(bit_width(static_cast<uint64_t>(buckets)) - 1, 8, 12);
 }
 
 int64_t chunks(int64_t n, int64_t item_bytes) noexcept {
@@ -39,7 +24,8 @@ int64_t chunks(int64_t n, int64_t item_bytes) noexcept {
 uint64_t* sort(uint64_t* values, uint64_t* scratch, int64_t n, int low_bits,
                int key_bits) {
   if (n <= 1 || key_bits <= 0) return values;
-  const int passes = (key_bits + digit_bits() - 1) / digit_bits();
+  const int max_digit = digit_bits();
+  const int passes = (key_bits + max_digit - 1) / max_digit;
   const int digit = (key_bits + passes - 1) / passes;
   const int64_t buckets = int64_t{1} << digit;
   if (n < buckets) {

@@ -148,7 +148,7 @@ def bag_cases(rng: np.random.Generator):
     for V, D, B, L in (
         (1_000_000, 64, 2_048, 50),
         (100_000, 64, 64, 20),
-        (100_000, 256, 512, 10),
+        (100_000, 256, 512, 50),
     ):
         ids = rng.integers(0, V, B * L)
         offsets = np.arange(0, B * L, L, dtype=np.int64)

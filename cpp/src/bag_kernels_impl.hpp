@@ -18,8 +18,9 @@
 namespace embtable::kernels {
 namespace {
 
-constexpr int64_t kBlock = 64;        // columns pooled at once (256 B of float32)
-constexpr int64_t kBagPrefetch = 16;  // ids ahead to prefetch
+constexpr int64_t kBlock = 64;  // columns pooled at once (256 B of float32)
+// How far ahead ids are prefetched (the first block of their rows):
+// BagArgs::prefetch_ids, from the machine's tuning (embedding_bag.cpp).
 
 enum class Kind { sum, wsum, mean, max, max_arg };
 
@@ -28,6 +29,24 @@ inline void prefetch_cols(const Scalar* row, int64_t width) noexcept {
   const char* p = reinterpret_cast<const char*>(row);
   const int64_t bytes = width * static_cast<int64_t>(sizeof(Scalar));
   for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
+}
+
+// body(i) for i in [b, e); when `on`, the row of id i + ahead is prefetched first
+// (`width` columns) while i + ahead < pf_end. Two loops, so the one with
+// prefetches has no bounds test per id.
+template <class Scalar, class Index, class Body>
+inline void for_ids(const Scalar* table, int64_t D, const Index* idx, int64_t b,
+                    int64_t e, bool on, int64_t ahead, int64_t pf_end, int64_t width,
+                    const Body& body) noexcept {
+  int64_t i = b;
+  if (on) {
+    const int64_t mid = std::clamp(pf_end - ahead, b, e);
+    for (; i < mid; ++i) {
+      prefetch_cols(table + static_cast<int64_t>(idx[i + ahead]) * D, width);
+      body(i);
+    }
+  }
+  for (; i < e; ++i) body(i);
 }
 
 // 64-byte GCC vectors of values and of row ids of the same lane width: the max
@@ -61,6 +80,7 @@ inline void max_arg_block(const BagArgs<Scalar, Index>& a, int64_t s, int64_t e,
   const int64_t pad = a.padding_idx;
   const Index* idx = a.indices;
   const Scalar* table = a.table + col;
+  const int64_t pf_ids = a.prefetch_ids;
   int64_t i = s;
   while (i < e && static_cast<int64_t>(idx[i]) == pad) ++i;
   if (i == e) {
@@ -77,11 +97,9 @@ inline void max_arg_block(const BagArgs<Scalar, Index>& a, int64_t s, int64_t e,
       win[v] = rid;
     }
   }
-  for (++i; i < e; ++i) {
-    if (col == 0 && i + kBagPrefetch < pf_end)
-      prefetch_cols(table + static_cast<int64_t>(idx[i + kBagPrefetch]) * D, kBlock);
-    const int64_t r = static_cast<int64_t>(idx[i]);
-    if (r == pad) continue;
+  for_ids(table, D, idx, i + 1, e, col == 0, pf_ids, pf_end, kBlock, [&](int64_t k) {
+    const int64_t r = static_cast<int64_t>(idx[k]);
+    if (r == pad) return;
     const typename L::Ids rid = typename L::Ids{} + static_cast<typename L::Id>(r);
     for (size_t v = 0; v < NV; ++v) {
       typename L::Values x;
@@ -90,7 +108,7 @@ inline void max_arg_block(const BagArgs<Scalar, Index>& a, int64_t s, int64_t e,
       acc[v] = greater ? x : acc[v];
       win[v] = greater ? rid : win[v];
     }
-  }
+  });
   for (size_t v = 0; v < NV; ++v) {
     std::memcpy(out + static_cast<int64_t>(v) * N, &acc[v], 64);
     for (int64_t k = 0; k < N; ++k)
@@ -110,6 +128,7 @@ inline void pool_block(const BagArgs<Scalar, Index>& a, int64_t s, int64_t e,
   const Index* idx = a.indices;
   const Scalar* table = a.table + col;
   const bool prefetch = col == 0;
+  const int64_t pf_ids = a.prefetch_ids;
   Scalar acc[kBlock];
   if constexpr (K == Kind::max || K == Kind::max_arg) {
     int64_t win[K == Kind::max_arg ? kBlock : 1];
@@ -129,29 +148,25 @@ inline void pool_block(const BagArgs<Scalar, Index>& a, int64_t s, int64_t e,
       if constexpr (K == Kind::max_arg)
         for (int64_t d = 0; d < w; ++d) win[d] = r;
     }
-    for (++i; i < e; ++i) {
-      if (prefetch && i + kBagPrefetch < pf_end)
-        prefetch_cols(table + static_cast<int64_t>(idx[i + kBagPrefetch]) * D, w);
-      const int64_t r = static_cast<int64_t>(idx[i]);
-      if (r == pad) continue;
+    for_ids(table, D, idx, i + 1, e, prefetch, pf_ids, pf_end, w, [&](int64_t k) {
+      const int64_t r = static_cast<int64_t>(idx[k]);
+      if (r == pad) return;
       const Scalar* row = table + r * D;
       for (int64_t d = 0; d < w; ++d) {
         const bool greater = row[d] > acc[d];  // ties keep the first id in bag order
         acc[d] = greater ? row[d] : acc[d];
         if constexpr (K == Kind::max_arg) win[d] = greater ? r : win[d];
       }
-    }
+    });
     for (int64_t d = 0; d < w; ++d) out[d] = acc[d];
     if constexpr (K == Kind::max_arg)
       for (int64_t d = 0; d < w; ++d) arg[d] = win[d];
   } else {
     for (int64_t d = 0; d < w; ++d) acc[d] = Scalar(0);
     int64_t count = 0;
-    for (int64_t i = s; i < e; ++i) {
-      if (prefetch && i + kBagPrefetch < pf_end)
-        prefetch_cols(table + static_cast<int64_t>(idx[i + kBagPrefetch]) * D, w);
+    for_ids(table, D, idx, s, e, prefetch, pf_ids, pf_end, w, [&](int64_t i) {
       const int64_t r = static_cast<int64_t>(idx[i]);
-      if (r == pad) continue;
+      if (r == pad) return;
       ++count;
       const Scalar* row = table + r * D;
       if constexpr (K == Kind::wsum) {
@@ -160,7 +175,7 @@ inline void pool_block(const BagArgs<Scalar, Index>& a, int64_t s, int64_t e,
       } else {
         for (int64_t d = 0; d < w; ++d) acc[d] += row[d];
       }
-    }
+    });
     if constexpr (K == Kind::mean) {
       if (count > 0) {
         const auto c = static_cast<Scalar>(count);

@@ -12,6 +12,7 @@
 #include "embtable/scatter_add.hpp"
 #include "embtable/validate.hpp"
 #include "kernels.hpp"
+#include "prefetch.hpp"
 #include "radix_sort.hpp"
 
 namespace embtable {
@@ -62,7 +63,11 @@ template <class Scalar, class Index>
 std::vector<Scalar> mean_scales(const Index* indices, const Bags& bags,
                                 int64_t padding_idx) {
   std::vector<Scalar> scale(static_cast<size_t>(bags.num_bags));
-  parallel_for(0, bags.num_bags, 4096, [&](int64_t b0, int64_t b1) {
+  // A task reads about tuning().parallel_bytes of ids.
+  const int64_t per_bag =
+      std::max<int64_t>(1, bags.num_indices / std::max<int64_t>(bags.num_bags, 1));
+  const int64_t grain = grain_rows(per_bag * static_cast<int64_t>(sizeof(Index)));
+  parallel_for(0, bags.num_bags, grain, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t c = bag_count(indices, bags.begin(b), bags.end(b), padding_idx);
       scale[static_cast<size_t>(b)] =
@@ -114,8 +119,11 @@ void check_mode_inputs(BagMode mode, const void* weights, const int64_t* argmax)
 }
 
 // Target rows ahead to prefetch in the backward (the table is usually far
-// larger than the caches: each update is a cache miss without it).
-constexpr int64_t kRowPrefetch = 16;
+// larger than the caches: each update is a cache miss without it): about
+// tuning().prefetch_bytes of rows in flight, at least 4 rows.
+inline int64_t row_prefetch(int64_t D, int64_t scalar_bytes) noexcept {
+  return std::max<int64_t>(4, prefetch_ahead(D * scalar_bytes));
+}
 
 template <class Scalar>
 inline void prefetch_write(const Scalar* row, int64_t D) noexcept {
@@ -134,12 +142,13 @@ void scatter_bags(const Scalar* grad_out, int64_t D, const Index* indices,
   if (b1 <= b0) return;
   const auto width = static_cast<uint64_t>(hi - lo);
   const int64_t last = bags.end(b1 - 1);  // bags are contiguous runs of positions
+  const int64_t pf_rows = row_prefetch(D, sizeof(Scalar));
   for (int64_t b = b0; b < b1; ++b) {
     const Scalar* g = grad_out + b * D;
     const int64_t e = bags.end(b);
     for (int64_t i = bags.begin(b); i < e; ++i) {
-      if (i + kRowPrefetch < last) {
-        const auto ahead = static_cast<int64_t>(indices[i + kRowPrefetch]);
+      if (i + pf_rows < last) {
+        const auto ahead = static_cast<int64_t>(indices[i + pf_rows]);
         if (static_cast<uint64_t>(ahead - lo) < width)
           prefetch_write(target + ahead * D, D);
       }
@@ -276,7 +285,8 @@ void embedding_bag(const Scalar* table, int64_t V, int64_t D, const Index* indic
   const int64_t per_bag = std::max<int64_t>(1, bags.num_indices / B);
   // Ids ahead to prefetch: about tuning().prefetch_bytes of the first column
   // block (64 columns; the kernel prefetches that much of each row) in flight.
-  const int64_t pf_bytes = std::min<int64_t>(D, 64) * static_cast<int64_t>(sizeof(Scalar));
+  const int64_t pf_bytes =
+      std::min<int64_t>(D, 64) * static_cast<int64_t>(sizeof(Scalar));
   const int64_t pf_ids =
       std::clamp<int64_t>(tuning().prefetch_bytes.value / pf_bytes, 4, 32);
   const kernels::BagArgs<Scalar, Index> args{
@@ -386,6 +396,7 @@ void embedding_bag_backward(const Scalar* grad_out, int64_t V, int64_t D,
   const int64_t per_bag = std::max<int64_t>(1, n / B);
   const int64_t grain = std::max<int64_t>(
       1, grain_rows(D * static_cast<int64_t>(sizeof(Scalar))) / per_bag);
+  const int64_t pf_rows = row_prefetch(D, sizeof(Scalar));
   parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
     const int64_t last = bags.end(b1 - 1);
     for (int64_t b = b0; b < b1; ++b) {
@@ -393,8 +404,8 @@ void embedding_bag_backward(const Scalar* grad_out, int64_t V, int64_t D,
       const int64_t e = bags.end(b);
       const Scalar w_bag = mode == BagMode::mean ? sc[b] : Scalar(1);
       for (int64_t i = bags.begin(b); i < e; ++i) {
-        if (i + kRowPrefetch < last)
-          prefetch_write(target + static_cast<int64_t>(indices[i + kRowPrefetch]) * D,
+        if (i + pf_rows < last)
+          prefetch_write(target + static_cast<int64_t>(indices[i + pf_rows]) * D,
                          D);
         const int64_t r = static_cast<int64_t>(indices[i]);
         if (r == padding_idx) continue;

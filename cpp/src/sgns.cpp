@@ -78,7 +78,9 @@ double sgns_step(Scalar* in_table, int64_t V_in, Scalar* out_table, int64_t V_ou
   const auto run = selected_table().get<Scalar, Index>();
   // Rows a pair touches: its center and K + 1 targets, each read and written.
   const int64_t pair_bytes = (K + 2) * D * static_cast<int64_t>(sizeof(Scalar)) * 2;
-  const int64_t grain = std::max<int64_t>(16, grain_rows(pair_bytes));
+  // A task covers about tuning().parallel_bytes of rows (no fixed floor: a pair
+  // of wide rows alone can be worth a hand-off).
+  const int64_t grain = grain_rows(pair_bytes);
   if (get_num_threads() == 1 || N <= grain)
     return run(in_table, out_table, D, centers, contexts, negatives, K, lr, 0, N,
                false) /
@@ -126,9 +128,10 @@ SgnsTrainResult sgns_train(Scalar* in_table, Scalar* out_table, int64_t V, int64
   const auto run = selected_table().get_tokens<Scalar, Index>();
   const sgns_kernels::TokenArgs<Index> args{tokens, sentences, n,     start,     stop,
                                             window, K,         noise, noise_len, seed};
-  // A center trains about `window` pairs of K + 1 rows each.
-  const int64_t grain = std::max<int64_t>(
-      8, grain_rows(window * (K + 2) * D * static_cast<int64_t>(sizeof(Scalar)) * 2));
+  // A center trains about `window` pairs of K + 1 rows each; a task covers about
+  // tuning().parallel_bytes of them.
+  const int64_t grain =
+      grain_rows(window * (K + 2) * D * static_cast<int64_t>(sizeof(Scalar)) * 2);
   int64_t pairs = 0;
   double loss = 0;
   if (get_num_threads() == 1 || stop - start <= grain) {

@@ -171,3 +171,31 @@ def test_coalesce_ids_beyond_packed_range():
     np.testing.assert_array_equal(
         values, [[6, 7], [2 + 8, 3 + 9], [10, 11], [0 + 4, 1 + 5]]
     )
+
+
+@pytest.mark.parametrize("bits", [1, 8, 12])
+def test_coalesce_any_radix_digit_width(bits):
+    # The digit width comes from the machine (tuning radix_bits, from L1); every
+    # width gives the same rows and bits (more or fewer passes).
+    rng = np.random.default_rng(bits)
+    V, n = 3_000_000, 50_000
+    ids = rng.integers(0, V, n)
+    ids[:1000] = 17
+    g = rng.standard_normal((n, 3)).astype(np.float32)
+    ref_rows, ref_values = _core.rowgrad_coalesce_ref(ids, g, V, -1)
+    before = embtable.show_config(mode="dicts")["tuning"]
+    try:
+        _core.set_tuned("radix_bits", bits, "test")
+        shown = embtable.show_config(mode="dicts")["tuning"]["radix_bits"]
+        assert shown == {"value": bits, "source": "test"}
+        for threads in (1, 2):
+            embtable.set_num_threads(threads)
+            rows, values = _core.rowgrad_coalesce(ids, g, V, -1)
+            np.testing.assert_array_equal(rows, ref_rows)
+            assert values.tobytes() == ref_values.tobytes()
+    finally:
+        _core.reset_tuning()  # then the calibrated values the session had
+        for name, item in before.items():
+            if item["source"] not in ("derived", "sysfs", "sysconf", "fallback"):
+                _core.set_tuned(name, item["value"], item["source"])
+        assert embtable.show_config(mode="dicts")["tuning"] == before

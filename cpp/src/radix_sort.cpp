@@ -9,9 +9,7 @@
 namespace embtable::radix {
 
 int digit_bits() noexcept {
-  const int64_t buckets =
-      tuning().l1d_bytes.value / 4 / static_cast<int64_t>(sizeof(int64_t));
-  return std::clamp(bit_width(static_cast<uint64_t>(buckets)) - 1, 8, 12);
+  return static_cast<int>(std::clamp<int64_t>(tuning().radix_bits.value, 1, 16));
 }
 
 int64_t chunks(int64_t n, int64_t item_bytes) noexcept {

@@ -18,8 +18,7 @@ namespace embtable::radix {
 uint64_t* sort(uint64_t* values, uint64_t* scratch, int64_t n, int low_bits,
                int key_bits);
 
-// Digit bits of a pass: the most whose counters (one int64 per bucket) fill at
-// most a quarter of the L1 data cache, in [8, 12].
+// Digit bits of a pass: tuning().radix_bits (counters in a quarter of L1).
 int digit_bits() noexcept;
 
 // Chunks to split n items of `item_bytes` into: one per thread when the work is

@@ -40,6 +40,7 @@ constexpr Field kFields[] = {
     {"handoff_ns", &Tuning::handoff_ns},
     {"wake_ns", &Tuning::wake_ns},
     {"copy_bytes_per_us", &Tuning::copy_bytes_per_us},
+    {"radix_bits", &Tuning::radix_bits},
 };
 
 // "48K" / "1024K" / "32M" / "65536" -> bytes; 0 when it does not parse.
@@ -143,6 +144,12 @@ void derive(Tuning& t, const std::map<std::string, Tuned>& explicit_values) {
   auto set = [&](const char* name, Tuned Tuning::*m, int64_t v) {
     if (!explicit_values.count(name)) t.*m = {v, "derived"};
   };
+  // Radix-sort digits: the counters of a pass stay in L1 beside the values.
+  {
+    int bits = 0;
+    for (int64_t b = t.l1d_bytes.value / 4 / 8; b > 1; b >>= 1) ++bits;
+    set("radix_bits", &Tuning::radix_bits, std::clamp<int64_t>(bits, 8, 12));
+  }
   // An output that fits in the last-level cache stays there for its reader:
   // streaming it to DRAM would cost a round trip (a 3.4x cliff at 4 MiB on a
   // 32 MiB L3). Stream only what cannot stay.

@@ -53,6 +53,11 @@ struct Tuning {
   Tuned handoff_ns;  // a job reaching a spinning worker (measured)
   Tuned wake_ns;     // a job reaching a parked worker (measured)
   Tuned copy_bytes_per_us;  // single-core copy bandwidth of L2-resident rows (measured)
+
+  // The layer kernels (RowGrad building, the bag's sparse backward).
+  // Digit bits of a radix-sort pass: its bucket counters (8 bytes each) fill at
+  // most a quarter of L1, in [8, 12].
+  Tuned radix_bits;
 };
 
 // The current values. Never null; each snapshot lives for the whole process.

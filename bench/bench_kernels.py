@@ -65,6 +65,7 @@ def time_case(
     threads: int,
     repeats: int,
     gap: float = 0.0,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> list[float]:
     """Median ms of each variant; run(mod) returns the zero-argument call to time."""
     calls = []
@@ -83,9 +84,9 @@ def time_case(
                 # Lets the previous call's pool workers stop spinning (two builds
                 # in one process have two pools) and starts each call alike.
                 time.sleep(gap)
-            t0 = time.perf_counter()
+            t0 = clock()
             calls[k]()
-            dt = time.perf_counter() - t0
+            dt = clock() - t0
             if r:  # the first round warms up (page faults, pool threads)
                 times[k].append(dt)
     return [1e3 * statistics.median(t) for t in times]
@@ -212,6 +213,13 @@ def main() -> None:
         help="pause before each timed call (pool workers park; 0: back to back)",
     )
     ap.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="cpu: the calling thread's CPU time (robust to a loaded machine; "
+        "meaningful at 1 thread only, where the kernels run on the caller)",
+    )
+    ap.add_argument(
         "--levels", default=None, help="SIMD levels to run (default: all runnable)"
     )
     args = ap.parse_args()
@@ -221,10 +229,12 @@ def main() -> None:
         variants.append(("ref", load_ref(args.ref), None))
     variants += [(lv, _core, lv) for lv in lvls]
     names = [v[0] for v in variants]
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     cfg = embtable.show_config(mode="dicts")
     print(
         f"embtable {embtable.__version__}, SIMD detected {cfg['simd']['detected']}; "
-        f"median ms of {args.repeats} rounds, order rotated each round"
+        f"median ms ({args.clock} clock) of {args.repeats} rounds, order rotated "
+        f"each round, {args.gap_ms} ms pause before each call"
     )
     print()
     print(
@@ -239,7 +249,9 @@ def main() -> None:
     for section in args.only.split(","):
         for label, run in SECTIONS[section](rng):
             for threads in (int(t) for t in args.threads.split(",")):
-                ms = time_case(run, variants, threads, args.repeats, args.gap_ms / 1e3)
+                ms = time_case(
+                    run, variants, threads, args.repeats, args.gap_ms / 1e3, clock
+                )
                 cells = " | ".join(f"{m:.3f}" for m in ms)
                 ratios = " | ".join(f"{ms[0] / m:.2f}x" for m in ms[1:])
                 print(f"| {label} | {threads} | {cells} | {ratios} |", flush=True)

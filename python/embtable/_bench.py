@@ -757,7 +757,39 @@ def format_loop(rows: list[LoopRow], V: int = 1_000_000, work_ms: float = 1.0) -
                 f"| {D} | {N:,} | {name} | {r.loop_us:.1f} | {r.b2b_us:.1f} | "
                 f"{r.loop_us / r.b2b_us:.2f} | {rel} |"
             )
+    lines.append("")
+    lines.append(summarize_loop(rows))
     return "\n".join(lines)
+
+
+def summarize_loop(rows: list[LoopRow]) -> str:
+    """The loop goals per (D, N): embtable's loop within 10 % of its back-to-back
+    calls, ahead of torch and numba in the loop, and the default mode never
+    slower than deterministic=True."""
+    by: dict[tuple[int, int], dict[str, LoopRow]] = {}
+    for r in rows:
+        by.setdefault((r.D, r.N), {})[r.method] = r
+    out = ["#### loop goals", ""]
+    for (D, N), m in by.items():
+        e = m.get("embtable")
+        if e is None:
+            continue
+        checks = [("loop / back-to-back", e.b2b_us / e.loop_us, 1 / 1.1)]
+        for peer in ("torch", "numba"):
+            if peer in m:
+                checks.append(
+                    (f"{peer} loop / embtable loop", m[peer].loop_us / e.loop_us, 1.0)
+                )
+        if "embtable det" in m:
+            checks.append(
+                ("det loop / default loop", m["embtable det"].loop_us / e.loop_us, 1.0)
+            )
+        for name, r, goal in checks:
+            ok = "met" if r >= goal else "MISSED"
+            shown = 1 / r if name == "loop / back-to-back" else r
+            want = "<= 1.10" if name == "loop / back-to-back" else ">= 1.00"
+            out.append(f"- D={D} N={N:,}: {name} {shown:.2f} (goal {want}) {ok}")
+    return "\n".join(out)
 
 
 def pool_report() -> str:

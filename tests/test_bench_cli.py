@@ -73,3 +73,74 @@ def test_module_entry_point() -> None:
         text=True,
     )
     assert helped.returncode == 0 and "--quick" in helped.stdout
+
+
+def test_geomeans_and_behind_list() -> None:
+    text = _bench.format_tables(_results())
+    assert "### geometric means" in text
+    # numba 3.0 ms vs embtable 2.0 for gather; 4.0 vs 5.0 for scatter_add.
+    assert "| gather | 262,144 | 2 | 1 | 10.00x | 1.50x | - | 1.50x |" in text
+    assert "| scatter_add | 262,144 | 2 | 1 | 40.00x | 0.80x | - | 0.80x |" in text
+    assert "cases where embtable is behind (ratio < 1.0x): 1" in text
+    assert "| scatter_add | 10000 | 64 | 262144 | uniform | 2 | numba | 0.80x |" in text
+
+
+def test_time_rotated_times_every_method() -> None:
+    calls = {"a": 0, "b": 0, "c": 0}
+
+    def bump(k: str):  # type: ignore[no-untyped-def]
+        return lambda: calls.__setitem__(k, calls[k] + 1)
+
+    out = _bench.time_rotated({k: bump(k) for k in calls}, rounds=3, sample_s=1e-5)
+    assert set(out) == set(calls)
+    assert all(v >= 0 for v in out.values())
+    assert all(n >= 2 + 3 for n in calls.values())  # warm-up, probe, 3 rounds
+
+
+def test_loop_table_format() -> None:
+    rows = [
+        _bench.LoopRow(64, 4096, "embtable", 50.0, 45.0),
+        _bench.LoopRow(64, 4096, "torch", 110.0, 83.0),
+    ]
+    text = _bench.format_loop(rows)
+    assert "| 64 | 4,096 | embtable | 50.0 | 45.0 | 1.11 | 1.00x |" in text
+    assert "| 64 | 4,096 | torch | 110.0 | 83.0 | 1.33 | 2.20x |" in text
+
+
+def test_loop_runs_a_tiny_case() -> None:
+    rows = _bench.run_loop(
+        ((8, 64),),
+        V=1_000,
+        threads=2,
+        rounds=1,
+        steps=2,
+        work_ms=0.0,
+        peers=_bench._Peers(use_torch=False, use_numba=False),
+        progress=False,
+    )
+    assert [r.method for r in rows] == ["embtable", "embtable det"]
+    assert all(r.D == 8 and r.N == 64 and r.loop_us > 0 and r.b2b_us > 0 for r in rows)
+
+
+def test_loop_with_peers_when_installed() -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("numba")
+    rows = _bench.run_loop(
+        ((8, 64),), V=1_000, rounds=1, steps=1, work_ms=0.0, progress=False
+    )
+    assert {r.method for r in rows} == {"embtable", "embtable det", "torch", "numba"}
+
+
+def test_bad_work_ms_exits_before_timing() -> None:
+    with pytest.raises(SystemExit) as exc:
+        _bench.main(["--loop", "--work-ms", "-1"])
+    assert exc.value.code == 2
+
+
+def test_loop_cli_plumbing(capsys: pytest.CaptureFixture[str]) -> None:
+    help_text = subprocess.run(
+        [sys.executable, "-m", "embtable", "bench", "--help"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "--loop" in help_text and "--work-ms" in help_text

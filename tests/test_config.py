@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import embtable
+import numpy as np
+import pytest
 
 
 def test_show_config_dicts():
@@ -29,3 +34,135 @@ def test_show_config_prints(capsys):
 def test_all_names_exist():
     for name in embtable.__all__:
         assert hasattr(embtable, name), name
+
+
+_SOURCES = {"sysfs", "sysconf", "affinity", "cgroup", "derived", "measured", "cache"}
+_SOURCES |= {"fallback", "env"}
+
+
+def test_show_config_lists_every_tuned_value_with_its_source():
+    tuning = embtable.show_config(mode="dicts")["tuning"]
+    names = {
+        "cpus", "line_bytes", "l1d_bytes", "l2_bytes", "llc_bytes", "stream_bytes",
+        "parallel_bytes", "prefetch_bytes", "block_bytes", "spin_ns", "handoff_ns",
+        "wake_ns", "copy_bytes_per_us",
+    }  # fmt: skip
+    assert set(tuning) == names
+    for name, v in tuning.items():
+        assert isinstance(v["value"], int) and v["value"] >= 0, name
+        assert v["source"] in _SOURCES, (name, v)
+    assert 0 < tuning["l1d_bytes"]["value"] <= tuning["l2_bytes"]["value"]
+    assert tuning["l2_bytes"]["value"] <= tuning["llc_bytes"]["value"]
+    if tuning["stream_bytes"]["source"] == "derived":
+        # Streaming stores only for outputs that cannot stay in the last level.
+        assert tuning["stream_bytes"]["value"] == tuning["llc_bytes"]["value"]
+    assert tuning["parallel_bytes"]["value"] > 0 and tuning["spin_ns"]["value"] > 0
+    assert tuning["cpus"]["value"] == embtable._core.default_num_threads()
+
+
+@pytest.fixture
+def restore_tuning():
+    yield
+    embtable._core.reset_tuning()
+    embtable._config._tune_at_import()
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_results_do_not_depend_on_the_tuned_sizes(restore_tuning, rng, threads):
+    before = embtable.get_num_threads()
+    embtable.set_num_threads(threads)
+    try:
+        table = rng.standard_normal((3000, 64)).astype(np.float32)
+        ids = rng.integers(0, 3000, size=20_000)
+        updates = rng.standard_normal((20_000, 64)).astype(np.float32)
+        expected = table.copy()
+        np.add.at(expected, ids, updates)
+        for name, value in [
+            ("stream_bytes", 0),  # every output streamed
+            ("stream_bytes", 1 << 40),  # none
+            ("parallel_bytes", 1),  # one row per task
+            ("prefetch_bytes", 0),  # prefetch off
+            ("prefetch_bytes", 1 << 20),
+            ("spin_ns", 0),  # workers park at once
+        ]:
+            embtable._core.set_tuned(name, value, "test")
+            tuning = embtable.show_config(mode="dicts")["tuning"]
+            assert tuning[name] == {"value": value, "source": "test"}
+            np.testing.assert_array_equal(embtable.gather(table, ids), table[ids])
+            target = table.copy()
+            embtable.scatter_add(target, ids, updates, deterministic=True)
+            np.testing.assert_array_equal(target, expected)
+    finally:
+        embtable.set_num_threads(before)
+
+
+def test_set_tuned_rejects_unknown_names_and_negative_values(restore_tuning):
+    with pytest.raises(ValueError, match="unknown tuning value 'bogus'"):
+        embtable._core.set_tuned("bogus", 1, "test")
+    with pytest.raises(ValueError, match=">= 0"):
+        embtable._core.set_tuned("spin_ns", -1, "test")
+
+
+def test_derived_values_follow_the_measurements(restore_tuning):
+    core = embtable._core
+    core.set_tuned("handoff_ns", 1000, "test")
+    core.set_tuned("copy_bytes_per_us", 20_000, "test")
+    core.set_tuned("wake_ns", 10_000, "test")
+    t = embtable.show_config(mode="dicts")["tuning"]
+    l1, l2 = t["l1d_bytes"]["value"], t["l2_bytes"]["value"]
+    # 8 hand-offs' worth of copying, within [L1, L2]
+    assert t["parallel_bytes"]["value"] == min(max(8 * 1000 * 20_000 // 1000, l1), l2)
+    assert t["spin_ns"]["value"] == 128 * 10_000
+    core.set_tuned("parallel_bytes", 12345, "test")  # explicit wins over derived
+    assert embtable.show_config(mode="dicts")["tuning"]["parallel_bytes"] == {
+        "value": 12345,
+        "source": "test",
+    }
+
+
+def _run(code: str, **env: str) -> str:
+    full = dict(os.environ, **env)
+    r = subprocess.run(
+        [sys.executable, "-c", code], env=full, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_tuning_cache_is_read_and_tune_0_skips_it(tmp_path):
+    env = {"XDG_CACHE_HOME": str(tmp_path), "EMBTABLE_TUNE": "0"}
+    path = _run(
+        "from embtable import _config; print(_config._tuning_cache_path())", **env
+    )
+    path = path.strip()
+    assert path.startswith(str(tmp_path / "embtable"))
+    show = (
+        "import embtable, json; "
+        "print(json.dumps(embtable.show_config(mode='dicts')['tuning']))"
+    )
+    tuned = json.loads(_run(show, **env))
+    assert tuned["handoff_ns"]["source"] == "fallback"  # EMBTABLE_TUNE=0: none read
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(
+            {
+                "format": 1,
+                "measured": {
+                    "handoff_ns": 777,
+                    "wake_ns": 12_345,
+                    "copy_bytes_per_us": 9999,
+                },
+            },
+            f,
+        )
+    tuned = json.loads(_run(show, XDG_CACHE_HOME=str(tmp_path), EMBTABLE_TUNE="1"))
+    assert tuned["handoff_ns"] == {"value": 777, "source": "cache"}
+    assert tuned["wake_ns"] == {"value": 12_345, "source": "cache"}
+    assert tuned["spin_ns"]["source"] == "derived"
+    tuned = json.loads(_run(show, **env))
+    assert tuned["handoff_ns"]["source"] == "fallback"
+    # A corrupt cache is measured again, never an error.
+    with open(path, "w") as f:
+        f.write("{not json")
+    _run(show, XDG_CACHE_HOME=str(tmp_path), EMBTABLE_TUNE="1")

@@ -58,7 +58,9 @@ inline void store(void* p, const V& v) noexcept {
 // this over the row size (clamped), so small rows look far ahead
 // (latency-bound) and large rows do not flood the line-fill buffers.
 inline int64_t prefetch_rows(int64_t row_bytes) noexcept {
-  const int64_t d = tuning().prefetch_bytes.value / (row_bytes > 0 ? row_bytes : 1);
+  const int64_t bytes = tuning().prefetch_bytes.value;
+  if (bytes <= 0) return 0;  // prefetch off (set_tuned("prefetch_bytes", 0))
+  const int64_t d = bytes / (row_bytes > 0 ? row_bytes : 1);
   return d < 4 ? 4 : (d > 32 ? 32 : d);
 }
 

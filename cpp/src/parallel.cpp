@@ -61,13 +61,22 @@ template <class Ready>
 bool spin_until(const Ready& ready, int64_t budget_ns) noexcept {
   if (ready()) return true;
   if (budget_ns <= 0) return false;
-  const int64_t deadline = now_ns() + budget_ns;
+  const int64_t start = now_ns();
+  const int64_t deadline = start + budget_ns;
+  // Past a wake-up's worth of pure spinning, yield between checks: on an idle
+  // core this still answers within microseconds, and on a busy one (BLAS or a
+  // peer's threads between our calls) it gives the core away instead of
+  // holding it until the budget runs out.
+  const int64_t wake = tuning().wake_ns.value;
+  const int64_t polite = start + (wake > 0 ? 2 * wake : int64_t{50'000});
   for (;;) {
     for (int k = 0; k < 32; ++k) {
       if (ready()) return true;
       spin_pause();
     }
-    if (now_ns() >= deadline) return ready();
+    const int64_t now = now_ns();
+    if (now >= deadline) return ready();
+    if (now >= polite) std::this_thread::yield();
   }
 }
 
@@ -401,11 +410,12 @@ void parallel_run(int64_t begin, int64_t end, int64_t grain, RangeFn fn,
   job.ctx = ctx;
   job.begin = begin;
   job.end = end;
-  // About 4 chunks per thread balance uneven rows without many atomics, and
-  // let late workers join a job already under way.
+  // About 8 chunks per thread, each at least a quarter of the grain: uneven
+  // rows balance, a late worker joins a job already under way, and a worker
+  // preempted inside a chunk delays the caller by one small chunk at most.
   const int64_t n = end - begin;
-  job.chunk =
-      std::max(grain, (n + 4 * threads - 1) / (4 * static_cast<int64_t>(threads)));
+  const int64_t per = 8 * static_cast<int64_t>(threads);
+  job.chunk = std::max((grain + 3) / 4, (n + per - 1) / per);
   g_pool->run(job);
   own.unlock();
   if (job.error) std::rethrow_exception(job.error);

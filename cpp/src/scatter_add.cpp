@@ -41,15 +41,25 @@ HeldRanges& held_ranges() {
 // between T owners, from the quantiles of a sample of the indices. Any split is
 // correct; a good one balances the work. `heaviest` gets the largest share of
 // the sample one owner received (1/T when balanced; more when a hot row holds
-// more than a 1/T share, as under a steep Zipf law).
+// more than a 1/T share, as under a steep Zipf law); `collision` the chance that
+// two ids drawn at random are the same row (sum of squared row shares).
 template <class Index>
 std::vector<int64_t> owner_bounds(const Index* indices, int64_t n, int64_t V, int parts,
-                                  double* heaviest) {
+                                  double* heaviest, double* collision) {
   const int64_t samples = std::min<int64_t>(n, 256 * static_cast<int64_t>(parts));
   std::vector<int64_t> sample(static_cast<size_t>(samples));
   for (int64_t s = 0; s < samples; ++s)
     sample[static_cast<size_t>(s)] = static_cast<int64_t>(indices[s * n / samples]);
   std::sort(sample.begin(), sample.end());
+  double same = 0;
+  for (size_t i = 0; i < sample.size();) {
+    size_t j = i;
+    while (j < sample.size() && sample[j] == sample[i]) ++j;
+    const double share = static_cast<double>(j - i) / static_cast<double>(samples);
+    same += share * share;
+    i = j;
+  }
+  *collision = same;
   std::vector<int64_t> bounds{0};
   for (int p = 1; p < parts; ++p) {
     const int64_t cut = sample[static_cast<size_t>(p * samples / parts)];
@@ -113,12 +123,16 @@ void scatter_add(Scalar* target, int64_t V, int64_t D, const Index* indices,
   // Owners first, in both modes: no atomics, and bitwise np.add.at. Each owner
   // reads all n ids (cheap next to the rows), so beyond a few threads, or when
   // a hot row leaves one owner far more than its share, the atomic mode splits
-  // the ids instead and locks rows.
-  double heaviest = 1.0;
-  const std::vector<int64_t> bounds = owner_bounds(indices, n, V, threads, &heaviest);
+  // the ids instead and locks rows; but not when rows are so hot that threads
+  // would mostly wait on each other's locks (another thread holds the same row
+  // a quarter of the time or more): the owners are then never slower.
+  double heaviest = 1.0, collision = 0.0;
+  const std::vector<int64_t> bounds =
+      owner_bounds(indices, n, V, threads, &heaviest, &collision);
   const auto parts = static_cast<int64_t>(bounds.size()) - 1;
   const bool balanced = heaviest * threads <= 1.5;
-  if (!deterministic && (threads > 8 || !balanced)) {
+  const bool contended = (threads - 1) * collision > 0.25;
+  if (!deterministic && (threads > 8 || !balanced) && !contended) {
     kernels::RowLocks& locks = kernels::row_locks();
     parallel_for(0, n, grain, [&](int64_t b, int64_t e) {
       ops.scatter_locked(target, D, indices, b, e, updates, locks);

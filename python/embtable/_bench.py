@@ -84,6 +84,50 @@ def _median_ms(fn: Callable[[], object], repeats: int, budget_s: float = 1.5) ->
     return samples[len(samples) // 2] * 1e3
 
 
+def time_rotated(
+    methods: dict[str, Callable[[], object]],
+    rounds: int = 7,
+    sample_s: float = 2e-3,
+    budget_s: float = 1.5,
+) -> dict[str, float]:
+    """Median ms per call of each method, timed round-robin in one process.
+
+    Every round times each method once (a batch of back-to-back calls lasting
+    about `sample_s`), in an order rotated by one each round, so drift of the
+    machine (other processes, frequency, a peer's spinning workers) falls on
+    every method alike. A method whose samples already took `budget_s` stops
+    after 3 samples.
+    """
+    names = list(methods)
+    inner: dict[str, int] = {}
+    for n in names:
+        fn = methods[n]
+        fn()  # warm-up: page faults, JIT, pool start
+        t0 = time.perf_counter()
+        fn()
+        first = time.perf_counter() - t0
+        inner[n] = max(1, int(sample_s / max(first, 1e-7)))
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    spent: dict[str, float] = dict.fromkeys(names, 0.0)
+    for r in range(rounds):
+        k = r % len(names)
+        for n in names[k:] + names[:k]:
+            if len(samples[n]) >= 3 and spent[n] > budget_s:
+                continue
+            fn, m = methods[n], inner[n]
+            t0 = time.perf_counter()
+            for _ in range(m):
+                fn()
+            dt = time.perf_counter() - t0
+            spent[n] += dt
+            samples[n].append(dt / m)
+    out = {}
+    for n, v in samples.items():
+        v.sort()
+        out[n] = v[len(v) // 2] * 1e3
+    return out
+
+
 # ---------------------------------------------------------------- optional peers
 
 
@@ -302,58 +346,56 @@ def _time_case(
             Result(op, method, case, ms, nbytes / (ms * 1e-3) / 1e9 if ms > 0 else 0.0)
         )
 
-    def t(fn: Callable[[], object], reps: int = repeats) -> float:
-        return _median_ms(fn, reps)
-
-    # Order matters on a small machine: embtable and the copies first, NumPy next,
-    # then the peers, whose OpenMP / numba workers keep spinning for a while after
-    # each call; a short pause lets them settle before the next case.
-    add("copy", "parallel copy", t(lambda: pool.copy(out, src, case.threads)))
-    add("gather", "embtable", t(lambda: embtable.gather(table, ids, out=out)))
-    add("scatter_add", "embtable", t(lambda: embtable.scatter_add(table, ids, updates)))
-    add(
-        "scatter_add",
-        "embtable det",
-        t(lambda: embtable.scatter_add(table, ids, updates, deterministic=True)),
-    )
+    # Every method of the case in one rotation (see time_rotated).
+    m: dict[tuple[str, str], Callable[[], object]] = {
+        ("copy", "parallel copy"): lambda: pool.copy(out, src, case.threads),
+        ("gather", "embtable"): lambda: embtable.gather(table, ids, out=out),
+        ("scatter_add", "embtable"): lambda: embtable.scatter_add(table, ids, updates),
+        ("scatter_add", "embtable det"): lambda: embtable.scatter_add(
+            table, ids, updates, deterministic=True
+        ),
+    }
     if with_sorted:
-        add(
-            "gather",
-            "embtable sorted ids",
-            t(lambda: embtable.gather(table, sids, out=out)),
+        m[("gather", "embtable sorted ids")] = lambda: embtable.gather(
+            table, sids, out=out
         )
-        add(
-            "scatter_add",
-            "embtable sorted ids",
-            t(lambda: embtable.scatter_add(table, sids, updates)),
+        m[("scatter_add", "embtable sorted ids")] = lambda: embtable.scatter_add(
+            table, sids, updates
         )
     # NumPy is single-threaded: time it once per (V, D, N, dist).
-    if "take" not in once:
-        once["copyto"] = t(lambda: np.copyto(out, src))
-        once["take"] = t(lambda: np.take(table, ids, axis=0, out=out))
-        once["fancy"] = t(lambda: table[ids])
-        once["add.at"] = t(lambda: np.add.at(table, ids, updates), max(3, repeats // 2))
-    add("copy", "np.copyto", once["copyto"])
-    add("gather", "np.take(out=)", once["take"])
-    add("gather", "fancy", once["fancy"])
-    add("scatter_add", "np.add.at", once["add.at"])
+    numpy_methods: dict[tuple[str, str], Callable[[], object]] = {
+        ("copy", "np.copyto"): lambda: np.copyto(out, src),
+        ("gather", "np.take(out=)"): lambda: np.take(table, ids, axis=0, out=out),
+        ("gather", "fancy"): lambda: table[ids],
+        ("scatter_add", "np.add.at"): lambda: np.add.at(table, ids, updates),
+    }
+    if "numpy" not in once:
+        m.update(numpy_methods)
     if peers.torch is not None:
         torch = peers.torch
         tid = torch.from_numpy(ids)
         tout = torch.from_numpy(out)
         tupd = torch.from_numpy(updates)
-        add("gather", "torch", t(lambda: torch.index_select(t_table, 0, tid, out=tout)))
-        add("scatter_add", "torch", t(lambda: t_table.index_add_(0, tid, tupd)))
+        m[("gather", "torch")] = lambda: torch.index_select(t_table, 0, tid, out=tout)
+        m[("scatter_add", "torch")] = lambda: t_table.index_add_(0, tid, tupd)
     if peers.numba is not None:
         parts = max(1, min(case.threads, peers.numba.config.NUMBA_NUM_THREADS))
-        add("gather", "numba", t(lambda: peers.nb_gather(table, ids, out)))
-        add(
-            "scatter_add",
-            "numba",
-            t(lambda: peers.nb_scatter(table, ids, updates, parts)),
+        m[("gather", "numba")] = lambda: peers.nb_gather(table, ids, out)
+        m[("scatter_add", "numba")] = lambda: peers.nb_scatter(
+            table, ids, updates, parts
         )
-    if peers.names:
-        time.sleep(0.05)
+    keys = list(m)
+    timed = time_rotated({f"{op}/{meth}": m[(op, meth)] for op, meth in keys}, repeats)
+    for op, meth in keys:
+        ms = timed[f"{op}/{meth}"]
+        if (op, meth) in numpy_methods:
+            once[f"{op}/{meth}"] = ms
+        add(op, meth, ms)
+    if "numpy" not in once:
+        once["numpy"] = 1.0
+    else:
+        for op, meth in numpy_methods:
+            add(op, meth, once[f"{op}/{meth}"])
     return res
 
 
@@ -457,7 +499,325 @@ def format_tables(results: list[Result]) -> str:
         )
     lines.append("")
     lines.append(summarize(results))
+    lines.append("")
+    lines.append(format_geomeans(results))
+    lines.append("")
+    lines.append(format_behind(results))
     return "\n".join(lines)
+
+
+_NUMPY_PEER = {"gather": "np.take(out=)", "scatter_add": "np.add.at"}
+
+
+def _geomean(xs: Sequence[float]) -> float:
+    return float(np.exp(np.mean(np.log(xs)))) if xs else float("nan")
+
+
+def format_geomeans(results: list[Result]) -> str:
+    """Geometric means of peer time / embtable time per (op, N, threads)."""
+    cases = _by_case(results)
+    groups: dict[tuple[str, int, int], dict[str, list[float]]] = {}
+    for c, m in cases.items():
+        for op in ("gather", "scatter_add"):
+            e = m.get((op, "embtable"))
+            if e is None or e.ms <= 0:
+                continue
+            g = groups.setdefault((op, c.N, c.threads), {})
+            peers = {
+                "NumPy": m.get((op, _NUMPY_PEER[op])),
+                "numba": m.get((op, "numba")),
+                "torch": m.get((op, "torch")),
+            }
+            for name, r in peers.items():
+                if r is not None:
+                    g.setdefault(name, []).append(r.ms / e.ms)
+            best = [r.ms for n, r in peers.items() if r is not None and n != "NumPy"]
+            if best:
+                g.setdefault("best peer", []).append(min(best) / e.ms)
+    cols = ["NumPy", "numba", "torch", "best peer"]
+    lines = [
+        "### geometric means (peer time / embtable time; goal: best peer >= 1.3x)",
+        "",
+        "| op | N | threads | cases |" + "".join(f" vs {c} |" for c in cols),
+        "|---" * (4 + len(cols)) + "|",
+    ]
+    for (op, N, th), g in sorted(groups.items()):
+        n = max((len(v) for v in g.values()), default=0)
+        cells = [f"{_geomean(g[c]):.2f}x" if c in g else "-" for c in cols]
+        lines.append(
+            f"| {op} | {N:,} | {th} | {n} |" + "".join(f" {x} |" for x in cells)
+        )
+    return "\n".join(lines)
+
+
+def behind_cases(results: list[Result]) -> list[tuple[str, Case, str, float]]:
+    """Every (op, case, peer, ratio) where a peer is faster than embtable."""
+    out = []
+    for c, m in _by_case(results).items():
+        for op in ("gather", "scatter_add"):
+            e = m.get((op, "embtable"))
+            if e is None or e.ms <= 0:
+                continue
+            for peer in (_NUMPY_PEER[op], "numba", "torch"):
+                r = m.get((op, peer))
+                if r is not None and r.ms / e.ms < 1.0:
+                    out.append((op, c, peer, r.ms / e.ms))
+    return sorted(out, key=lambda x: x[3])
+
+
+def format_behind(results: list[Result]) -> str:
+    rows = behind_cases(results)
+    lines = [f"### cases where embtable is behind (ratio < 1.0x): {len(rows)}", ""]
+    if not rows:
+        lines.append("none")
+        return "\n".join(lines)
+    lines.append("| op | V | D | N | ids | thr | peer | peer / embtable |")
+    lines.append("|---" * 8 + "|")
+    for op, c, peer, r in rows:
+        lines.append(
+            f"| {op} | {c.V} | {c.D} | {c.N} | {c.dist} | {c.threads} | {peer} | "
+            f"{r:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+LOOP_CASES = ((64, 4_096), (256, 4_096), (64, 32_768))
+
+
+@dataclass
+class LoopRow:
+    D: int
+    N: int
+    method: str
+    loop_us: float
+    b2b_us: float
+
+
+def _numpy_work(ms: float) -> Callable[[], None]:
+    """About `ms` of NumPy work on a 1 MiB scratch buffer (no threads)."""
+    scratch = np.zeros(1 << 18, np.float32)
+
+    def once() -> None:
+        np.add(scratch, 1.0, out=scratch)
+
+    once()
+    t0 = time.perf_counter()
+    for _ in range(50):
+        once()
+    per = (time.perf_counter() - t0) / 50
+    reps = max(1, round(ms * 1e-3 / max(per, 1e-9)))
+
+    def work() -> None:
+        for _ in range(reps):
+            once()
+
+    return work
+
+
+def _loop_case(
+    D: int,
+    N: int,
+    V: int,
+    threads: int,
+    rounds: int,
+    steps: int,
+    work: Callable[[], None],
+    peers: _Peers,
+    rng: np.random.Generator,
+) -> list[LoopRow]:
+    table = np.empty((V, D), np.float32)
+    rows_ = rng.random((4096, D), dtype=np.float32)
+    table[...] = rows_.repeat(-(-V // 4096), axis=0)[:V]
+    batches = [rng.integers(0, V, N, dtype=np.int64) for _ in range(8)]
+    out = np.empty((N, D), np.float32)
+    grad = np.empty((N, D), np.float32)
+    Call = Callable[[np.ndarray], object]
+    fns: dict[str, tuple[Call, Call]]
+    fns = {
+        "embtable": (
+            lambda i: embtable.gather(table, i, out=out),
+            lambda i: embtable.scatter_add(table, i, grad),
+        ),
+        "embtable det": (
+            lambda i: embtable.gather(table, i, out=out),
+            lambda i: embtable.scatter_add(table, i, grad, deterministic=True),
+        ),
+    }
+    if peers.torch is not None:
+        torch = peers.torch
+        tt, to, tg = (torch.from_numpy(a) for a in (table, out, grad))
+        tb = {id(b): torch.from_numpy(b) for b in batches}
+        fns["torch"] = (
+            lambda i: torch.index_select(tt, 0, tb[id(i)], out=to),
+            lambda i: tt.index_add_(0, tb[id(i)], tg),
+        )
+    if peers.numba is not None:
+        parts = max(1, min(threads, peers.numba.config.NUMBA_NUM_THREADS))
+        fns["numba"] = (
+            lambda i: peers.nb_gather(table, i, out),
+            lambda i: peers.nb_scatter(table, i, grad, parts),
+        )
+    names = list(fns)
+    loop_t: dict[str, list[float]] = {n: [] for n in names}
+    b2b_t: dict[str, list[float]] = {n: [] for n in names}
+
+    def step(name: str, with_work: bool, i: np.ndarray) -> float:
+        g, sc = fns[name]
+        t0 = time.perf_counter()
+        g(i)
+        t1 = time.perf_counter()
+        if with_work:
+            np.multiply(out, 1e-3, out=grad)  # the gradient of the result
+            work()
+        t2 = time.perf_counter()
+        sc(i)
+        t3 = time.perf_counter()
+        return (t1 - t0) + (t3 - t2)
+
+    for name in names:  # warm-up (JIT, pools, page faults)
+        for k in range(3):
+            step(name, True, batches[k % 8])
+    np.multiply(out, 1e-3, out=grad)
+    for r in range(rounds):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            for mode in (True, False) if r % 2 else (False, True):
+                dest = loop_t if mode else b2b_t
+                for s_ in range(steps):
+                    dest[name].append(step(name, mode, batches[s_ % 8]))
+    rows = []
+    for name in names:
+        rows.append(
+            LoopRow(
+                D,
+                N,
+                name,
+                float(np.median(loop_t[name])) * 1e6,
+                float(np.median(b2b_t[name])) * 1e6,
+            )
+        )
+    return rows
+
+
+def run_loop(
+    cases: Sequence[tuple[int, int]] = LOOP_CASES,
+    V: int = 1_000_000,
+    threads: int | None = None,
+    rounds: int = 7,
+    steps: int = 16,
+    work_ms: float = 1.0,
+    peers: _Peers | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[LoopRow]:
+    """The training-loop pattern: gather N ids, ~work_ms of NumPy work on the
+    result, scatter_add of a gradient; time of the two calls per step, against
+    the same two calls back to back. Methods rotate each round; medians."""
+    peers = peers or _Peers()
+    rng = np.random.default_rng(seed)
+    threads = threads or embtable.get_num_threads()
+    saved = embtable.get_num_threads()
+    embtable.set_num_threads(threads)
+    peers.set_threads(threads)
+    work = _numpy_work(work_ms)
+    rows: list[LoopRow] = []
+    try:
+        for D, N in cases:
+            if progress:
+                sys.stderr.write(f"loop D={D} N={N}...\n")
+            rows += _loop_case(D, N, V, threads, rounds, steps, work, peers, rng)
+    finally:
+        embtable.set_num_threads(saved)
+    return rows
+
+
+def format_loop(rows: list[LoopRow], V: int = 1_000_000, work_ms: float = 1.0) -> str:
+    """The --loop table: per (D, N), each method's time per step in the loop and
+    back to back, and embtable's standing (goal: loop within 10 % of back to
+    back, and ahead of torch and numba in the loop)."""
+    lines = [
+        f"### training-loop pattern (V = {V:,}; gather, ~{work_ms:g} ms of NumPy "
+        "work, scatter_add; us per step for the two calls; medians)",
+        "",
+        "| D | N | method | loop us | back-to-back us | loop / b2b | "
+        "method loop / embtable loop |",
+        "|---" * 7 + "|",
+    ]
+    by: dict[tuple[int, int], dict[str, LoopRow]] = {}
+    for r in rows:
+        by.setdefault((r.D, r.N), {})[r.method] = r
+    for (D, N), m in by.items():
+        e = m.get("embtable")
+        for name, r in m.items():
+            rel = f"{r.loop_us / e.loop_us:.2f}x" if e and e.loop_us > 0 else "-"
+            lines.append(
+                f"| {D} | {N:,} | {name} | {r.loop_us:.1f} | {r.b2b_us:.1f} | "
+                f"{r.loop_us / r.b2b_us:.2f} | {rel} |"
+            )
+    lines.append("")
+    lines.append(summarize_loop(rows))
+    return "\n".join(lines)
+
+
+def summarize_loop(rows: list[LoopRow]) -> str:
+    """The loop goals per (D, N): embtable's loop within 10 % of its back-to-back
+    calls, ahead of torch and numba in the loop, and the default mode never
+    slower than deterministic=True."""
+    by: dict[tuple[int, int], dict[str, LoopRow]] = {}
+    for r in rows:
+        by.setdefault((r.D, r.N), {})[r.method] = r
+    out = ["#### loop goals", ""]
+    for (D, N), m in by.items():
+        e = m.get("embtable")
+        if e is None:
+            continue
+        checks = [("loop / back-to-back", e.b2b_us / e.loop_us, 1 / 1.1)]
+        for peer in ("torch", "numba"):
+            if peer in m:
+                checks.append(
+                    (f"{peer} loop / embtable loop", m[peer].loop_us / e.loop_us, 1.0)
+                )
+        if "embtable det" in m:
+            checks.append(
+                ("det loop / default loop", m["embtable det"].loop_us / e.loop_us, 1.0)
+            )
+        for name, r, goal in checks:
+            ok = "met" if r >= goal else "MISSED"
+            shown = 1 / r if name == "loop / back-to-back" else r
+            want = "<= 1.10" if name == "loop / back-to-back" else ">= 1.00"
+            out.append(f"- D={D} N={N:,}: {name} {shown:.2f} (goal {want}) {ok}")
+    return "\n".join(out)
+
+
+def pool_report() -> str:
+    """The pool's hand-off latency measured now, and the tuned sizes in use."""
+    c = embtable._core.calibrate()
+    tuning = (embtable.show_config(mode="dicts") or {}).get("tuning", {})
+
+    def v(k: str) -> str:
+        t = tuning.get(k, {})
+        return f"{k}={t.get('value')} ({t.get('source')})"
+
+    return (
+        f"pool hand-off measured now: spinning worker {c['handoff_ns'] / 1e3:.2f} us, "
+        f"parked worker {c['wake_ns'] / 1e3:.1f} us (0: not measurable, 1 thread "
+        f"or a busy machine); copy {c['copy_bytes_per_us'] / 1e3:.1f} GB/s\n\n"
+        "tuning in use: "
+        + ", ".join(
+            v(k)
+            for k in (
+                "parallel_bytes",
+                "stream_bytes",
+                "prefetch_bytes",
+                "spin_ns",
+                "handoff_ns",
+                "wake_ns",
+            )
+        )
+    )
 
 
 def summarize(results: list[Result]) -> str:
@@ -679,6 +1039,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="thread counts to run (default: 1 and all)",
     )
     p.add_argument("--no-peers", action="store_true", help="skip PyTorch and numba")
+    p.add_argument(
+        "--loop",
+        action="store_true",
+        help="the training-loop pattern instead of the grid: gather, ~1 ms of "
+        "NumPy work, scatter_add, repeated; against back-to-back calls, torch "
+        "and numba",
+    )
+    p.add_argument(
+        "--work-ms",
+        type=float,
+        default=1.0,
+        help="NumPy work between the calls of a --loop step (ms, default 1)",
+    )
     args = p.parse_args(argv)
 
     all_threads = embtable.get_num_threads()
@@ -691,6 +1064,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     repeats = args.repeats if args.repeats is not None else (3 if args.quick else 7)
     if repeats < 1:
         p.error("--repeats must be >= 1")
+    if args.work_ms < 0:
+        p.error("--work-ms must be >= 0")
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -701,10 +1076,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing and not args.no_peers:
         sys.stderr.write(f"not installed, skipped: {', '.join(sorted(missing))}\n")
     Ds = QUICK_D if args.quick else FULL_D
-    print(f"# embtable bench{' --quick' if args.quick else ''}")
+    mode = " --loop" if args.loop else (" --quick" if args.quick else "")
+    print(f"# embtable bench{mode}")
     print()
     print(machine_description())
     print()
+    print(pool_report())
+    print()
+    if args.loop:
+        cases = LOOP_CASES[:1] if args.quick else LOOP_CASES
+        loop_rows = run_loop(
+            cases,
+            threads=max(threads),
+            rounds=repeats,
+            work_ms=args.work_ms,
+            peers=peers,
+        )
+        print(format_loop(loop_rows, work_ms=args.work_ms))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(
+                    {
+                        "machine": machine_description(),
+                        "loop": [asdict(r) for r in loop_rows],
+                    },
+                    f,
+                    indent=1,
+                )
+            print(f"results saved to {args.json}")
+        return 0
     dists = ("uniform",) if args.quick else DISTS
     results = run_grid(FULL_V, Ds, FULL_N, dists, threads, repeats=repeats, peers=peers)
     print(format_tables(results))

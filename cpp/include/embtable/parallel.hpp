@@ -1,8 +1,10 @@
 // The one threading primitive of the core: parallel_for over a persistent pool.
 //
 // parallel_for(begin, end, grain, f) calls f(b, e) on disjoint sub-ranges that
-// cover [begin, end), each at least `grain` long (but the last). Work of at most
-// `grain` items, a pool of one thread, a call from inside a pool job (nesting),
+// cover [begin, end), each at least `grain / 4` long (but the last): the pool is
+// worth waking for more than `grain` items, and pieces a quarter of that let a
+// worker that arrives late (or is preempted) hold up the caller for little. Work
+// of at most `grain` items, a pool of one thread, a call from inside a pool job (nesting),
 // and a call made while another caller owns the pool all run inline on the
 // calling thread, so a small call never pays a thread wake-up and concurrent
 // callers never wait on each other. f must not throw (kernels validate first);

@@ -9,7 +9,9 @@
 // deterministic = false: the same owners when they balance (no atomics, and the
 //   result is then bitwise np.add.at too); when a hot row leaves one owner more
 //   than 1.5x its share, or beyond 8 threads, threads split the indices instead
-//   and each run of equal ids holds a striped row lock around vector adds. Row
+//   and each run of equal ids holds a striped row lock around vector adds (unless
+//   rows are so hot that the threads would mostly wait on the same locks: the
+//   owners then, which are never slower than deterministic=True). Row
 //   sums are then exact up to summation order, which may vary between runs.
 // Every index is checked before the first write. Concurrent calls whose targets
 // overlap run one after the other (as np.add.at under the GIL).

@@ -45,7 +45,7 @@ def test_show_config_lists_every_tuned_value_with_its_source():
     names = {
         "cpus", "line_bytes", "l1d_bytes", "l2_bytes", "llc_bytes", "stream_bytes",
         "parallel_bytes", "prefetch_bytes", "block_bytes", "spin_ns", "handoff_ns",
-        "wake_ns", "copy_bytes_per_us",
+        "wake_ns", "copy_bytes_per_us", "radix_bits",
     }  # fmt: skip
     assert set(tuning) == names
     for name, v in tuning.items():
@@ -58,6 +58,11 @@ def test_show_config_lists_every_tuned_value_with_its_source():
         assert tuning["stream_bytes"]["value"] == tuning["llc_bytes"]["value"]
     assert tuning["parallel_bytes"]["value"] > 0 and tuning["spin_ns"]["value"] > 0
     assert tuning["cpus"]["value"] == embtable._core.default_num_threads()
+    if tuning["radix_bits"]["source"] == "derived":
+        # Radix counters (8 bytes per bucket) in at most a quarter of L1.
+        bits = tuning["radix_bits"]["value"]
+        assert 8 <= bits <= 12
+        assert (8 << bits) <= max(tuning["l1d_bytes"]["value"] // 4, 8 << 8)
 
 
 @pytest.fixture

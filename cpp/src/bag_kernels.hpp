@@ -20,7 +20,7 @@ struct BagArgs {
   Scalar* out;            // (B, D)
   int64_t* argmax;        // (B, D) or nullptr; max mode only
   bool narrow_argmax;     // every row id fits Lanes<Scalar>::Id (int32 for float)
-  int64_t prefetch_ids;   // ids ahead to prefetch (>= 1)
+  int64_t prefetch_ids;   // ids ahead to prefetch (0: none)
 };
 
 // Pools bags [b0, b1) into out (and argmax).

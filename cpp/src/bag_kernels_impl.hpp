@@ -39,7 +39,7 @@ inline void for_ids(const Scalar* table, int64_t D, const Index* idx, int64_t b,
                     int64_t e, bool on, int64_t ahead, int64_t pf_end, int64_t width,
                     const Body& body) noexcept {
   int64_t i = b;
-  if (on) {
+  if (on && ahead > 0) {
     const int64_t mid = std::clamp(pf_end - ahead, b, e);
     for (; i < mid; ++i) {
       prefetch_cols(table + static_cast<int64_t>(idx[i + ahead]) * D, width);

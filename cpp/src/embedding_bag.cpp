@@ -122,7 +122,8 @@ void check_mode_inputs(BagMode mode, const void* weights, const int64_t* argmax)
 // larger than the caches: each update is a cache miss without it): about
 // tuning().prefetch_bytes of rows in flight, at least 4 rows.
 inline int64_t row_prefetch(int64_t D, int64_t scalar_bytes) noexcept {
-  return std::max<int64_t>(4, prefetch_ahead(D * scalar_bytes));
+  const int64_t ahead = prefetch_ahead(D * scalar_bytes);
+  return ahead == 0 ? 0 : std::max<int64_t>(4, ahead);
 }
 
 template <class Scalar>
@@ -147,7 +148,7 @@ void scatter_bags(const Scalar* grad_out, int64_t D, const Index* indices,
     const Scalar* g = grad_out + b * D;
     const int64_t e = bags.end(b);
     for (int64_t i = bags.begin(b); i < e; ++i) {
-      if (i + pf_rows < last) {
+      if (pf_rows > 0 && i + pf_rows < last) {
         const auto ahead = static_cast<int64_t>(indices[i + pf_rows]);
         if (static_cast<uint64_t>(ahead - lo) < width)
           prefetch_write(target + ahead * D, D);
@@ -288,7 +289,9 @@ void embedding_bag(const Scalar* table, int64_t V, int64_t D, const Index* indic
   const int64_t pf_bytes =
       std::min<int64_t>(D, 64) * static_cast<int64_t>(sizeof(Scalar));
   const int64_t pf_ids =
-      std::clamp<int64_t>(tuning().prefetch_bytes.value / pf_bytes, 4, 32);
+      tuning().prefetch_bytes.value <= 0
+          ? 0
+          : std::clamp<int64_t>(tuning().prefetch_bytes.value / pf_bytes, 4, 32);
   const kernels::BagArgs<Scalar, Index> args{
       table,
       D,
@@ -404,7 +407,7 @@ void embedding_bag_backward(const Scalar* grad_out, int64_t V, int64_t D,
       const int64_t e = bags.end(b);
       const Scalar w_bag = mode == BagMode::mean ? sc[b] : Scalar(1);
       for (int64_t i = bags.begin(b); i < e; ++i) {
-        if (i + pf_rows < last)
+        if (pf_rows > 0 && i + pf_rows < last)
           prefetch_write(target + static_cast<int64_t>(indices[i + pf_rows]) * D,
                          D);
         const int64_t r = static_cast<int64_t>(indices[i]);

@@ -167,7 +167,7 @@ void rowgrad_sum(const RowGradPlan& plan, const Scalar* grads, int64_t D,
       Scalar* out = values + u * D;
       const int64_t s = starts[u], t = starts[u + 1];
       for (int64_t k = s; k < t; ++k) {
-        if (k + ahead < last) prefetch_read(grads + order[k + ahead] * D, row_bytes);
+        if (ahead > 0 && k + ahead < last) prefetch_read(grads + order[k + ahead] * D, row_bytes);
         const Scalar* g = grads + order[k] * D;
         if (k == s)
           std::copy_n(g, D, out);

@@ -314,10 +314,12 @@ def load_layer(
             raise
         except zipfile.BadZipFile as e:
             if not zipfile.is_zipfile(f):
-                raise CheckpointError(
-                    f"{p}: not an .npz file (no zip directory: truncated, or another "
-                    "kind of file)"
-                ) from e
+                f.seek(0)
+                if f.read(4) == b"PK\x03\x04":
+                    what = "truncated (the zip directory at its end is missing)"
+                else:
+                    what = "not an .npz file (not a zip archive)"
+                raise CheckpointError(f"{p}: {what}") from e
             raise CheckpointError(f"{p}: damaged: {e}") from e
         except _DAMAGE as e:
             raise CheckpointError(
@@ -350,7 +352,8 @@ def _load(
     saved_cls = fmt[len(_FORMAT_PREFIX) :]
     if saved_cls != cls.__name__:
         raise r.bad(
-            f"holds a {saved_cls} layer, not a {cls.__name__}: use {saved_cls}.load"
+            f"holds a layer of class {saved_cls}, not {cls.__name__}: "
+            f"use {saved_cls}.load"
         )
     config = r.json("config")
 

@@ -367,7 +367,7 @@ def _load(
         opt_cls = r.text("optimizer.class")
         if opt_cls != type(optimizer).__name__:
             raise r.bad(
-                f"holds the state of a {opt_cls} optimizer, not of a "
+                f"holds the state of an optimizer of class {opt_cls}, not "
                 f"{type(optimizer).__name__}"
             )
         saved_cfg = r.json("optimizer.config")
@@ -399,7 +399,9 @@ def _load(
     try:
         layer = cls.from_config(config, custom_objects)
     except (TypeError, ValueError) as e:
-        raise r.bad(f"its config does not make a {cls.__name__}: {e}") from e
+        raise r.bad(
+            f"its config does not make a layer of class {cls.__name__}: {e}"
+        ) from e
     table = layer.embeddings
     r.array("embeddings", table.shape, table.dtype, out=table)
     if opt_state is not None:

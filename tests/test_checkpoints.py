@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from embtable import Embedding, EmbeddingBag, _checkpoint, optimizers
+from embtable import Embedding, EmbeddingBag, _checkpoint, initializers, optimizers
 
 V, D = 40, 6
 
@@ -686,3 +686,26 @@ def test_set_state_then_step_matches():
         _train_step(a, opt_a, s)
         _train_step(b, opt_b, s)
     assert _bits(a.embeddings) == _bits(b.embeddings)
+
+
+def _quarter(shape, dtype):
+    return np.full(shape, 0.25, dtype)
+
+
+def test_load_keeps_the_initializer(tmp_path):
+    inits = ["glorot_uniform", initializers.RandomNormal(stddev=0.3, seed=4), "zeros"]
+    for init in inits:
+        layer = Embedding(V, D, embeddings_initializer=init, seed=5)
+        back = Embedding.load(layer.save(tmp_path / "i"))
+        assert back.get_config() == layer.get_config()
+        assert _bits(back.embeddings) == _bits(layer.embeddings)
+        draw = back.embeddings_initializer((3, 2), "float32")
+        assert _bits(draw) == _bits(layer.embeddings_initializer((3, 2), "float32"))
+    layer = Embedding(V, D, embeddings_initializer=_quarter)
+    path = layer.save(tmp_path / "custom")
+    back = Embedding.load(path, custom_objects={"_quarter": _quarter})
+    assert back.embeddings_initializer is _quarter
+    assert back.get_config() == layer.get_config()
+    with pytest.raises(ValueError, match="unknown initializer") as info:
+        Embedding.load(path)
+    assert str(path) in str(info.value)

@@ -327,6 +327,26 @@ def load_layer(
             ) from e
 
 
+def _layer_from_config(
+    cls: Any, config: dict[str, Any], custom_objects: Mapping[str, Any] | None
+) -> Any:
+    """``cls.from_config(config)``, without drawing a random table that the file's
+    table replaces anyway (a 2 GiB uniform table takes seconds): the layer is built
+    with zeros, then given its configured initializer."""
+    from . import initializers, layers
+
+    entry = config.get("embeddings_initializer")
+    if entry is None:
+        return cls.from_config(config, custom_objects)
+    layer = cls.from_config(
+        {**config, "embeddings_initializer": "zeros"}, custom_objects
+    )
+    layer.embeddings_initializer = initializers.get(
+        layers._deserialize_callable(entry, initializers, custom_objects), layer.seed
+    )
+    return layer
+
+
 def _load(
     cls: Any,
     r: _Reader,
@@ -397,7 +417,7 @@ def _load(
         opt_state = {"iterations": iterations}
 
     try:
-        layer = cls.from_config(config, custom_objects)
+        layer = _layer_from_config(cls, config, custom_objects)
     except (TypeError, ValueError) as e:
         raise r.bad(
             f"its config does not make a layer of class {cls.__name__}: {e}"

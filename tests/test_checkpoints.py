@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -215,15 +216,15 @@ def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch, exc):
     layer.embeddings += 1
     _train_step(layer, opt, 0)
     calls = []
-    real = _checkpoint._write_npy
+    real = _checkpoint._npy_pieces
 
-    def failing(fp, arr):
+    def failing(arr):
         calls.append(1)
         if len(calls) == 3:  # after the table and the config were written
             raise exc
-        real(fp, arr)
+        return real(arr)
 
-    monkeypatch.setattr(_checkpoint, "_write_npy", failing)
+    monkeypatch.setattr(_checkpoint, "_npy_pieces", failing)
     with pytest.raises(type(exc)):
         layer.save(path, opt)
     assert path.read_bytes() == old
@@ -709,3 +710,55 @@ def test_load_keeps_the_initializer(tmp_path):
     with pytest.raises(ValueError, match="unknown initializer") as info:
         Embedding.load(path)
     assert str(path) in str(info.value)
+
+
+def test_standard_zip_tools_read_the_file(saved):
+    layer, _, good = saved
+    with zipfile.ZipFile(good) as zf:
+        assert zf.testzip() is None  # every member's CRC-32
+        assert [i.compress_type for i in zf.infolist()] == [zipfile.ZIP_STORED] * 9
+    unzip = shutil.which("unzip")
+    if unzip is not None:
+        proc = subprocess.run([unzip, "-t", str(good)], capture_output=True, text=True)
+        assert proc.returncode == 0 and "No errors detected" in proc.stdout
+
+
+@pytest.mark.bigtable
+@pytest.mark.skipif(
+    os.environ.get("EMBTABLE_BIGTABLE") != "1",
+    reason="set EMBTABLE_BIGTABLE=1 (writes a 4 GiB checkpoint)",
+)
+def test_checkpoint_past_4_gib(tmp_path):
+    # A memmap table of 4 GiB + 4 KiB (sparse: only the touched rows are written) is
+    # saved; its members past offset 2**32 use the zip64 fields. Checked without
+    # reading the 4 GiB into memory: zipfile's CRC pass, a memmap of the saved table,
+    # and the members that follow it read by the checkpoint reader.
+    D_big = 64
+    V_big = 2**24 + 16
+    table = np.memmap(tmp_path / "t.f32", np.float32, "w+", shape=(V_big, D_big))
+    rows = np.array([0, 1, 2**24 - 1, 2**24, V_big - 1])
+    table[rows] = np.arange(len(rows), dtype=np.float32)[:, None] + 1
+    layer = Embedding(1, D_big, name="big")
+    layer.embeddings = table
+    path = layer.save(tmp_path / "big")
+    del table
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None
+        info = zf.getinfo("embeddings.npy")
+        assert info.file_size > 2**32
+        assert zf.getinfo("config.npy").header_offset > 2**32
+        r = _checkpoint._Reader(zf, path)
+        assert r.text("format") == "embtable.Embedding"
+        assert r.json("config")["input_dim"] == V_big
+        assert r.integer("format_version") == _checkpoint.FORMAT_VERSION
+        with zf.open(info) as fp:
+            np.lib.format.read_magic(fp)
+            np.lib.format.read_array_header_1_0(fp)
+            header = fp.tell()
+    local = info.header_offset + 30 + len(info.filename) + 20
+    saved_table = np.memmap(
+        path, np.float32, "r", offset=local + header, shape=(V_big, D_big)
+    )
+    expected = np.arange(len(rows), dtype=np.float32)[:, None] + 1
+    np.testing.assert_array_equal(saved_table[rows], np.repeat(expected, D_big, 1))
+    assert not saved_table[12_345_678].any()

@@ -23,12 +23,16 @@ outside the new layer changes; a bad file raises ``ValueError`` naming the file.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import stat
 import struct
+import time
 import zipfile
 import zlib
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -70,35 +74,161 @@ def _path_for_load(path: str | os.PathLike[str]) -> Path:
 
 
 # -- writing -------------------------------------------------------------------------
-def _write_npy(fp: IO[bytes], arr: np.ndarray) -> None:
-    """One ``.npy`` (format 1.0) into ``fp``, the data in C order, in slices."""
+def _npy_pieces(arr: np.ndarray) -> tuple[int, list[Any]]:
+    """The ``.npy`` (format 1.0) bytes of ``arr``: their total size, and the pieces to
+    write in order (the header, then slices of at most ``CHUNK_BYTES`` that are views
+    of the array's own memory: nothing is copied)."""
     fmt = np.lib.format
-    header = fmt.header_data_from_array_1_0(arr)
-    if header["fortran_order"] and arr.ndim > 1:
+    if not arr.flags.c_contiguous:
         arr = np.ascontiguousarray(arr)  # never a table (always C order); tiny arrays
-        header = fmt.header_data_from_array_1_0(arr)
-    header["fortran_order"] = False
-    fmt.write_array_header_1_0(fp, header)
-    if arr.nbytes == 0:
-        return
-    if arr.ndim == 0 or not arr.flags.c_contiguous:
-        fp.write(np.ascontiguousarray(arr).tobytes())
-        return
-    # Whole rows per slice; a row larger than CHUNK_BYTES is written alone.
-    rows = arr.reshape(arr.shape[0], -1)
-    step = max(1, CHUNK_BYTES // max(1, arr.nbytes // rows.shape[0]))
-    for start in range(0, rows.shape[0], step):
-        fp.write(rows[start : start + step].reshape(-1).view(np.uint8))
+    header_io = io.BytesIO()
+    fmt.write_array_header_1_0(header_io, fmt.header_data_from_array_1_0(arr))
+    header = header_io.getvalue()
+    pieces: list[Any] = [header]
+    if arr.nbytes:
+        # Whole rows per slice; a row larger than CHUNK_BYTES is a slice alone.
+        rows = arr.reshape(arr.shape[0] if arr.ndim else 1, -1)
+        step = max(1, CHUNK_BYTES // max(1, arr.nbytes // rows.shape[0]))
+        pieces += [
+            rows[start : start + step].reshape(-1).view(np.uint8)
+            for start in range(0, rows.shape[0], step)
+        ]
+    return len(header) + arr.nbytes, pieces
+
+
+_ZIP64 = 0xFFFFFFFF  # a 32-bit size or offset field whose value is in the zip64 extra
+_ZIP_VERSION = 45  # 4.5: zip64
+
+
+class _ZipWriter:
+    """An uncompressed zip64 archive of ``.npy`` members (what ``np.savez`` writes),
+    written straight from the arrays' memory.
+
+    Each member's CRC-32 runs on a second thread, over the same slices, while this
+    thread writes them (both release the GIL), so a large save costs about the time
+    of the writes alone; the CRC is then patched into the member's local header
+    (the file is seekable). Layout per member: local header (sizes in its zip64
+    extra), data; then the central directory, the zip64 end record, its locator and
+    the end record.
+    """
+
+    def __init__(self, fp: IO[bytes], crc_pool: ThreadPoolExecutor) -> None:
+        self._fp = fp
+        self._pool = crc_pool
+        self._entries: list[tuple[bytes, int, int, int, int]] = []
+        t = time.localtime()
+        self._time = (t.tm_hour << 11) | (t.tm_min << 5) | (t.tm_sec // 2)
+        self._date = (max(t.tm_year, 1980) - 1980) << 9 | (t.tm_mon << 5) | t.tm_mday
+
+    def add(self, name: str, arr: np.ndarray) -> None:
+        size, pieces = _npy_pieces(arr)
+        fname = name.encode("utf-8")
+        flags = 0 if fname.isascii() else 0x800  # bit 11: the name is UTF-8
+        fp = self._fp
+        offset = fp.tell()
+        fp.write(
+            struct.pack(
+                "<IHHHHHIIIHH",
+                0x04034B50,
+                _ZIP_VERSION,
+                flags,
+                0,  # stored
+                self._time,
+                self._date,
+                0,  # CRC-32, patched below
+                _ZIP64,
+                _ZIP64,
+                len(fname),
+                20,
+            )
+            + fname
+            + struct.pack("<HHQQ", 0x0001, 16, size, size)
+        )
+        crc = [0]
+
+        def update(piece: Any) -> None:
+            crc[0] = zlib.crc32(piece, crc[0])
+
+        # One worker: the updates run in order, each while the next slice is written.
+        done = []
+        for piece in pieces:
+            done.append(self._pool.submit(update, piece))
+            fp.write(piece)
+        for d in done:
+            d.result()
+        end = fp.tell()
+        fp.seek(offset + 14)
+        fp.write(struct.pack("<I", crc[0]))
+        fp.seek(end)
+        self._entries.append((fname, flags, offset, size, crc[0]))
+
+    def close(self) -> None:
+        fp = self._fp
+        cd_start = fp.tell()
+        for fname, flags, offset, size, crc in self._entries:
+            fp.write(
+                struct.pack(
+                    "<IHHHHHHIIIHHHHHII",
+                    0x02014B50,
+                    (3 << 8) | _ZIP_VERSION,  # made by: Unix
+                    _ZIP_VERSION,
+                    flags,
+                    0,
+                    self._time,
+                    self._date,
+                    crc,
+                    _ZIP64,
+                    _ZIP64,
+                    len(fname),
+                    28,
+                    0,  # comment
+                    0,  # disk
+                    0,  # internal attributes
+                    (stat.S_IFREG | 0o644) << 16,
+                    _ZIP64,
+                )
+                + fname
+                + struct.pack("<HHQQQ", 0x0001, 24, size, size, offset)
+            )
+        cd_end = fp.tell()
+        n = len(self._entries)
+        fp.write(
+            struct.pack(
+                "<IQHHIIQQQQ",
+                0x06064B50,
+                44,
+                (3 << 8) | _ZIP_VERSION,
+                _ZIP_VERSION,
+                0,
+                0,
+                n,
+                n,
+                cd_end - cd_start,
+                cd_start,
+            )
+        )
+        fp.write(struct.pack("<IIQI", 0x07064B50, 0, cd_end, 1))
+        fp.write(
+            struct.pack(
+                "<IHHHHIIH",
+                0x06054B50,
+                0,
+                0,
+                min(n, 0xFFFF),
+                min(n, 0xFFFF),
+                min(cd_end - cd_start, _ZIP64),
+                min(cd_start, _ZIP64),
+                0,
+            )
+        )
 
 
 def _write_npz(fp: IO[bytes], members: list[tuple[str, np.ndarray]]) -> None:
-    # Stored (uncompressed) members, as np.savez; zip64 so a member may pass 4 GiB.
-    with zipfile.ZipFile(
-        fp, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True
-    ) as zf:
+    with ThreadPoolExecutor(1, thread_name_prefix="embtable-crc") as pool:
+        zw = _ZipWriter(fp, pool)
         for name, arr in members:
-            with zf.open(name + ".npy", mode="w", force_zip64=True) as member:
-                _write_npy(member, arr)
+            zw.add(name + ".npy", arr)
+        zw.close()
 
 
 def _json_str(value: Any) -> np.ndarray:

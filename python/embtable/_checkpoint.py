@@ -325,7 +325,7 @@ class _Reader:
         """Fill ``out`` from ``fp`` (data of ``dtype``), slice by slice; check the end."""
         flat = out.reshape(-1)
         if dtype == out.dtype:
-            buf = memoryview(flat.view(np.uint8))
+            buf = memoryview(flat.view(np.uint8))  # type: ignore[arg-type]
             pos, n = 0, len(buf)
             while pos < n:
                 got = fp.readinto(buf[pos : pos + CHUNK_BYTES])  # type: ignore[attr-defined]

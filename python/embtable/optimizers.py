@@ -55,8 +55,8 @@ class Optimizer:
     def _existing_state(self, layer: Any) -> _LayerState | None:
         """The layer's state if it has one that fits its table, else None."""
         entry = self._states.get(id(layer))
+        table = layer.embeddings
         if entry is not None and entry[0]() is layer:
-            table = layer.embeddings
             if all(s is None or s.shape == table.shape for s in entry[1].slots):
                 return entry[1]
         return None

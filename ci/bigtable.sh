@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Big-table stage: tests/test_bigtable.py (a sparse np.memmap of V * D = 2**31 + 512
-# float32; gather / scatter_add of rows past element 2**31 against NumPy).
+# float32; gather / scatter_add of rows past element 2**31 against NumPy), and a
+# checkpoint past 4 GiB (zip64 offsets; tests/test_checkpoints.py, 4 GiB written).
 # Plain build: the CI venv's install when there is one (EMBTABLE_PY=python to
 # choose), else a fresh Release build in a throwaway venv. The UBSan build runs
 # the same file inside ci/asan.sh (EMBTABLE_BIGTABLE=1 there too).
@@ -21,4 +22,5 @@ if [[ -z "$PY" ]]; then
 fi
 echo "== bigtable: $("$PY" -c 'import embtable; print(embtable.__file__)') =="
 # TMPDIR must support sparse files: the 8 GiB table only writes the touched pages.
-EMBTABLE_BIGTABLE=1 "$PY" -m pytest -q -p no:cacheprovider -m bigtable tests/test_bigtable.py "$@"
+EMBTABLE_BIGTABLE=1 "$PY" -m pytest -q -p no:cacheprovider -m bigtable tests/test_bigtable.py \
+  tests/test_checkpoints.py "$@"

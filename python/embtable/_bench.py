@@ -20,11 +20,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import embtable
+
+from ._atomic import atomic_write
 
 __all__ = ["main", "run_grid", "Case"]
 
@@ -1008,7 +1011,9 @@ def plot(results: list[Result], path: str) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fmt = Path(path).suffix[1:].lower() or None  # None: matplotlib's default (png)
+    with atomic_write(path) as f:
+        fig.savefig(f, dpi=110, format=fmt)
     plt.close(fig)
 
 
@@ -1124,7 +1129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results += sweep
         print(f"\nplot saved to {args.plot}")
     if args.json:
-        with open(args.json, "w") as f:
+        with atomic_write(args.json, "w") as f:
             json.dump(
                 {
                     "machine": machine_description(),

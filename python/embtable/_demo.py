@@ -30,6 +30,8 @@ import numpy as np
 
 import embtable
 
+from ._atomic import atomic_write_text
+
 __all__ = [
     "Corpus",
     "TrainResult",
@@ -488,7 +490,8 @@ def save_table(
     """Saves `table` with embtable.Embedding.save, and its vocabulary.
 
     The table goes to `path` (``.npz`` added when missing); the words, one per
-    line in row order, to the same name with ``.vocab.txt``.
+    line in row order, to the same name with ``.vocab.txt``. Each file is written
+    atomically (``_atomic``).
     """
     p = Path(path)
     if p.suffix != ".npz":
@@ -497,8 +500,8 @@ def save_table(
     embtable.Embedding(table.shape[0], table.shape[1], weights=table, name="sgns").save(
         p
     )
-    p.with_name(p.name[: -len(".npz")] + ".vocab.txt").write_text(
-        "\n".join(words) + "\n", encoding="utf-8"
+    atomic_write_text(
+        p.with_name(p.name[: -len(".npz")] + ".vocab.txt"), "\n".join(words) + "\n"
     )
     return p
 

@@ -9,7 +9,6 @@ over ``embedding_bag`` (``torch.nn.EmbeddingBag``).
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import _bag, _core, constraints, initializers, regularizers
+from . import _bag, _checkpoint, _core, constraints, initializers, regularizers
 from ._indices import as_indices
 from ._rowgrad import RowGrad
 
@@ -481,41 +480,63 @@ class TableLayer:
                 cfg[key] = _deserialize_callable(cfg[key], module, custom_objects)
         return cls(**cfg)
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the table and config to an ``.npz`` (suffix added when missing).
+    def save(self, path: str | os.PathLike[str], optimizer: Any = None) -> Path:
+        """Write the table and config (and ``optimizer``'s state) to an ``.npz``.
 
-        Readable with ``np.load(path, allow_pickle=False)``: arrays ``embeddings``
-        and ``config`` (a JSON string). Returns the path written.
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file; ``.npz`` is appended when its suffix is another.
+        optimizer : embtable.optimizers.Optimizer, optional
+            Also save its class, hyperparameters and its state for this layer
+            (``iterations`` and every slot), so that ``load(path, optimizer)``
+            resumes training bitwise.
+
+        Returns
+        -------
+        pathlib.Path
+            The path written (with the ``.npz`` suffix).
+
+        Notes
+        -----
+        The save is atomic: a temporary file in the same folder, fsynced, then
+        renamed over ``path``; a crash at any moment leaves the previous file or the
+        new one. The arrays are streamed to disk (a memmap table is not copied into
+        memory). Readable with ``np.load(path, allow_pickle=False)``; the members
+        are listed in docs/checkpoints.md.
         """
-        p = Path(os.fspath(path))
-        if p.suffix != ".npz":
-            p = p.with_name(p.name + ".npz")
-        config = json.dumps(self.get_config())
-        with open(p, "wb") as f:
-            np.savez(
-                f,
-                embeddings=self.embeddings,
-                config=np.array(config),
-                format=np.array("embtable." + type(self).__name__),
-            )
-        return p
+        return _checkpoint.save_layer(self, path, optimizer)
 
     @classmethod
     def load(
         cls,
         path: str | os.PathLike[str],
+        optimizer: Any = None,
         custom_objects: Mapping[str, Any] | None = None,
     ) -> TableLayer:
-        """Read a layer written by ``save`` (``.npz`` added if ``path`` is missing)."""
-        p = Path(os.fspath(path))
-        if not p.exists() and p.suffix != ".npz":
-            p = p.with_name(p.name + ".npz")
-        with np.load(p, allow_pickle=False) as data:
-            config = json.loads(str(data["config"]))
-            table = data["embeddings"]
-            layer = cls.from_config(config, custom_objects)
-            layer.set_weights([table])
-        return layer
+        """Read a layer written by ``save`` (``.npz`` added if ``path`` is missing).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file.
+        optimizer : embtable.optimizers.Optimizer, optional
+            Of the class and hyperparameters the file was saved with: its state for
+            the returned layer is restored, so training continues bitwise.
+        custom_objects : mapping, optional
+            As in ``from_config``.
+
+        Raises
+        ------
+        ValueError
+            A truncated, corrupt, foreign or newer-format file, one of another layer
+            class, or (with ``optimizer``) one without optimizer state or saved with
+            another optimizer class or other hyperparameters. The message names the
+            file; the optimizer is unchanged.
+        FileNotFoundError
+            No file at ``path`` (nor at ``path`` + ``.npz``).
+        """
+        return _checkpoint.load_layer(cls, path, optimizer, custom_objects)
 
     def __repr__(self) -> str:
         extra = "".join(

@@ -9,7 +9,9 @@ State (Adam's step count included) is kept per layer.
 
 from __future__ import annotations
 
+import operator
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -50,13 +52,20 @@ class Optimizer:
         """Per slot (3 of them): its initial value, or None when unused."""
         raise NotImplementedError
 
-    def _state(self, layer: Any) -> _LayerState:
-        key = id(layer)
+    def _existing_state(self, layer: Any) -> _LayerState | None:
+        """The layer's state if it has one that fits its table, else None."""
+        entry = self._states.get(id(layer))
         table = layer.embeddings
-        entry = self._states.get(key)
         if entry is not None and entry[0]() is layer:
             if all(s is None or s.shape == table.shape for s in entry[1].slots):
                 return entry[1]
+        return None
+
+    def _state(self, layer: Any) -> _LayerState:
+        st = self._existing_state(layer)
+        if st is not None:
+            return st
+        table = layer.embeddings
         slots: list[np.ndarray | None] = []
         for init in self._slot_specs():
             if init is None:
@@ -65,7 +74,10 @@ class Optimizer:
                 slots.append(np.zeros(table.shape, dtype=table.dtype))
             else:
                 slots.append(np.full(table.shape, init, dtype=table.dtype))
-        st = _LayerState(slots)
+        return self._register(layer, _LayerState(slots))
+
+    def _register(self, layer: Any, st: _LayerState) -> _LayerState:
+        key = id(layer)
         states = self._states
 
         def forget(_ref: weakref.ref, key: int = key) -> None:
@@ -73,6 +85,16 @@ class Optimizer:
 
         self._states[key] = (weakref.ref(layer, forget), st)
         return st
+
+    def _slot_layout(self) -> list[tuple[int, str]]:
+        """(position, name) of the slots this optimizer keeps, in order."""
+        return [
+            (i, name)
+            for i, (init, name) in enumerate(
+                zip(self._slot_specs(), self._slot_names(), strict=True)
+            )
+            if init is not None
+        ]
 
     def iterations(self, layer: Any) -> int:
         """The number of steps applied to ``layer`` (0 before the first)."""
@@ -87,6 +109,92 @@ class Optimizer:
             if arr is not None:
                 out[name] = arr
         return out
+
+    def set_state(self, layer: Any, state: Mapping[str, Any]) -> None:
+        """Restore the layer's state: the inverse of ``state(layer)``.
+
+        Parameters
+        ----------
+        layer : Embedding, EmbeddingBag or another TableLayer
+            The layer whose state to set (its table fixes the slots' shape and
+            dtype).
+        state : mapping
+            ``"iterations"`` (an int >= 0) and one array per slot this optimizer
+            keeps, by name (``state(layer).keys()``), each of the table's shape and
+            dtype. The arrays are copied in.
+
+        Raises
+        ------
+        ValueError
+            A missing or unknown slot, a wrong shape or dtype (naming the slot), or
+            a bad ``iterations``. Everything is checked first: on error the
+            optimizer is unchanged.
+        """
+        self._set_state(layer, state, copy=True)
+
+    def _set_state(self, layer: Any, state: Mapping[str, Any], *, copy: bool) -> None:
+        """``set_state``; ``copy=False`` adopts the arrays (C-contiguous, writeable,
+        the table's dtype: the caller guarantees it)."""
+        name = type(self).__name__
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"state must be a dict like {name}.state(layer), "
+                f"got {type(state).__name__}"
+            )
+        layout = self._slot_layout()
+        slot_names = [n for _, n in layout]
+        table = layer.embeddings
+        if "iterations" not in state:
+            raise ValueError(f"state has no 'iterations' (the step count of {name})")
+        it = state["iterations"]
+        try:
+            if isinstance(it, (bool, np.bool_)):
+                raise TypeError
+            iterations = operator.index(it)
+        except TypeError:
+            raise ValueError(
+                f"state['iterations'] must be an int >= 0, got {it!r}"
+            ) from None
+        if iterations < 0:
+            raise ValueError(f"state['iterations'] must be an int >= 0, got {it!r}")
+        unknown = [k for k in state if k != "iterations" and k not in slot_names]
+        if unknown:
+            keeps = ", ".join(repr(n) for n in slot_names) or "no slots"
+            raise ValueError(
+                f"state has slot {unknown[0]!r}, which {self!r} does not keep "
+                f"(it keeps {keeps})"
+            )
+        arrays: dict[str, np.ndarray] = {}
+        for slot in slot_names:
+            if slot not in state:
+                raise ValueError(f"state is missing slot {slot!r} of {name}")
+            arr = state[slot]
+            if not isinstance(arr, np.ndarray):
+                arr = np.asarray(arr)
+            if arr.shape != table.shape:
+                raise ValueError(
+                    f"slot {slot!r} has shape {arr.shape} but the layer's table has "
+                    f"shape {table.shape}"
+                )
+            if arr.dtype != table.dtype:
+                raise ValueError(
+                    f"slot {slot!r} has dtype {arr.dtype} but the layer's table has "
+                    f"dtype {table.dtype}"
+                )
+            arrays[slot] = arr
+        # Checked: now change.
+        st = self._existing_state(layer) if copy else None
+        if st is not None:
+            for i, slot in layout:
+                target = st.slots[i]
+                assert target is not None
+                np.copyto(target, arrays[slot])
+        else:
+            slots: list[np.ndarray | None] = [None] * len(self._slot_specs())
+            for i, slot in layout:
+                slots[i] = np.array(arrays[slot], order="C") if copy else arrays[slot]
+            st = self._register(layer, _LayerState(slots))
+        st.iterations = iterations
 
     def _slot_names(self) -> tuple[str, str, str]:
         return ("state1", "state2", "state3")

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cerrno>
 #include <charconv>
@@ -301,15 +302,27 @@ bool parse_vector_value(const std::string& text, double* as_double, float* as_fl
   return true;
 }
 
+namespace {
+std::atomic<int64_t> g_piece_override{0}, g_buffer_override{0};
+}  // namespace
+
+void set_vectors_io_override(int64_t piece_bytes, int64_t binary_buffer_bytes) noexcept {
+  g_piece_override.store(std::max<int64_t>(piece_bytes, 0));
+  g_buffer_override.store(std::max<int64_t>(binary_buffer_bytes, 0));
+}
+
 VectorsIoConfig vectors_io_config() noexcept {
   const int64_t threads = std::max(1, get_num_threads());
-  const int64_t piece = 2 * kGrainBytes;
+  const int64_t piece_override = g_piece_override.load();
+  const int64_t buffer_override = g_buffer_override.load();
+  const int64_t piece = piece_override > 0 ? piece_override : 2 * kGrainBytes;
   int64_t l2 = 0;
 #ifdef _SC_LEVEL2_CACHE_SIZE
   l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
 #endif
   if (l2 <= 0) l2 = int64_t{1} << 20;
   l2 = std::clamp<int64_t>(l2, int64_t{256} << 10, int64_t{8} << 20);
+  if (buffer_override > 0) l2 = std::max<int64_t>(buffer_override, 2);
   return VectorsIoConfig{piece * 4 * threads, piece, l2};
 }
 
@@ -319,6 +332,7 @@ struct VectorsReader::Impl {
   VectorsFormat fmt = VectorsFormat::text;
   int64_t header_V = -1;  // -1: GloVe
   int64_t V = 0, D = 0;
+  int64_t alloc = 0;      // rows of the table (<= V, see open)
   bool limited = false;   // V < the file's count: stop there, check nothing after
   int64_t first_line = 2;
   int64_t file_size = -1; // -1: not a regular file
@@ -502,16 +516,15 @@ void VectorsReader::Impl::open(int binary, int64_t limit) {
   } else {
     fmt = binary == 1 ? VectorsFormat::binary : VectorsFormat::text;
   }
-  // A header that promises more than the file can hold: fail before allocating.
+  // A header that promises more rows than the file can hold (a corrupt header would
+  // otherwise allocate a huge table): only the rows that can exist get memory; the
+  // others are parsed without storing them, and parsing fails on or before them
+  // with the row's own error (or "the file ends after ...").
+  alloc = V;
   if (file_size >= 0 && V > 0) {
     const int64_t left = file_size - offset_of(beg);
-    const double min_row = fmt == VectorsFormat::binary ? 4.0 * static_cast<double>(D) + 1.0
-                                                        : 2.0 * static_cast<double>(D) + 1.0;
-    if (static_cast<double>(V) * min_row - 1.0 > static_cast<double>(left))
-      fail(line_prefix(display, 1) + "the header says " + std::to_string(hv) +
-           " vectors of " + std::to_string(D) + " values, but the " +
-           std::to_string(left) + " bytes after it cannot hold " +
-           (limited ? "the first " + std::to_string(V) : std::string("them")));
+    const int64_t min_row = fmt == VectorsFormat::binary ? 4 * D + 1 : 2 * D + 1;
+    alloc = std::min<int64_t>(V, (left + 1) / min_row);
   }
 }
 
@@ -538,6 +551,7 @@ void VectorsReader::Impl::count_glove_rows(int64_t limit) {
   }
   const int64_t rows = nl_at_last + 1;
   V = limit >= 0 ? std::min(rows, limit) : rows;
+  alloc = V;
   limited = true;  // the count is the file's: nothing past it to check
   if (::lseek(fd, 0, SEEK_SET) != 0) throw_errno(display);
   beg = end = 0;
@@ -614,6 +628,7 @@ void VectorsReader::Impl::read_text(Scalar* table, WordList& words) {
     }
     const int64_t np2 = static_cast<int64_t>(pieces.size());
     const int64_t Dl = D;
+    const int64_t alloc_rows = alloc;
     parallel_for(0, np2, 1, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         Piece& pc = pieces[static_cast<size_t>(i)];
@@ -622,7 +637,9 @@ void VectorsReader::Impl::read_text(Scalar* table, WordList& words) {
           const void* hit = std::memchr(p, '\n', static_cast<size_t>(pc.end - p));
           const char* le = hit ? static_cast<const char*>(hit) : pc.end;
           const char* wend = nullptr;
-          if (!parse_row<Scalar>(p, le, Dl, table + (pc.row0 + r) * Dl, &wend, &pc.err)) {
+          const int64_t at = pc.row0 + r;
+          Scalar* dst = at < alloc_rows ? table + at * Dl : nullptr;
+          if (!parse_row<Scalar>(p, le, Dl, dst, &wend, &pc.err)) {
             pc.err.row = pc.row0 + r;
             break;
           }
@@ -666,7 +683,13 @@ void VectorsReader::Impl::read_text(Scalar* table, WordList& words) {
 template <class Scalar>
 void VectorsReader::Impl::read_binary(Scalar* table, WordList& words) {
   const size_t bufsize = static_cast<size_t>(vectors_io_config().binary_buffer_bytes);
-  if (buf.size() < bufsize) buf.resize(bufsize);
+  // Unread bytes to the front, then a buffer of bufsize (or what they need).
+  std::memmove(buf.data(), buf.data() + beg, end - beg);
+  consumed += static_cast<int64_t>(beg);
+  end -= beg;
+  beg = 0;
+  buf.resize(std::max(bufsize, end));
+  buf.shrink_to_fit();
   const size_t max_word = size_t{1} << 20;
   const size_t vec_bytes = static_cast<size_t>(D) * 4;
   std::vector<float> scratch;
@@ -704,10 +727,10 @@ void VectorsReader::Impl::read_binary(Scalar* table, WordList& words) {
     words.offsets.push_back(static_cast<int64_t>(words.bytes.size()));
     beg = sp + 1;
     // The vector: from the buffer, refilled as needed.
-    Scalar* row = table + i * D;
+    Scalar* row = i < alloc ? table + i * D : nullptr;  // nullptr: see open()
     constexpr bool direct = std::is_same_v<Scalar, float> && std::endian::native == std::endian::little;
     char* dst = nullptr;
-    if constexpr (direct) {
+    if (direct && row != nullptr) {
       dst = reinterpret_cast<char*>(row);
     } else {
       scratch.resize(static_cast<size_t>(D));
@@ -741,7 +764,8 @@ void VectorsReader::Impl::read_binary(Scalar* table, WordList& words) {
       beg += take;
       got += take;
     }
-    if constexpr (!direct) {
+    if (!direct || row == nullptr) {
+      if (row == nullptr) continue;
       if constexpr (std::endian::native != std::endian::little) {
         for (float& f : scratch) f = std::bit_cast<float>(__builtin_bswap32(std::bit_cast<uint32_t>(f)));
       }
@@ -768,22 +792,25 @@ VectorsReader::VectorsReader(const std::string& path, const std::string& display
 VectorsReader::~VectorsReader() = default;
 
 VectorsFormat VectorsReader::format() const noexcept { return impl_->fmt; }
-int64_t VectorsReader::rows() const noexcept { return impl_->V; }
+int64_t VectorsReader::rows() const noexcept { return impl_->alloc; }
 int64_t VectorsReader::dim() const noexcept { return impl_->D; }
 
 template <class Scalar>
 void VectorsReader::read(Scalar* table, WordList& words) {
   Impl& im = *impl_;
   words.clear();
-  words.offsets.reserve(static_cast<size_t>(im.V) + 1);
+  words.offsets.reserve(static_cast<size_t>(im.alloc) + 1);
   if (im.fmt == VectorsFormat::binary) {
     im.read_binary(table, words);
   } else {
     im.read_text(table, words);
   }
+  if (words.size() != im.alloc)  // cannot happen: open() sized alloc from the file
+    throw std::logic_error(im.display + ": read " + std::to_string(words.size()) +
+                           " vectors into a table of " + std::to_string(im.alloc));
   // Duplicate words, named by their lines / vectors.
   std::unordered_map<std::string_view, int64_t> seen;
-  seen.reserve(static_cast<size_t>(im.V));
+  seen.reserve(static_cast<size_t>(im.alloc));
   for (int64_t i = 0; i < words.size(); ++i) {
     const auto b = static_cast<size_t>(words.offsets[static_cast<size_t>(i)]);
     const auto e = static_cast<size_t>(words.offsets[static_cast<size_t>(i) + 1]);

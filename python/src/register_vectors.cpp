@@ -141,6 +141,9 @@ void register_vectors(py::module_& m) {
     d["binary_buffer_bytes"] = c.binary_buffer_bytes;
     return d;
   });
+  m.def("_set_vectors_io_override", &set_vectors_io_override, py::arg("piece_bytes"),
+        py::arg("binary_buffer_bytes"),
+        "Tests only: tiny text pieces / binary buffers (0: the derived sizes).");
   m.def(
       "parse_vector_value",
       [](const std::string& text) -> py::object {

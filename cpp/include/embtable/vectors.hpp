@@ -50,6 +50,9 @@ struct VectorsIoConfig {
   int64_t binary_buffer_bytes; // binary: read buffer (about the L2 cache)
 };
 VectorsIoConfig vectors_io_config() noexcept;
+// Tests only: tiny blocks and buffers reach every boundary of the streaming code
+// with small files. 0 restores the derived sizes.
+void set_vectors_io_override(int64_t piece_bytes, int64_t binary_buffer_bytes) noexcept;
 
 // Streaming reader: opening reads the header (and, for GloVe, counts the rows);
 // read() then parses the whole file block by block, in parallel for text.

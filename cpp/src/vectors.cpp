@@ -130,6 +130,50 @@ bool spells(const char* p, const char* e, std::string_view word) noexcept {
   return true;
 }
 
+constexpr double kPow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                               1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                               1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+inline bool is_digit(char c) noexcept { return static_cast<unsigned>(c - '0') < 10u; }
+
+// Clinger's fast path for the common short decimal ("-0.123456", "1e-05"): with at
+// most 15 digits the mantissa is an exact double, and so is 10^k for k <= 22, so
+// one IEEE multiply or divide gives the correctly rounded double, the same as
+// from_chars. Anything else returns nullptr and goes to from_chars.
+inline const char* parse_simple(const char* p, const char* e, double* out) noexcept {
+  const char* q = p;
+  const bool neg = q < e && *q == '-';
+  if (neg) ++q;
+  uint64_t m = 0;
+  const char* s = q;
+  while (q < e && is_digit(*q)) m = m * 10 + static_cast<uint64_t>(*q++ - '0');
+  int64_t digits = q - s, frac = 0;
+  if (q < e && *q == '.') {
+    const char* f = ++q;
+    while (q < e && is_digit(*q)) m = m * 10 + static_cast<uint64_t>(*q++ - '0');
+    frac = q - f;
+    digits += frac;
+  }
+  if (digits == 0 || digits > 15) return nullptr;
+  int64_t e10 = -frac;
+  if (q < e && (*q == 'e' || *q == 'E')) {
+    const char* x = q + 1;
+    bool eneg = false;
+    if (x < e && (*x == '+' || *x == '-')) eneg = *x++ == '-';
+    const char* xs = x;
+    int64_t ev = 0;
+    while (x < e && is_digit(*x) && x - xs < 4) ev = ev * 10 + (*x++ - '0');
+    if (x == xs || (x < e && is_digit(*x))) return nullptr;
+    e10 += eneg ? -ev : ev;
+    q = x;
+  }
+  if (e10 < -22 || e10 > 22) return nullptr;
+  double d = static_cast<double>(m);
+  d = e10 < 0 ? d / kPow10[-e10] : d * kPow10[e10];
+  *out = neg ? -d : d;
+  return q;
+}
+
 // One value starting at p (the token runs to the next ' ' or e). Returns the end of
 // the number, or nullptr when it is not a number numpy.float32(str) accepts in the
 // grammar we keep: [+-] digits [. digits] [e [+-] digits], inf, infinity, nan.
@@ -140,6 +184,10 @@ inline const char* parse_number(const char* p, const char* e, double* out) noexc
     if (q < e && (*q == '+' || *q == '-')) return nullptr;
   }
   double d = 0.0;
+  if (const char* r = parse_simple(q, e, &d)) {
+    *out = d;
+    return r;
+  }
   const auto [r, ec] = std::from_chars(q, e, d, std::chars_format::general);
   if (ec == std::errc::invalid_argument) return nullptr;
   if (ec == std::errc::result_out_of_range) d = out_of_range_value(q, r);

@@ -623,7 +623,8 @@ def test_struct_layout_of_binary_is_little_endian(tmp_path):
 
 
 def test_show_config_reports_io_sizes():
-    cfg = _core.vectors_config()
+    cfg = embtable.show_config(mode="dicts")["vectors_io"]
+    assert cfg == _core.vectors_config()
     assert cfg["text_block_bytes"] >= cfg["text_piece_bytes"] > 0
     assert cfg["binary_buffer_bytes"] > 0
 

@@ -35,9 +35,12 @@ def show_config(mode: Literal["stdout", "dicts"] = "stdout") -> dict[str, Any] |
     """Print (``mode="stdout"``) or return (``mode="dicts"``) the build configuration.
 
     Top-level keys: ``version``, ``build`` (compiler, build type, flags),
-    ``simd`` (compiled / detected / selected levels) and ``threads``.
+    ``simd`` (compiled / detected / selected levels), ``threads`` and
+    ``vectors_io`` (``load_vectors``' read sizes, derived from the thread count
+    and the L2 cache).
     """
     cfg = _core.config()
+    cfg["vectors_io"] = _core.vectors_config()  # load_vectors' block sizes (derived)
     if mode == "dicts":
         return cfg
     if mode != "stdout":

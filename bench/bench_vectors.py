@@ -27,9 +27,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 import embtable
+import numpy as np
 
 try:
     from gensim.models import KeyedVectors
@@ -68,13 +67,16 @@ def dd(path: Path) -> None:
     )
 
 
-def rounds(methods: dict[str, Callable[[], object]], repeats: dict[str, int],
-           before: Callable[[], None] | None = None) -> dict[str, float]:
+def rounds(
+    methods: dict[str, Callable[[], object]],
+    repeats: dict[str, int],
+    before: Callable[[], None] | None = None,
+) -> dict[str, float]:
     """Median seconds per method; each round runs the methods in a rotated order."""
     names = list(methods)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(max(repeats.values())):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             if len(times[name]) >= repeats[name]:
                 continue
@@ -100,7 +102,9 @@ def main() -> None:
     ap.add_argument("--gensim-repeats", type=int, default=1)
     ap.add_argument("--no-gensim", action="store_true")
     ap.add_argument(
-        "--dir", type=Path, default=Path(tempfile.gettempdir()) / "embtable-bench-vectors"
+        "--dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "embtable-bench-vectors",
     )
     args = ap.parse_args()
     use_gensim = KeyedVectors is not None and not args.no_gensim
@@ -108,8 +112,10 @@ def main() -> None:
     threads = embtable.get_num_threads()
     mb_text = text.stat().st_size / 1e6
     mb_bin = binary.stat().st_size / 1e6
-    print(f"# load_vectors, {args.rows:,} x {args.dim}; {threads} threads; "
-          f"load average {os.getloadavg()[0]:.1f}\n")
+    print(
+        f"# load_vectors, {args.rows:,} x {args.dim}; {threads} threads; "
+        f"load average {os.getloadavg()[0]:.1f}\n"
+    )
 
     def with_threads(n: int, fn: Callable[[], object]) -> Callable[[], object]:
         def run() -> object:
@@ -118,6 +124,7 @@ def main() -> None:
                 return fn()
             finally:
                 embtable.set_num_threads(threads)
+
         return run
 
     # Equality first (also warms the page cache).
@@ -131,7 +138,9 @@ def main() -> None:
 
     # Text.
     methods: dict[str, Callable[[], object]] = {
-        f"embtable.load_vectors ({threads} threads)": lambda: embtable.load_vectors(text),
+        f"embtable.load_vectors ({threads} threads)": lambda: embtable.load_vectors(
+            text
+        ),
     }
     if threads > 1:
         methods["embtable.load_vectors (1 thread)"] = with_threads(

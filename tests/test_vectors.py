@@ -13,10 +13,9 @@ import struct
 import warnings
 from pathlib import Path
 
+import embtable
 import numpy as np
 import pytest
-
-import embtable
 from embtable import _core
 
 ODD_WORDS = [
@@ -164,7 +163,10 @@ def test_glove(tmp_path, io):
     rng = np.random.default_rng(11)
     words = random_words(rng, 20)
     table = random_table(rng, 20, 5)
-    lines = [w + " " + " ".join(repr(float(x)) for x in row) for w, row in zip(words, table, strict=True)]
+    lines = [
+        w + " " + " ".join(repr(float(x)) for x in row)
+        for w, row in zip(words, table, strict=True)
+    ]
     path = tmp_path / "glove.txt"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     got = embtable.load_vectors(path)
@@ -172,7 +174,10 @@ def test_glove(tmp_path, io):
     assert_same(*got, words, table)
     assert_same(*embtable.load_vectors(path, binary=False), words, table)
     assert_same(*embtable.load_vectors(path, limit=7), words[:7], table[:7])
-    assert_same(*embtable.load_vectors(path, limit=7), *gensim_load(path, no_header=True, limit=7))
+    assert_same(
+        *embtable.load_vectors(path, limit=7),
+        *gensim_load(path, no_header=True, limit=7),
+    )
 
 
 def test_glove_one_value_per_word(tmp_path):
@@ -186,7 +191,9 @@ def test_glove_one_value_per_word(tmp_path):
 def test_first_line_of_two_integers_is_a_header(tmp_path):
     path = tmp_path / "g.txt"
     path.write_text("2 5\n7 1\n8 2\n", encoding="utf-8")  # GloVe-like, but a header
-    with pytest.raises(ValueError, match=r"line 2: expected 5 values after the word, found 1"):
+    with pytest.raises(
+        ValueError, match=r"line 2: expected 5 values after the word, found 1"
+    ):
         embtable.load_vectors(path)
 
 
@@ -228,7 +235,9 @@ def test_hand_written_values_match_gensim(tmp_path, io):
     assert_same(*got, *gensim_load(path))
     with warnings.catch_warnings():  # numpy warns on the float32 overflow
         warnings.simplefilter("ignore")
-        ref = np.array([[np.float32(float(v)) for v in np.roll(values, i)] for i in range(3)])
+        ref = np.array(
+            [[np.float32(float(v)) for v in np.roll(values, i)] for i in range(3)]
+        )
     np.testing.assert_array_equal(bits(got[1]), bits(ref))
     k = next(i for i, v in enumerate(values) if v.startswith("1.0000000596"))
     assert got[1][0, k] == np.float32(1.0)  # gensim's double rounding, kept
@@ -237,7 +246,23 @@ def test_hand_written_values_match_gensim(tmp_path, io):
 
 
 def test_parse_value_grammar():
-    ok = ["1", "-1", "+1", "1.", ".1", "1e5", "1E-5", "inf", "INF", "-inf", "+Infinity", "nan", "-NaN", "1e400", "00.5e0"]
+    ok = [
+        "1",
+        "-1",
+        "+1",
+        "1.",
+        ".1",
+        "1e5",
+        "1E-5",
+        "inf",
+        "INF",
+        "-inf",
+        "+Infinity",
+        "nan",
+        "-NaN",
+        "1e400",
+        "00.5e0",
+    ]
     for s in ok:
         d, f = _core.parse_vector_value(s)
         with warnings.catch_warnings():
@@ -246,7 +271,24 @@ def test_parse_value_grammar():
         assert bits(np.asarray(f)) == bits(np.asarray(ref)), s
         assert (math.isnan(d) and math.isnan(float(s))) or d == float(s), s
     # Rejected (numpy accepts some of these via Python's float(): stricter here).
-    for s in ["", "+", "-", "e5", "1e", "1.5.2", "0x10", "1,5", "nan(1)", "+-1", "1 ", " 1", "1_0", "١", "1d5", "infinit"]:
+    for s in [
+        "",
+        "+",
+        "-",
+        "e5",
+        "1e",
+        "1.5.2",
+        "0x10",
+        "1,5",
+        "nan(1)",
+        "+-1",
+        "1 ",
+        " 1",
+        "1_0",
+        "١",
+        "1d5",
+        "infinit",
+    ]:
         assert _core.parse_vector_value(s) is None, s
 
 
@@ -275,7 +317,16 @@ def test_parse_value_random_decimals_match_python():
 def test_float32_text_round_trip_all_kinds_of_bits(tmp_path):
     rng = np.random.default_rng(5)
     raw = rng.integers(0, 2**32, size=(300, 50), dtype=np.uint64).astype(np.uint32)
-    raw[0, :8] = [0, 0x80000000, 1, 0x007FFFFF, 0x00800000, 0x7F7FFFFF, 0x7F800000, 0xFF800000]
+    raw[0, :8] = [
+        0,
+        0x80000000,
+        1,
+        0x007FFFFF,
+        0x00800000,
+        0x7F7FFFFF,
+        0x7F800000,
+        0xFF800000,
+    ]
     table = raw.view(np.float32)
     table = np.where(np.isnan(table), np.float32(1.5), table)
     words = [f"w{i}" for i in range(300)]
@@ -377,7 +428,11 @@ def test_save_other_dtypes(tmp_path):
     embtable.save_vectors(path, ["a"], np.array([[1, 2]], dtype=np.int64))
     assert path.read_bytes() == b"1 2\na 1 2\n"
     embtable.save_vectors(path, ["a"], np.array([[0.1, 2]], dtype=np.float16))
-    assert_same(*embtable.load_vectors(path), ["a"], np.array([[0.1, 2]], np.float16).astype(np.float32))
+    assert_same(
+        *embtable.load_vectors(path),
+        ["a"],
+        np.array([[0.1, 2]], np.float16).astype(np.float32),
+    )
     embtable.save_vectors(path, ("a",), np.asfortranarray([[0.5, 2]]))  # any layout
     assert path.read_bytes() == b"1 2\na 0.5 2\n"
 
@@ -429,24 +484,51 @@ def test_argument_errors(tmp_path):
 TEXT_ERRORS = [
     # (file bytes, message regex) -- the header is line 1
     (b"2 3\na 1 2 3\nb 1 2\n", r"line 3: expected 3 values after the word, found 2"),
-    (b"2 3\na 1 2 3\nb 1 2 3 4\n", r"line 3: expected 3 values after the word, found 4"),
+    (
+        b"2 3\na 1 2 3\nb 1 2 3 4\n",
+        r"line 3: expected 3 values after the word, found 4",
+    ),
     (b"2 3\na 1 2 3\nb\n", r"line 3: expected 3 values after the word, found 0"),
-    (b"3 3\na 1 2 3\nb 1 2 3\n", r"line 4: the file ends after 2 vectors, but the header \(line 1\) says 3"),
+    (
+        b"3 3\na 1 2 3\nb 1 2 3\n",
+        r"line 4: the file ends after 2 vectors, but the header \(line 1\) says 3",
+    ),
     (b"3 3\na 1 2 3\nb 1 2 3\n\n  \n", r"line 4: the file ends after 2 vectors"),
-    (b"1 3\na 1 2 3\nb 1 2 3\n", r"line 3: a row past the 1 vectors the header \(line 1\) announces"),
+    (
+        b"1 3\na 1 2 3\nb 1 2 3\n",
+        r"line 3: a row past the 1 vectors the header \(line 1\) announces",
+    ),
     (b"1 3\na 1 2 3\n\n\nb 1 2 3\n", r"line 5: a row past the 1 vectors"),
-    (b"2 3\na 1 2 3\nb 1 x 3\n", r"line 3: value 2 \(column 5\): could not convert string to float: 'x'"),
-    (b"2 3\na 1 2 3\nb 1  3\n", r"line 3: value 2 .*could not convert string to float: ''"),
+    (
+        b"2 3\na 1 2 3\nb 1 x 3\n",
+        r"line 3: value 2 \(column 5\): could not convert string to float: 'x'",
+    ),
+    (
+        b"2 3\na 1 2 3\nb 1  3\n",
+        r"line 3: value 2 .*could not convert string to float: ''",
+    ),
     (b"2 3\na 1 2 3\nb 1 2 3e\n", r"line 3: value 3 .*'3e'"),
     (b"2 3\na 1 2 3\nb 1 2 nan(7)\n", r"line 3: value 3 .*'nan\(7\)'"),
-    (b"3 3\na 1 2 3\nb 1 2 3\na 4 5 6\n", r"line 4: duplicate word 'a' \(first on line 2\)"),
-    (b"2 1\na 1\n\xff\xfeb 2\n", r"line 3: the word is not valid UTF-8 \(byte 1 of '\\xff\\xfeb'\)"),
-    (b"2 1\na 1\n\xed\xa0\x80 2\n", r"line 3: the word is not valid UTF-8"),  # a surrogate
+    (
+        b"3 3\na 1 2 3\nb 1 2 3\na 4 5 6\n",
+        r"line 4: duplicate word 'a' \(first on line 2\)",
+    ),
+    (
+        b"2 1\na 1\n\xff\xfeb 2\n",
+        r"line 3: the word is not valid UTF-8 \(byte 1 of '\\xff\\xfeb'\)",
+    ),
+    (
+        b"2 1\na 1\n\xed\xa0\x80 2\n",
+        r"line 3: the word is not valid UTF-8",
+    ),  # a surrogate
     (b"2 1\na 1\n\xc0\xaf 2\n", r"line 3: the word is not valid UTF-8"),  # overlong
     (b"3 1\na 1\n\nb 2\n", r"line 3: the line is empty"),
     (b"3 1\na 1\n   \nb 2\n", r"line 3: the line is empty"),
     # a header promising more than the file holds allocates no huge table
-    (b"1000000000000 300\na 1\n", r"line 2: expected 300 values after the word, found 1"),
+    (
+        b"1000000000000 300\na 1\n",
+        r"line 2: expected 300 values after the word, found 1",
+    ),
     (b"1000000000000 3\na 1 2 3\n", r"line 3: the file ends after 1 vectors"),
     (b"99999999999999999999 3\n", r"line 1: the header's numbers are too large"),
     # GloVe (no header): the first row sets D
@@ -488,14 +570,32 @@ def test_binary_errors(tmp_path, io):
     ok = bin_file([b"a", b"b", b"c"], t)
     path = tmp_path / "bad.bin"
     cases = [
-        (ok[:-7], r"vector 3: truncated: the file ends 10 bytes into its 16-byte vector"),
+        (
+            ok[:-7],
+            r"vector 3: truncated: the file ends 10 bytes into its 16-byte vector",
+        ),
         (ok[:-18], r"vector 3 \(byte \d+\): truncated: the file ends inside the word"),
-        (bin_file([b"a", b"b", b"c"], t, header="4 4"), r"vector 4 \(byte \d+\): the file ends after 3 vectors, but the header says 4"),
-        (bin_file([b"a", b"b", b"c"], t, header="2 4"), r"vector 3 \(byte \d+\): more vectors than the 2 the header announces"),
-        (bin_file([b"a", b"\xff", b"c"], t), r"vector 2 \(byte \d+\): the word is not valid UTF-8"),
-        (bin_file([b"a", b"b", b"a"], t), r"vector 3: duplicate word 'a' \(first at vector 1\)"),
+        (
+            bin_file([b"a", b"b", b"c"], t, header="4 4"),
+            r"vector 4 \(byte \d+\): the file ends after 3 vectors, but the header says 4",
+        ),
+        (
+            bin_file([b"a", b"b", b"c"], t, header="2 4"),
+            r"vector 3 \(byte \d+\): more vectors than the 2 the header announces",
+        ),
+        (
+            bin_file([b"a", b"\xff", b"c"], t),
+            r"vector 2 \(byte \d+\): the word is not valid UTF-8",
+        ),
+        (
+            bin_file([b"a", b"b", b"a"], t),
+            r"vector 3: duplicate word 'a' \(first at vector 1\)",
+        ),
         (b"a 1 2\n", r"line 1: a word2vec binary file starts with a 'V D' header line"),
-        (b"1 1\n" + b"x" * 100, r"vector 1 \(byte 4\): truncated: the file ends inside the word"),
+        (
+            b"1 1\n" + b"x" * 100,
+            r"vector 1 \(byte 4\): truncated: the file ends inside the word",
+        ),
     ]
     for data, msg in cases:
         path.write_bytes(data)
@@ -523,7 +623,9 @@ def test_binary_detected_errors(tmp_path):
 def test_binary_leading_newlines_are_dropped_like_gensim(tmp_path):
     t = np.ones((2, 2), np.float32)
     path = tmp_path / "v.bin"
-    path.write_bytes(b"2 2\n\n\na " + t[0].tobytes() + b"\r\nb " + t[1].tobytes() + b"\n\n")
+    path.write_bytes(
+        b"2 2\n\n\na " + t[0].tobytes() + b"\r\nb " + t[1].tobytes() + b"\n\n"
+    )
     got = embtable.load_vectors(path, binary=True)
     assert got[0] == ["a", "\r\nb"]  # only '\n' is dropped, as gensim does
     assert_same(*got, *gensim_load(path, binary=True))
@@ -540,9 +642,18 @@ def test_from_pretrained_rules():
     assert layer.embeddings.dtype == np.float32 and layer.embeddings.shape == (4, 3)
     w[0, 0] = 100.0  # copied: the layer does not see later changes
     assert layer.embeddings[0, 0] == 0.0
-    np.testing.assert_array_equal(layer(np.array([[3, 1]])), np.arange(12).reshape(4, 3)[[[3, 1]]])
-    layer = embtable.Embedding.from_pretrained(w, freeze=False, padding_idx=-1, max_norm=5.0, sparse=True)
-    assert layer.trainable is True and layer.padding_idx == 3 and layer.max_norm == 5.0 and layer.sparse
+    np.testing.assert_array_equal(
+        layer(np.array([[3, 1]])), np.arange(12).reshape(4, 3)[[[3, 1]]]
+    )
+    layer = embtable.Embedding.from_pretrained(
+        w, freeze=False, padding_idx=-1, max_norm=5.0, sparse=True
+    )
+    assert (
+        layer.trainable is True
+        and layer.padding_idx == 3
+        and layer.max_norm == 5.0
+        and layer.sparse
+    )
     np.testing.assert_array_equal(layer.embeddings[3], w[3])  # padding row kept as is
     assert embtable.Embedding.from_pretrained(w.astype(np.float64)).dtype == "float64"
     assert embtable.Embedding.from_pretrained(w.astype(np.float16)).dtype == "float32"
@@ -579,7 +690,9 @@ def test_from_pretrained_then_load_vectors(tmp_path):
     vocab, vectors = embtable.load_vectors(tmp_path / "v.txt")
     layer = embtable.Embedding.from_pretrained(vectors)
     index = {w: i for i, w in enumerate(vocab)}
-    np.testing.assert_array_equal(layer(np.array([index["sat"], index["the"]])), table[[2, 0]])
+    np.testing.assert_array_equal(
+        layer(np.array([index["sat"], index["the"]])), table[[2, 0]]
+    )
 
 
 def test_from_pretrained_matches_torch():
@@ -588,14 +701,20 @@ def test_from_pretrained_matches_torch():
     for dtype in (np.float32, np.float64):
         w = rng.standard_normal((9, 5)).astype(dtype)
         ids = rng.integers(0, 9, size=(4, 3))
-        for kw in (dict(), dict(freeze=False, padding_idx=-2), dict(padding_idx=3, max_norm=1.0)):
+        for kw in (
+            dict(),
+            dict(freeze=False, padding_idx=-2),
+            dict(padding_idx=3, max_norm=1.0),
+        ):
             t = torch.nn.Embedding.from_pretrained(torch.tensor(w), **kw)
             e = embtable.Embedding.from_pretrained(w, **kw)
             assert e.trainable == t.weight.requires_grad
             assert e.padding_idx == t.padding_idx
             ref = t(torch.tensor(ids)).detach().numpy()
             np.testing.assert_allclose(e(ids), ref, rtol=1e-6)
-            np.testing.assert_allclose(e.embeddings, t.weight.detach().numpy(), rtol=1e-6)
+            np.testing.assert_allclose(
+                e.embeddings, t.weight.detach().numpy(), rtol=1e-6
+            )
         offsets = np.array([0, 2, 2, 7])
         flat = rng.integers(0, 9, size=9)
         for kw in (
@@ -608,17 +727,25 @@ def test_from_pretrained_matches_torch():
             e = embtable.EmbeddingBag.from_pretrained(w, **kw)
             assert e.trainable == t.weight.requires_grad
             assert e.padding_idx == t.padding_idx
-            offs = np.array([0, 2, 2, 7, 9]) if kw.get("include_last_offset") else offsets
+            offs = (
+                np.array([0, 2, 2, 7, 9]) if kw.get("include_last_offset") else offsets
+            )
             ref = t(torch.tensor(flat), torch.tensor(offs)).detach().numpy()
-            np.testing.assert_allclose(e(flat, offsets=offs), ref, rtol=1e-6, atol=1e-12)
+            np.testing.assert_allclose(
+                e(flat, offsets=offs), ref, rtol=1e-6, atol=1e-12
+            )
         # a torch tensor (a Parameter too) is accepted
         p = torch.nn.Parameter(torch.tensor(w))
-        np.testing.assert_array_equal(embtable.Embedding.from_pretrained(p).embeddings, w)
+        np.testing.assert_array_equal(
+            embtable.Embedding.from_pretrained(p).embeddings, w
+        )
 
 
 def test_struct_layout_of_binary_is_little_endian(tmp_path):
     path = tmp_path / "v.bin"
-    embtable.save_vectors(path, ["ab"], np.array([[1.0, -2.0]], np.float32), binary=True)
+    embtable.save_vectors(
+        path, ["ab"], np.array([[1.0, -2.0]], np.float32), binary=True
+    )
     assert path.read_bytes() == b"1 2\nab " + struct.pack("<2f", 1.0, -2.0) + b"\n"
 
 

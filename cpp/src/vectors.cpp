@@ -90,7 +90,7 @@ inline Scalar narrow(double d) noexcept {
 double out_of_range_value(const char* p, const char* e) noexcept {
   bool neg = false;
   if (p < e && (*p == '-' || *p == '+')) neg = *p++ == '-';
-  int64_t lead = 0;          // power of ten of the first nonzero digit, before the exponent
+  int64_t lead = 0;  // power of ten of the first nonzero digit, before the exponent
   bool seen_nonzero = false, after_point = false;
   int64_t int_digits = 0, frac_zeros = 0;
   for (; p < e && ((*p >= '0' && *p <= '9') || *p == '.'); ++p) {
@@ -99,8 +99,10 @@ double out_of_range_value(const char* p, const char* e) noexcept {
     } else if (!seen_nonzero) {
       if (*p != '0') {
         seen_nonzero = true;
-        if (after_point) lead = -(frac_zeros + 1);
-        else int_digits = 1;
+        if (after_point)
+          lead = -(frac_zeros + 1);
+        else
+          int_digits = 1;
       } else if (after_point) {
         ++frac_zeros;
       }
@@ -237,7 +239,8 @@ bool parse_row(const char* p, const char* e, int64_t D, Scalar* out,
     err->kind = RowErr::blank;
     return false;
   }
-  const char* sp = static_cast<const char*>(std::memchr(p, ' ', static_cast<size_t>(e - p)));
+  const char* sp =
+      static_cast<const char*>(std::memchr(p, ' ', static_cast<size_t>(e - p)));
   const char* wend = sp ? sp : e;
   *word_end = wend;
   if (const int64_t bad = utf8_error(p, wend - p); bad >= 0) {
@@ -254,7 +257,8 @@ bool parse_row(const char* p, const char* e, int64_t D, Scalar* out,
     double d = 0.0;
     const char* r = parse_number(q, e, &d);
     if (r == nullptr || (r != e && *r != ' ')) {
-      const char* te = static_cast<const char*>(std::memchr(q, ' ', static_cast<size_t>(e - q)));
+      const char* te =
+          static_cast<const char*>(std::memchr(q, ' ', static_cast<size_t>(e - q)));
       err->kind = RowErr::number;
       err->value = j + 1;
       err->column = (q - line) + 1;
@@ -286,8 +290,8 @@ std::string describe(const RowError& err, const std::string& display, int64_t li
       return where + "the line is empty (expected a word and " + std::to_string(D) +
              " values)";
     case RowErr::count:
-      return where + "expected " + std::to_string(D) + " values after the word, found " +
-             std::to_string(err.value);
+      return where + "expected " + std::to_string(D) +
+             " values after the word, found " + std::to_string(err.value);
     case RowErr::number:
       return where + "value " + std::to_string(err.value) + " (column " +
              std::to_string(err.column) +
@@ -354,7 +358,8 @@ namespace {
 std::atomic<int64_t> g_piece_override{0}, g_buffer_override{0};
 }  // namespace
 
-void set_vectors_io_override(int64_t piece_bytes, int64_t binary_buffer_bytes) noexcept {
+void set_vectors_io_override(int64_t piece_bytes,
+                             int64_t binary_buffer_bytes) noexcept {
   g_piece_override.store(std::max<int64_t>(piece_bytes, 0));
   g_buffer_override.store(std::max<int64_t>(binary_buffer_bytes, 0));
 }
@@ -380,10 +385,10 @@ struct VectorsReader::Impl {
   VectorsFormat fmt = VectorsFormat::text;
   int64_t header_V = -1;  // -1: GloVe
   int64_t V = 0, D = 0;
-  int64_t alloc = 0;      // rows of the table (<= V, see open)
-  bool limited = false;   // V < the file's count: stop there, check nothing after
+  int64_t alloc = 0;     // rows of the table (<= V, see open)
+  bool limited = false;  // V < the file's count: stop there, check nothing after
   int64_t first_line = 2;
-  int64_t file_size = -1; // -1: not a regular file
+  int64_t file_size = -1;  // -1: not a regular file
 
   std::vector<char> buf;
   size_t beg = 0, end = 0;  // unconsumed bytes buf[beg, end)
@@ -436,7 +441,9 @@ struct VectorsReader::Impl {
     }
   }
 
-  [[noreturn]] void fail(const std::string& msg) const { throw std::invalid_argument(msg); }
+  [[noreturn]] void fail(const std::string& msg) const {
+    throw std::invalid_argument(msg);
+  }
 
   void open(int binary, int64_t limit);
   void count_glove_rows(int64_t limit);
@@ -521,8 +528,10 @@ void VectorsReader::Impl::open(int binary, int64_t limit) {
     const char* b = buf.data();
     const char* e = b + nl;
     while (e > b && is_space(e[-1])) --e;
-    if (e == b) fail(line_prefix(display, 1) + "the line is empty (expected a word and values)");
-    const char* sp = static_cast<const char*>(std::memchr(b, ' ', static_cast<size_t>(e - b)));
+    if (e == b)
+      fail(line_prefix(display, 1) + "the line is empty (expected a word and values)");
+    const char* sp =
+        static_cast<const char*>(std::memchr(b, ' ', static_cast<size_t>(e - b)));
     D = sp ? std::count(sp, e, ' ') : 0;
     count_glove_rows(limit);
     return;
@@ -539,9 +548,12 @@ void VectorsReader::Impl::open(int binary, int64_t limit) {
     fmt = VectorsFormat::text;
     if (hv > 0) {
       const size_t cap = size_t{1} << 20;
-      const size_t cap_bytes = cap + 64 * static_cast<size_t>(std::min<int64_t>(D, int64_t{1} << 24));
+      const size_t cap_bytes =
+          cap + 64 * static_cast<size_t>(std::min<int64_t>(D, int64_t{1} << 24));
       for (;;) {
-        if (std::memchr(buf.data() + beg, '\n', end - beg) || eof || end - beg >= cap_bytes) break;
+        if (std::memchr(buf.data() + beg, '\n', end - beg) || eof ||
+            end - beg >= cap_bytes)
+          break;
         fill(std::min(cap_bytes, 2 * (end - beg) + (size_t{1} << 16)));
       }
       const char* b = buf.data() + beg;
@@ -551,7 +563,8 @@ void VectorsReader::Impl::open(int binary, int64_t limit) {
         RowError err;
         const char* wend = nullptr;
         if (!parse_row<double>(b, e, D, nullptr, &wend, &err)) {
-          const char* sp = static_cast<const char*>(std::memchr(b, ' ', static_cast<size_t>(e - b)));
+          const char* sp =
+              static_cast<const char*>(std::memchr(b, ' ', static_cast<size_t>(e - b)));
           bool printable = sp != nullptr && sp + 1 < e;
           for (const char* c = sp ? sp + 1 : e; printable && c < e; ++c) {
             const auto u = static_cast<unsigned char>(*c);
@@ -644,7 +657,8 @@ void VectorsReader::Impl::read_text(Scalar* table, WordList& words) {
       size_t stop = std::min(start + piece_bytes, region);
       if (stop < region) {
         const void* hit = std::memchr(base + stop - 1, '\n', region - (stop - 1));
-        stop = hit ? static_cast<size_t>(static_cast<const char*>(hit) - base) + 1 : region;
+        stop = hit ? static_cast<size_t>(static_cast<const char*>(hit) - base) + 1
+                   : region;
       }
       Piece pc;
       pc.begin = base + start;
@@ -655,7 +669,8 @@ void VectorsReader::Impl::read_text(Scalar* table, WordList& words) {
     const int64_t np = static_cast<int64_t>(pieces.size());
     parallel_for(0, np, 1, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i)
-        pieces[static_cast<size_t>(i)].rows = count_rows_in(pieces[static_cast<size_t>(i)].begin, pieces[static_cast<size_t>(i)].end);
+        pieces[static_cast<size_t>(i)].rows = count_rows_in(
+            pieces[static_cast<size_t>(i)].begin, pieces[static_cast<size_t>(i)].end);
     });
     int64_t row = done;
     size_t used = region;
@@ -703,7 +718,8 @@ void VectorsReader::Impl::read_text(Scalar* table, WordList& words) {
           // Only whitespace from here on: the file simply has too few rows.
           const char* lb = after_lines(pc.begin, pc.end, pc.err.row - pc.row0);
           int64_t nls = 0, at = 0;
-          if (rest_is_space(static_cast<size_t>(lb - buf.data()), &nls, &at)) too_few(pc.err.row);
+          if (rest_is_space(static_cast<size_t>(lb - buf.data()), &nls, &at))
+            too_few(pc.err.row);
         }
         fail(describe(pc.err, display, pc.err.row + first_line, D));
       }
@@ -718,9 +734,8 @@ void VectorsReader::Impl::read_text(Scalar* table, WordList& words) {
       if (!limited) {
         int64_t nls = 0, at = 0;
         if (!rest_is_space(beg, &nls, &at))
-          fail(line_prefix(display, V + first_line + nls) +
-               "a row past the " + std::to_string(header_V) +
-               " vectors the header (line 1) announces");
+          fail(line_prefix(display, V + first_line + nls) + "a row past the " +
+               std::to_string(header_V) + " vectors the header (line 1) announces");
       }
       break;
     }
@@ -764,11 +779,13 @@ void VectorsReader::Impl::read_binary(Scalar* table, WordList& words) {
       }
       if (eof) fail(where(i) + "truncated: the file ends inside the word");
       if (end - beg > max_word)
-        fail(where(i) + "no ' ' after the word in its first " + std::to_string(max_word) +
-             " bytes: not a word2vec binary file?");
+        fail(where(i) + "no ' ' after the word in its first " +
+             std::to_string(max_word) + " bytes: not a word2vec binary file?");
       fill(std::max(bufsize / 2, 2 * (end - beg)));
     }
-    if (const int64_t bad = utf8_error(buf.data() + beg, static_cast<int64_t>(sp - beg)); bad >= 0)
+    if (const int64_t bad =
+            utf8_error(buf.data() + beg, static_cast<int64_t>(sp - beg));
+        bad >= 0)
       fail(where(i) + "the word is not valid UTF-8 (byte " + std::to_string(bad + 1) +
            " of " + quote(std::string_view(buf.data() + beg, sp - beg)) + ")");
     words.bytes.append(buf.data() + beg, sp - beg);
@@ -776,7 +793,8 @@ void VectorsReader::Impl::read_binary(Scalar* table, WordList& words) {
     beg = sp + 1;
     // The vector: from the buffer, refilled as needed.
     Scalar* row = i < alloc ? table + i * D : nullptr;  // nullptr: see open()
-    constexpr bool direct = std::is_same_v<Scalar, float> && std::endian::native == std::endian::little;
+    constexpr bool direct =
+        std::is_same_v<Scalar, float> && std::endian::native == std::endian::little;
     char* dst = nullptr;
     if (direct && row != nullptr) {
       dst = reinterpret_cast<char*>(row);
@@ -790,8 +808,8 @@ void VectorsReader::Impl::read_binary(Scalar* table, WordList& words) {
         if (eof) {
           beg = end;
           fail(display + ", vector " + std::to_string(i + 1) +
-               ": truncated: the file ends " + std::to_string(got) + " bytes into its " +
-               std::to_string(vec_bytes) + "-byte vector");
+               ": truncated: the file ends " + std::to_string(got) +
+               " bytes into its " + std::to_string(vec_bytes) + "-byte vector");
         }
         if (vec_bytes - got >= bufsize) {  // a long vector: read it in place
           const ssize_t n = ::read(fd, dst + got, vec_bytes - got);
@@ -815,16 +833,18 @@ void VectorsReader::Impl::read_binary(Scalar* table, WordList& words) {
     if (!direct || row == nullptr) {
       if (row == nullptr) continue;
       if constexpr (std::endian::native != std::endian::little) {
-        for (float& f : scratch) f = std::bit_cast<float>(__builtin_bswap32(std::bit_cast<uint32_t>(f)));
+        for (float& f : scratch)
+          f = std::bit_cast<float>(__builtin_bswap32(std::bit_cast<uint32_t>(f)));
       }
-      for (int64_t d = 0; d < D; ++d) row[d] = static_cast<Scalar>(scratch[static_cast<size_t>(d)]);
+      for (int64_t d = 0; d < D; ++d)
+        row[d] = static_cast<Scalar>(scratch[static_cast<size_t>(d)]);
     }
   }
   if (!limited) {
     int64_t nls = 0, at = 0;
     if (!rest_is_space(beg, &nls, &at))
-      fail(display + ", vector " + std::to_string(V + 1) + " (byte " + std::to_string(at) +
-           "): more vectors than the " + std::to_string(header_V) +
+      fail(display + ", vector " + std::to_string(V + 1) + " (byte " +
+           std::to_string(at) + "): more vectors than the " + std::to_string(header_V) +
            " the header announces");
   }
 }
@@ -868,8 +888,9 @@ void VectorsReader::read(Scalar* table, WordList& words) {
       if (im.fmt == VectorsFormat::binary)
         im.fail(im.display + ", vector " + std::to_string(i + 1) + ": duplicate word " +
                 quote(w) + " (first at vector " + std::to_string(it->second + 1) + ")");
-      im.fail(line_prefix(im.display, i + im.first_line) + "duplicate word " + quote(w) +
-              " (first on line " + std::to_string(it->second + im.first_line) + ")");
+      im.fail(line_prefix(im.display, i + im.first_line) + "duplicate word " +
+              quote(w) + " (first on line " +
+              std::to_string(it->second + im.first_line) + ")");
     }
   }
 }
@@ -964,7 +985,8 @@ void write_vectors(int fd, const char* word_bytes, const int64_t* word_offsets,
   constexpr int64_t kMaxChars = 32;  // a shortest double is at most 24 characters
   const int64_t threads = std::max(1, get_num_threads());
   const int64_t row_chars = D * kMaxChars + 1;
-  const int64_t rows_per_piece = std::max<int64_t>(1, cfg.text_piece_bytes / std::max<int64_t>(row_chars, 1));
+  const int64_t rows_per_piece =
+      std::max<int64_t>(1, cfg.text_piece_bytes / std::max<int64_t>(row_chars, 1));
   const int64_t pieces_per_block = 4 * threads;
   std::vector<std::string> outs(static_cast<size_t>(pieces_per_block));
   for (int64_t r0 = 0; r0 < V; r0 += rows_per_piece * pieces_per_block) {
@@ -995,12 +1017,14 @@ void write_vectors(int fd, const char* word_bytes, const int64_t* word_offsets,
         s.resize(static_cast<size_t>(p - s.data()));
       }
     });
-    for (int64_t k = 0; k < np; ++k) write_all(fd, outs[static_cast<size_t>(k)].data(), outs[static_cast<size_t>(k)].size());
+    for (int64_t k = 0; k < np; ++k)
+      write_all(fd, outs[static_cast<size_t>(k)].data(),
+                outs[static_cast<size_t>(k)].size());
   }
 }
 
-template void write_vectors<float>(int, const char*, const int64_t*, const float*, int64_t,
-                                   int64_t, bool);
+template void write_vectors<float>(int, const char*, const int64_t*, const float*,
+                                   int64_t, int64_t, bool);
 template void write_vectors<double>(int, const char*, const int64_t*, const double*,
                                     int64_t, int64_t, bool);
 

@@ -149,7 +149,6 @@ def sgns_pairs(
     negative: int,
     seed: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
-
 def load_vectors(
     path: bytes, display: str, binary: int, limit: int, dtype: str
 ) -> tuple[list[str], np.ndarray]: ...

@@ -176,7 +176,9 @@ def save_vectors(
         try:
             encoded.append(w.encode("utf-8"))
         except UnicodeEncodeError as e:
-            raise ValueError(f"words[{i}] = {w!r} cannot be encoded as UTF-8: {e}") from None
+            raise ValueError(
+                f"words[{i}] = {w!r} cannot be encoded as UTF-8: {e}"
+            ) from None
     if len(set(words)) != len(words):
         first: dict[str, int] = {}
         for i, w in enumerate(words):

@@ -41,8 +41,8 @@ void without_gil(const std::string& display, F&& fn) {
   }
 }
 
-py::tuple load_vectors_py(const py::bytes& path, const std::string& display,
-                          int binary, int64_t limit, const std::string& dtype) {
+py::tuple load_vectors_py(const py::bytes& path, const std::string& display, int binary,
+                          int64_t limit, const std::string& dtype) {
   if (dtype != "float32" && dtype != "float64")
     throw py::value_error("dtype must be float32 or float64, got " + dtype);
   std::unique_ptr<VectorsReader> reader;
@@ -150,7 +150,8 @@ void register_vectors(py::module_& m) {
         double d = 0.0;
         float f = 0.0f;
         if (!parse_vector_value(text, &d, &f)) return py::none();
-        return py::make_tuple(d, py::array(py::dtype("float32"), std::vector<int64_t>{}, &f));
+        return py::make_tuple(
+            d, py::array(py::dtype("float32"), std::vector<int64_t>{}, &f));
       },
       py::arg("text"), "The reader's parse of one value: None or (double, float32).");
 }

@@ -45,9 +45,9 @@ struct WordList {
 
 // Read buffer sizes, derived from the thread count and the cache (show_config()).
 struct VectorsIoConfig {
-  int64_t text_block_bytes;    // text: parsed in parallel one block at a time
-  int64_t text_piece_bytes;    // text: one task of a block
-  int64_t binary_buffer_bytes; // binary: read buffer (about the L2 cache)
+  int64_t text_block_bytes;     // text: parsed in parallel one block at a time
+  int64_t text_piece_bytes;     // text: one task of a block
+  int64_t binary_buffer_bytes;  // binary: read buffer (about the L2 cache)
 };
 VectorsIoConfig vectors_io_config() noexcept;
 // Tests only: tiny blocks and buffers reach every boundary of the streaming code

@@ -36,7 +36,7 @@ grep -q "WARNING: ThreadSanitizer: data race" <<<"$out" || { echo "FAIL: no TSan
 echo "ok: TSan reported the canary race"
 
 echo "== tsan: threading tests =="
-tests=(tests/test_concurrency.py)
+tests=(tests/test_concurrency.py tests/test_vectors.py)
 for f in tests/test_thread*.py tests/test_parallel*.py; do [[ -e "$f" ]] && tests+=("$f"); done
 rc=0
 "$PY" -m pytest -q -p no:cacheprovider "${tests[@]}" "$@" 2>&1 | tee "$LOG" || rc=$?

@@ -19,6 +19,7 @@ from ._config import (
 from ._functional import gather, scatter_add
 from ._rowgrad import RowGrad
 from ._sgns import sgns_step, sgns_train
+from ._vectors import load_vectors, save_vectors
 from .layers import Embedding, EmbeddingBag
 
 __version__: str = _core.__version__
@@ -32,9 +33,11 @@ __all__ = [
     "initializers",
     "optimizers",
     "regularizers",
+    "save_vectors",
     "embedding_bag",
     "gather",
     "get_num_threads",
+    "load_vectors",
     "scatter_add",
     "set_num_threads",
     "sgns_step",

@@ -67,12 +67,15 @@ def show_config(mode: Literal["stdout", "dicts"] = "stdout") -> dict[str, Any] |
     """Print (``mode="stdout"``) or return (``mode="dicts"``) the build configuration.
 
     Top-level keys: ``version``, ``build`` (compiler, build type, flags),
-    ``simd`` (compiled / detected / selected levels), ``threads`` and ``tuning``
+    ``simd`` (compiled / detected / selected levels), ``threads``, ``tuning``
     (every machine-dependent size and time of the core as ``{"value", "source"}``;
     the source says where it came from: ``sysfs``, ``sysconf``, ``affinity``,
-    ``cgroup``, ``derived``, ``measured``, ``cache`` or ``fallback``).
+    ``cgroup``, ``derived``, ``measured``, ``cache`` or ``fallback``) and
+    ``vectors_io`` (``load_vectors``' read sizes, derived from the thread count
+    and the L2 cache).
     """
     cfg = _core.config()
+    cfg["vectors_io"] = _core.vectors_config()  # load_vectors' block sizes (derived)
     if mode == "dicts":
         return cfg
     if mode != "stdout":

@@ -97,6 +97,35 @@ def _deserialize_callable(
     return entry  # a name: the module's get() resolves it or raises ValueError
 
 
+def _pretrained_table(embeddings: Any, padding_idx: Any) -> tuple[np.ndarray, Any]:
+    """``from_pretrained``'s table (float32 or float64, as given; other real dtypes
+    become float32) and ``padding_idx`` with a negative value counted from the end,
+    as PyTorch does."""
+    if hasattr(embeddings, "detach") and hasattr(embeddings, "numpy"):
+        embeddings = embeddings.detach().cpu().numpy()  # a torch tensor / Parameter
+    w = np.asarray(embeddings)
+    if w.ndim != 2:
+        raise ValueError(
+            f"embeddings must be 2-D (num_embeddings, embedding_dim), got shape {w.shape}"
+        )
+    if w.dtype.kind not in "fiu":
+        raise TypeError(f"embeddings must hold real numbers, got dtype {w.dtype}")
+    dtype = w.dtype if w.dtype in _FLOATS else np.dtype(np.float32)
+    V = int(w.shape[0])
+    if padding_idx is not None and not isinstance(padding_idx, bool):
+        if isinstance(padding_idx, (int, np.integer)) and -V <= padding_idx < 0:
+            padding_idx = V + int(padding_idx)
+    return w.astype(dtype.newbyteorder("="), copy=False), padding_idx
+
+
+def _no_scale_grad_by_freq(scale_grad_by_freq: bool) -> None:
+    if scale_grad_by_freq:
+        raise ValueError(
+            "scale_grad_by_freq=True is not supported by the NumPy layers "
+            "(embtable.torch supports it)"
+        )
+
+
 class TableLayer:
     """Base of embtable's table layers: one ``(V, D)`` table and its training plumbing.
 
@@ -653,6 +682,52 @@ class Embedding(TableLayer):
         cfg["input_length"] = self.input_length
         return cfg
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        embeddings: Any,
+        freeze: bool = True,
+        padding_idx: int | None = None,
+        max_norm: float | None = None,
+        norm_type: float = 2.0,
+        scale_grad_by_freq: bool = False,
+        sparse: bool = False,
+    ) -> Embedding:
+        """A layer holding a copy of ``embeddings`` (``torch.nn.Embedding.from_pretrained``).
+
+        Parameters
+        ----------
+        embeddings : array_like
+            ``(V, D)`` table, copied into the layer (float32 and float64 are kept,
+            other real dtypes become float32; a torch tensor is accepted).
+        freeze : bool
+            ``True`` (default): ``trainable=False``, optimizers leave the table alone.
+        padding_idx, max_norm, norm_type, sparse
+            As the constructor; a negative ``padding_idx`` counts from the end. The
+            ``padding_idx`` row keeps its pretrained values (it only gets no gradient).
+        scale_grad_by_freq : bool
+            Only ``False`` (PyTorch's positional order is kept).
+
+        Examples
+        --------
+        >>> layer = Embedding.from_pretrained(np.eye(3, dtype=np.float32))
+        >>> layer(np.array([2]))
+        array([[0., 0., 1.]], dtype=float32)
+        """
+        _no_scale_grad_by_freq(scale_grad_by_freq)
+        table, padding_idx = _pretrained_table(embeddings, padding_idx)
+        return cls(
+            table.shape[0],
+            table.shape[1],
+            weights=table,
+            dtype=table.dtype,
+            trainable=not freeze,
+            padding_idx=padding_idx,
+            max_norm=max_norm,
+            norm_type=norm_type,
+            sparse=sparse,
+        )
+
 
 _MODES = ("sum", "mean", "max")
 
@@ -825,3 +900,46 @@ class EmbeddingBag(TableLayer):
         cfg["mode"] = self.mode
         cfg["include_last_offset"] = self.include_last_offset
         return cfg
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        embeddings: Any,
+        freeze: bool = True,
+        max_norm: float | None = None,
+        norm_type: float = 2.0,
+        scale_grad_by_freq: bool = False,
+        mode: str = "mean",
+        sparse: bool = False,
+        include_last_offset: bool = False,
+        padding_idx: int | None = None,
+    ) -> EmbeddingBag:
+        """A bag layer holding a copy of ``embeddings``
+        (``torch.nn.EmbeddingBag.from_pretrained``, same argument order).
+
+        ``freeze=True`` (default) means ``trainable=False``; the table is copied
+        (float32 and float64 kept, other real dtypes become float32); a negative
+        ``padding_idx`` counts from the end and its row keeps its values;
+        ``scale_grad_by_freq`` must be ``False``.
+
+        Examples
+        --------
+        >>> bag = EmbeddingBag.from_pretrained(np.eye(3, dtype=np.float32), mode="sum")
+        >>> bag(np.array([[0, 2]]))
+        array([[1., 0., 1.]], dtype=float32)
+        """
+        _no_scale_grad_by_freq(scale_grad_by_freq)
+        table, padding_idx = _pretrained_table(embeddings, padding_idx)
+        return cls(
+            table.shape[0],
+            table.shape[1],
+            mode=mode,
+            padding_idx=padding_idx,
+            max_norm=max_norm,
+            norm_type=norm_type,
+            sparse=sparse,
+            weights=table,
+            dtype=table.dtype,
+            trainable=not freeze,
+            include_last_offset=include_last_offset,
+        )

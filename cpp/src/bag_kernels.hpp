@@ -17,9 +17,10 @@ struct BagArgs {
   BagMode mode;
   const Scalar* weights;  // nullptr unless weighted sum
   int64_t padding_idx;    // < 0: none
-  Scalar* out;            // (B, D)
+  Scalar* out;            // row b at out + b * out_stride
   int64_t* argmax;        // (B, D) or nullptr; max mode only
   bool narrow_argmax;     // every row id fits Lanes<Scalar>::Id (int32 for float)
+  int64_t out_stride;     // D for one table; sum of D over the tables of embedding_bags
 };
 
 // Pools bags [b0, b1) into out (and argmax).

@@ -300,7 +300,8 @@ void embedding_bag(const Scalar* table, int64_t V, int64_t D, const Index* indic
       padding_idx,
       out,
       mode == BagMode::max ? argmax : nullptr,
-      sizeof(Scalar) == 8 || V <= int64_t{INT32_MAX} + 1};
+      sizeof(Scalar) == 8 || V <= int64_t{INT32_MAX} + 1,
+      D};
   const auto fn = kernels::bag_forward<Scalar, Index>();
   // A task covers about kGrainBytes of table rows.
   const int64_t per_bag = std::max<int64_t>(1, bags.num_indices / B);

@@ -14,7 +14,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__F16C__)
+#if defined(__F16C__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -23,13 +23,32 @@
 namespace embtable::kernels {
 namespace {
 
-constexpr int64_t kBlock = 64;        // columns decoded and pooled at once
-constexpr int64_t kBagPrefetch = 16;  // ids ahead to prefetch
+constexpr int64_t kBlock = 64;  // columns decoded and pooled at once
+// Ids ahead to prefetch: about kPrefetchBytes of packed rows in flight (small rows
+// need more of them to hide the same memory latency), between 16 and 64 rows.
+constexpr int64_t kPrefetchBytes = 4096;
+inline int64_t prefetch_ahead(int64_t row_bytes) noexcept {
+  return std::clamp<int64_t>(kPrefetchBytes / std::max<int64_t>(row_bytes, 1), 16, 64);
+}
 
 enum class Kind { sum, wsum, mean, max };
 
+// Every cache line of [p, p + bytes): packed rows are rarely line-aligned (72
+// bytes for int8 D = 64), and the scale and bias sit at the row's end.
 inline void prefetch_bytes(const uint8_t* p, int64_t bytes) noexcept {
-  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
+  const auto first = reinterpret_cast<uintptr_t>(p) & ~uintptr_t{63};
+  const auto last = reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes);
+  for (uintptr_t a = first; a < last; a += 64)
+    __builtin_prefetch(reinterpret_cast<const void*>(a), 0, 3);
+}
+
+// float16 bits to float32: F16C where compiled in, else the exact bit recipe.
+inline float half_scalar(uint16_t h) noexcept {
+#if defined(__F16C__)
+  return _cvtsh_ss(h);
+#else
+  return half_bits_to_float(h);
+#endif
 }
 
 // One packed row and its decoder: decode<W>(col, w, v) writes value(col + d) to
@@ -61,21 +80,64 @@ struct Row<QFormat::int4> {
   Row(const uint8_t* row, int64_t D) noexcept : nibbles(row) {
     uint16_t h[2];
     std::memcpy(h, row + (D + 1) / 2, 4);
-    scale = half_bits_to_float(h[0]);
-    bias = half_bits_to_float(h[1]);
+    scale = half_scalar(h[0]);
+    bias = half_scalar(h[1]);
   }
   template <int64_t W>
   void decode(int64_t col, int64_t width, float* __restrict v) const noexcept {
     const int64_t w = W > 0 ? W : width;
     const uint8_t* p = nibbles + col / 2;
-    // Codes first (bytes, split into nibbles), then one vectorisable affine loop.
-    uint8_t c[kBlock];
-    for (int64_t k = 0; k < w / 2; ++k) {
-      c[2 * k] = static_cast<uint8_t>(p[k] & 15u);
-      c[2 * k + 1] = static_cast<uint8_t>(p[k] >> 4);
-    }
-    if (w & 1) c[w - 1] = static_cast<uint8_t>(p[w / 2] & 15u);
     const float s = scale, b = bias;
+#if defined(__AVX512BW__)
+    if constexpr (W == kBlock) {
+      // 32 bytes -> 32 (low, high) 16-bit pairs = the 64 codes in column order.
+      const __m512i pairs = _mm512_cvtepu8_epi16(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+      const __m512i codes = _mm512_or_si512(
+          _mm512_and_si512(pairs, _mm512_set1_epi16(0x0f)),
+          _mm512_and_si512(_mm512_slli_epi16(pairs, 4), _mm512_set1_epi16(0x0f00)));
+      const __m512 sv = _mm512_set1_ps(s), bv = _mm512_set1_ps(b);
+      const __m128i q0 = _mm512_castsi512_si128(codes);
+      const __m128i q1 = _mm512_extracti32x4_epi32(codes, 1);
+      const __m128i q2 = _mm512_extracti32x4_epi32(codes, 2);
+      const __m128i q3 = _mm512_extracti32x4_epi32(codes, 3);
+      _mm512_storeu_ps(v, _mm512_add_ps(_mm512_mul_ps(sv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q0))), bv));
+      _mm512_storeu_ps(v + 16, _mm512_add_ps(_mm512_mul_ps(sv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q1))), bv));
+      _mm512_storeu_ps(v + 32, _mm512_add_ps(_mm512_mul_ps(sv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q2))), bv));
+      _mm512_storeu_ps(v + 48, _mm512_add_ps(_mm512_mul_ps(sv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q3))), bv));
+      return;
+    }
+#elif defined(__AVX2__)
+    if constexpr (W == kBlock) {
+      const __m256 sv = _mm256_set1_ps(s), bv = _mm256_set1_ps(b);
+      for (int64_t half = 0; half < 2; ++half) {
+        // 16 bytes -> 16 (low, high) pairs = 32 codes in column order.
+        const __m256i pairs = _mm256_cvtepu8_epi16(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * half)));
+        const __m256i codes = _mm256_or_si256(
+            _mm256_and_si256(pairs, _mm256_set1_epi16(0x0f)),
+            _mm256_and_si256(_mm256_slli_epi16(pairs, 4), _mm256_set1_epi16(0x0f00)));
+        const __m128i lo = _mm256_castsi256_si128(codes);
+        const __m128i hi = _mm256_extracti128_si256(codes, 1);
+        const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+        for (int k = 0; k < 4; ++k)
+          _mm256_storeu_ps(v + 32 * half + 8 * k,
+                           _mm256_add_ps(_mm256_mul_ps(sv, _mm256_cvtepi32_ps(
+                                                               _mm256_cvtepu8_epi32(parts[k]))),
+                                         bv));
+      }
+      return;
+    }
+#endif
+    // Byte k -> the 16-bit pair (low nibble, high nibble): read as bytes, the
+    // pairs are the codes in column order. One vector store, then loads the
+    // store forwards (no split stores read back as one wide load).
+    alignas(64) uint16_t pairs[kBlock / 2];
+    for (int64_t k = 0; k < (w + 1) / 2; ++k) {
+      const uint16_t b = p[k];
+      pairs[k] = static_cast<uint16_t>((b & 0x0fu) | ((b << 4) & 0x0f00u));
+    }
+    const auto* c = reinterpret_cast<const uint8_t*>(pairs);
     for (int64_t d = 0; d < w; ++d) v[d] = s * static_cast<float>(c[d]) + b;
   }
 };
@@ -125,6 +187,7 @@ inline void pool_block(const QBagArgs<Index>& a, int64_t s, int64_t e, int64_t c
   const Index* idx = a.indices;
   const uint8_t* base = t.data;
   const bool prefetch = col == 0;
+  const int64_t ahead = prefetch_ahead(rb);
   alignas(64) float acc[kBlock];
   alignas(64) float v[kBlock];
   if constexpr (K == Kind::max) {
@@ -136,8 +199,8 @@ inline void pool_block(const QBagArgs<Index>& a, int64_t s, int64_t e, int64_t c
     }
     Row<F>(base + static_cast<int64_t>(idx[i]) * rb, D).template decode<W>(col, w, acc);
     for (++i; i < e; ++i) {
-      if (prefetch && i + kBagPrefetch < pf_end)
-        prefetch_bytes(base + static_cast<int64_t>(idx[i + kBagPrefetch]) * rb, rb);
+      if (prefetch && i + ahead < pf_end)
+        prefetch_bytes(base + static_cast<int64_t>(idx[i + ahead]) * rb, rb);
       const int64_t r = static_cast<int64_t>(idx[i]);
       if (r == pad) continue;
       Row<F>(base + r * rb, D).template decode<W>(col, w, v);
@@ -151,8 +214,8 @@ inline void pool_block(const QBagArgs<Index>& a, int64_t s, int64_t e, int64_t c
     for (int64_t d = 0; d < w; ++d) acc[d] = 0.0f;
     int64_t count = 0;
     for (int64_t i = s; i < e; ++i) {
-      if (prefetch && i + kBagPrefetch < pf_end)
-        prefetch_bytes(base + static_cast<int64_t>(idx[i + kBagPrefetch]) * rb, rb);
+      if (prefetch && i + ahead < pf_end)
+        prefetch_bytes(base + static_cast<int64_t>(idx[i + ahead]) * rb, rb);
       const int64_t r = static_cast<int64_t>(idx[i]);
       if (r == pad) continue;
       ++count;
@@ -256,10 +319,11 @@ void gather(const QTable& t, const Index* indices, int64_t b, int64_t e, float* 
   decode_any(
       t, e - b,
       [&](int64_t i) {
-        if (i + kBagPrefetch < e - b)
-          prefetch_bytes(t.data + static_cast<int64_t>(indices[b + i + kBagPrefetch]) *
-                                      t.row_bytes,
-                         t.row_bytes);
+        const int64_t ahead = prefetch_ahead(t.row_bytes);
+        if (i + ahead < e - b)
+          prefetch_bytes(
+              t.data + static_cast<int64_t>(indices[b + i + ahead]) * t.row_bytes,
+              t.row_bytes);
         return static_cast<int64_t>(indices[b + i]);
       },
       out);

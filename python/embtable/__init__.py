@@ -11,6 +11,8 @@ from . import _core, constraints, initializers, optimizers, regularizers
 from ._bag import embedding_bag
 from ._config import _threads_from_env, get_num_threads, set_num_threads, show_config
 from ._functional import gather, scatter_add
+from ._multibag import embedding_bags
+from ._quant import QuantizedTable, quantize
 from ._rowgrad import RowGrad
 from ._sgns import sgns_step, sgns_train
 from .layers import Embedding, EmbeddingBag
@@ -21,13 +23,16 @@ __all__ = [
     "__version__",
     "Embedding",
     "EmbeddingBag",
+    "QuantizedTable",
     "RowGrad",
     "constraints",
     "initializers",
     "optimizers",
     "regularizers",
     "embedding_bag",
+    "embedding_bags",
     "gather",
+    "quantize",
     "get_num_threads",
     "scatter_add",
     "set_num_threads",

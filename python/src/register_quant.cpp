@@ -77,7 +77,7 @@ QTable qtable_of(const py::array& data, const std::string& fmt, int64_t dim) {
   return t;
 }
 
-py::array f32_like() { return py::array(py::dtype::of<float>(), {0}); }
+py::array f32_like() { return py::array(py::dtype::of<float>(), std::vector<int64_t>{0}); }
 
 py::array quantize_py(const py::array& table, const std::string& fmt,
                       bool reference) {
@@ -272,7 +272,7 @@ py::array embedding_bags_py(const py::list& tables, const py::list& indices,
       BagInput in = bag_input(idx, offsets[t], include_last_offset);
       const py::array ref = fk == FloatKind::f32
                                 ? f32_like()
-                                : py::array(py::dtype::of<double>(), {0});
+                                : py::array(py::dtype::of<double>(), std::vector<int64_t>{0});
       auto w = weights_of(weights[t], mode, in, ref, "the table's output");
       s.padding_idx = padding_of(paddings[t], s.V);
       if (t > 0 && in.bags.num_bags != specs[0].bags.num_bags)
@@ -297,7 +297,7 @@ py::array embedding_bags_py(const py::list& tables, const py::list& indices,
     out = py::array(dt, std::vector<int64_t>{B, sum_d});
   } else {
     out = inplace_array(out_obj, "out");
-    const py::array ref(dt, {0});
+    const py::array ref(dt, std::vector<int64_t>{0});
     check_same_float(out, "out", ref, "the tables' output");
     check_shape(out, "out", {B, sum_d}, "(num_bags, sum of D) is");
     check_inplace(out, "out");

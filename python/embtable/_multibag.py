@@ -118,7 +118,9 @@ def embedding_bags(
             idx_out.append(as_indices(idx_list[t], V))
             off_out.append(_offsets(off_list[t]))
             w = w_list[t]
-            w_out.append(w if w is None or isinstance(w, np.ndarray) else np.asarray(w, wdt))
+            w_out.append(
+                w if w is None or isinstance(w, np.ndarray) else np.asarray(w, wdt)
+            )
             pads.append(_padding(pad_list[t]))
         except (TypeError, ValueError, IndexError) as e:
             raise type(e)(f"tables[{t}]: {e}") from None

@@ -172,9 +172,7 @@ def quantize(table: np.ndarray, dtype: QDtype) -> QuantizedTable:
     return QuantizedTable(packed, name, int(table.shape[1]))
 
 
-def _gather(
-    table: QuantizedTable, indices: Any, out: np.ndarray | None
-) -> np.ndarray:
+def _gather(table: QuantizedTable, indices: Any, out: np.ndarray | None) -> np.ndarray:
     idx = as_indices(indices, len(table))
     return _core.qgather(*table._packed(), idx, out=out)  # type: ignore[no-any-return]
 

@@ -33,13 +33,13 @@ inline int64_t prefetch_ahead(int64_t row_bytes) noexcept {
 
 enum class Kind { sum, wsum, mean, max };
 
-// Every cache line of [p, p + bytes): packed rows are rarely line-aligned (72
-// bytes for int8 D = 64), and the scale and bias sit at the row's end.
+// Every cache line of [p, p + bytes): packed rows are rarely line-aligned (36
+// bytes for int4 D = 64) and the scale and bias sit at the row's end. The count
+// of prefetches depends on `bytes` only, not on the row's alignment: a loop over
+// the lines a row touches would mispredict its exit on every other row.
 inline void prefetch_bytes(const uint8_t* p, int64_t bytes) noexcept {
-  const auto first = reinterpret_cast<uintptr_t>(p) & ~uintptr_t{63};
-  const auto last = reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes);
-  for (uintptr_t a = first; a < last; a += 64)
-    __builtin_prefetch(reinterpret_cast<const void*>(a), 0, 3);
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
+  if (bytes > 0) __builtin_prefetch(p + (bytes - 1), 0, 3);
 }
 
 // float16 bits to float32: F16C where compiled in, else the exact bit recipe.
@@ -152,6 +152,13 @@ struct Row<QFormat::float16> {
     const int64_t w = W > 0 ? W : width;
     const uint16_t* p = h + col;
     int64_t d = 0;
+#if defined(__AVX512F__)
+    // Stores as wide as the pooling loop's loads (a zmm load of two ymm stores
+    // would miss store forwarding).
+    for (; d + 16 <= w; d += 16)
+      _mm512_storeu_ps(v + d, _mm512_cvtph_ps(_mm256_loadu_si256(
+                                  reinterpret_cast<const __m256i*>(p + d))));
+#endif
 #if defined(__F16C__)
     for (; d + 8 <= w; d += 8)
       _mm256_storeu_ps(v + d, _mm256_cvtph_ps(_mm_loadu_si128(

@@ -3,6 +3,8 @@
 Issue 12's measurements, printed as markdown tables (median wall time of
 --repeats rounds; each round runs every method once, in a rotated order):
 
+(--clock cpu times process CPU time instead of wall time.)
+
 1. embedding_bag (mode sum) on a 1M x 64 table, B = 2,048 bags of 50 ids, at
    --threads threads: embtable on the int8 / int4 table vs
    torch.ops.quantized.embedding_bag_byte_rowwise_offsets / _4bit_rowwise_offsets
@@ -10,10 +12,12 @@ Issue 12's measurements, printed as markdown tables (median wall time of
    (goal: no slower).
 2. embedding_bags over 26 tables shaped like DLRM's Criteo Kaggle tables (row
    counts capped at 1M, D = 64, B = 2,048, 1 to 50 ids per bag) vs the Python
-   loop of per-table embedding_bag calls and np.concatenate (goal >= 2x).
+   loop of per-table embedding_bag calls and np.concatenate (goal >= 2x), with
+   embedding_bags writing into a reused out= buffer and into a new array.
 
     python bench/bench_quantized.py                 # the issue's sizes, 2 threads
     python bench/bench_quantized.py --repeats 50 --tables float32 int8
+    python bench/bench_quantized.py --threads 1 --clock cpu   # under other load
 """
 
 from __future__ import annotations
@@ -39,8 +43,11 @@ CRITEO_ROWS = [
 ]  # fmt: skip
 
 
+CLOCK = time.perf_counter
+
+
 def medians_ms(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time (ms) per method; round r starts at method r mod n, so the
+    """Median time (ms) per method; round r starts at method r mod n, so the
     cold-cache first slot of a round visits every method alike."""
     names = list(fns)
     for f in fns.values():  # warm-up: page faults, thread pools
@@ -49,9 +56,9 @@ def medians_ms(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, 
     for r in range(repeats):
         order = names[r % len(names) :] + names[: r % len(names)]
         for k in order:
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             fns[k]()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(CLOCK() - t0)
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
@@ -73,7 +80,9 @@ def bench_single(args: argparse.Namespace) -> None:
         q = embtable.quantize(table, fmt)
         fns: dict[str, Callable[[], object]] = {
             "et": lambda q=q: embtable.embedding_bag(q, idx, offs, mode="sum", out=out),
-            "f32": lambda: embtable.embedding_bag(table, idx, offs, mode="sum", out=out),
+            "f32": lambda: embtable.embedding_bag(
+                table, idx, offs, mode="sum", out=out
+            ),
         }
         if torch is not None:
             op = (
@@ -109,13 +118,21 @@ def bench_multi(args: argparse.Namespace) -> None:
         f"{max(rows):,}), D = {D}, B = {B:,}, 1 to 50 ids per bag ({n_ids:,} ids), "
         f"mode sum, {args.threads} threads\n"
     )
-    print("| tables | embedding_bags ms | loop of embedding_bag ms | loop / embedding_bags |")
-    print("| --- | ---: | ---: | ---: |")
+    print(
+        "| tables | embedding_bags ms (out=) | embedding_bags ms (new array) "
+        "| loop of embedding_bag ms | loop / embedding_bags (out=) | loop / (new array) |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     out = np.empty((B, 26 * D), np.float32)
     for kind in args.tables:
-        tables = floats if kind == "float32" else [embtable.quantize(f, kind) for f in floats]
+        tables = (
+            floats
+            if kind == "float32"
+            else [embtable.quantize(f, kind) for f in floats]
+        )
         fns = {
             "bags": lambda t=tables: embtable.embedding_bags(t, ids, offs, out=out),
+            "new": lambda t=tables: embtable.embedding_bags(t, ids, offs),
             "loop": lambda t=tables: np.concatenate(
                 [
                     embtable.embedding_bag(t[k], ids[k], offs[k], mode="sum")
@@ -125,7 +142,10 @@ def bench_multi(args: argparse.Namespace) -> None:
             ),
         }
         ms = medians_ms(fns, args.repeats)
-        print(f"| {kind} | {ms['bags']:.3f} | {ms['loop']:.3f} | {ms['loop'] / ms['bags']:.2f}x |")
+        print(
+            f"| {kind} | {ms['bags']:.3f} | {ms['new']:.3f} | {ms['loop']:.3f} | "
+            f"{ms['loop'] / ms['bags']:.2f}x | {ms['loop'] / ms['new']:.2f}x |"
+        )
 
 
 def main() -> None:
@@ -139,7 +159,15 @@ def main() -> None:
     p.add_argument("--tables", nargs="+", default=["float32", "int8"],
                    choices=["float32", "int8", "int4", "float16", "bfloat16"])  # fmt: skip
     p.add_argument("--skip-multi", action="store_true")
+    p.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="cpu: process CPU time (with --threads 1, less sensitive to other load)",
+    )
     args = p.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     embtable.set_num_threads(args.threads)
     if torch is not None:
         torch.set_num_threads(args.threads)
@@ -147,7 +175,7 @@ def main() -> None:
     print(
         f"embtable {embtable.__version__}, torch {torch.__version__ if torch else '-'}, "
         f"SIMD {embtable.show_config(mode='dicts')['simd']['selected']}, "
-        f"load average {load:.1f} at the start"
+        f"{args.clock} clock, load average {load:.1f} at the start"
     )
     bench_single(args)
     if not args.skip_multi:

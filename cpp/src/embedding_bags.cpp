@@ -139,7 +139,8 @@ void embedding_bags(std::span<const BagsTable> tables, BagMode mode, Scalar* out
   for (size_t t = 0; t < tables.size(); ++t) {
     if (per_bag[t] == 0) continue;
     const int64_t chunk = std::max<int64_t>(1, target / per_bag[t]);
-    for (int64_t b = 0; b < B; b += chunk) items.push_back({t, b, std::min(B, b + chunk)});
+    for (int64_t b = 0; b < B; b += chunk)
+      items.push_back({t, b, std::min(B, b + chunk)});
   }
   parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
@@ -160,12 +161,12 @@ void embedding_bags_ref(std::span<const BagsTable> tables, BagMode mode, Scalar*
       if constexpr (std::is_same_v<Scalar, float>) {
         if (tb.indices_i64)
           qembedding_bag_ref(tb.q, static_cast<const int64_t*>(tb.indices), tb.bags,
-                             mode, static_cast<const float*>(tb.weights), tb.padding_idx,
-                             out + col, stride);
+                             mode, static_cast<const float*>(tb.weights),
+                             tb.padding_idx, out + col, stride);
         else
           qembedding_bag_ref(tb.q, static_cast<const int32_t*>(tb.indices), tb.bags,
-                             mode, static_cast<const float*>(tb.weights), tb.padding_idx,
-                             out + col, stride);
+                             mode, static_cast<const float*>(tb.weights),
+                             tb.padding_idx, out + col, stride);
       }
     } else {
       std::vector<Scalar> tmp(static_cast<size_t>(B * tb.D));

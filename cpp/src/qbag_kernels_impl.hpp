@@ -91,8 +91,8 @@ struct Row<QFormat::int4> {
 #if defined(__AVX512BW__)
     if constexpr (W == kBlock) {
       // 32 bytes -> 32 (low, high) 16-bit pairs = the 64 codes in column order.
-      const __m512i pairs = _mm512_cvtepu8_epi16(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+      const __m512i pairs =
+          _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
       const __m512i codes = _mm512_or_si512(
           _mm512_and_si512(pairs, _mm512_set1_epi16(0x0f)),
           _mm512_and_si512(_mm512_slli_epi16(pairs, 4), _mm512_set1_epi16(0x0f00)));
@@ -101,10 +101,21 @@ struct Row<QFormat::int4> {
       const __m128i q1 = _mm512_extracti32x4_epi32(codes, 1);
       const __m128i q2 = _mm512_extracti32x4_epi32(codes, 2);
       const __m128i q3 = _mm512_extracti32x4_epi32(codes, 3);
-      _mm512_storeu_ps(v, _mm512_add_ps(_mm512_mul_ps(sv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q0))), bv));
-      _mm512_storeu_ps(v + 16, _mm512_add_ps(_mm512_mul_ps(sv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q1))), bv));
-      _mm512_storeu_ps(v + 32, _mm512_add_ps(_mm512_mul_ps(sv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q2))), bv));
-      _mm512_storeu_ps(v + 48, _mm512_add_ps(_mm512_mul_ps(sv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q3))), bv));
+      _mm512_storeu_ps(
+          v, _mm512_add_ps(
+                 _mm512_mul_ps(sv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q0))), bv));
+      _mm512_storeu_ps(
+          v + 16,
+          _mm512_add_ps(_mm512_mul_ps(sv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q1))),
+                        bv));
+      _mm512_storeu_ps(
+          v + 32,
+          _mm512_add_ps(_mm512_mul_ps(sv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q2))),
+                        bv));
+      _mm512_storeu_ps(
+          v + 48,
+          _mm512_add_ps(_mm512_mul_ps(sv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q3))),
+                        bv));
       return;
     }
 #elif defined(__AVX2__)
@@ -121,10 +132,11 @@ struct Row<QFormat::int4> {
         const __m128i hi = _mm256_extracti128_si256(codes, 1);
         const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
         for (int k = 0; k < 4; ++k)
-          _mm256_storeu_ps(v + 32 * half + 8 * k,
-                           _mm256_add_ps(_mm256_mul_ps(sv, _mm256_cvtepi32_ps(
-                                                               _mm256_cvtepu8_epi32(parts[k]))),
-                                         bv));
+          _mm256_storeu_ps(
+              v + 32 * half + 8 * k,
+              _mm256_add_ps(
+                  _mm256_mul_ps(sv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[k]))),
+                  bv));
       }
       return;
     }
@@ -156,13 +168,15 @@ struct Row<QFormat::float16> {
     // Stores as wide as the pooling loop's loads (a zmm load of two ymm stores
     // would miss store forwarding).
     for (; d + 16 <= w; d += 16)
-      _mm512_storeu_ps(v + d, _mm512_cvtph_ps(_mm256_loadu_si256(
-                                  reinterpret_cast<const __m256i*>(p + d))));
+      _mm512_storeu_ps(
+          v + d,
+          _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + d))));
 #endif
 #if defined(__F16C__)
     for (; d + 8 <= w; d += 8)
-      _mm256_storeu_ps(v + d, _mm256_cvtph_ps(_mm_loadu_si128(
-                                  reinterpret_cast<const __m128i*>(p + d))));
+      _mm256_storeu_ps(
+          v + d,
+          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + d))));
 #endif
     for (; d < w; ++d) v[d] = half_bits_to_float(p[d]);
   }
@@ -302,7 +316,8 @@ void decode_rows(const QTable& t, int64_t n, const RowOf& row_of, float* out) {
     const Row<F> row(t.data + row_of(i) * t.row_bytes, D);
     float* o = out + i * D;
     int64_t col = 0;
-    for (; col + kBlock <= D; col += kBlock) row.template decode<kBlock>(col, kBlock, o + col);
+    for (; col + kBlock <= D; col += kBlock)
+      row.template decode<kBlock>(col, kBlock, o + col);
     if (col < D) row.template decode<0>(col, D - col, o + col);
   }
 }

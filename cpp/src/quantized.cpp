@@ -86,7 +86,7 @@ uint16_t float_to_half(float f) noexcept {
   const uint32_t a = x & 0x7fffffffu;
   if (a > 0x7f800000u)  // NaN: quiet, top payload bits kept (as F16C does)
     return static_cast<uint16_t>(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
-  const uint32_t e = a >> 23;  // biased float exponent
+  const uint32_t e = a >> 23;                                 // biased float exponent
   if (e > 142) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 2^16: infinity
   if (e < 113) {
     // Below 2^-14: a half subnormal, mant * 2^-24 with mant = round(f / 2^-24).
@@ -147,8 +147,8 @@ inline uint8_t code4(float q, int64_t col, int64_t D) noexcept {
   if (q >= 0.0f && q < 15.0f) return static_cast<uint8_t>(rne_small(q));
   if (col < D / 32 * 32) return static_cast<uint8_t>(std::clamp(cvt_i32(q), 0, 15));
   // std::max(0, std::min<int>(lrintf(q), 15)): the long narrows to int first.
-  const auto v = static_cast<int32_t>(static_cast<uint32_t>(
-      static_cast<uint64_t>(lrint_i64(q))));
+  const auto v =
+      static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint64_t>(lrint_i64(q))));
   return static_cast<uint8_t>(std::clamp(v, 0, 15));
 }
 
@@ -206,7 +206,8 @@ void quantize_row(const float* x, int64_t D, QFormat f, uint8_t* out) noexcept {
       const int64_t nb = (D + 1) / 2;
       for (int64_t k = 0; k < nb; ++k) {
         const uint8_t c0 = code4((x[2 * k] - lo) * inv, 2 * k, D);
-        const uint8_t c1 = 2 * k + 1 < D ? code4((x[2 * k + 1] - lo) * inv, 2 * k + 1, D) : 0;
+        const uint8_t c1 =
+            2 * k + 1 < D ? code4((x[2 * k + 1] - lo) * inv, 2 * k + 1, D) : 0;
         out[k] = static_cast<uint8_t>(c0 | (c1 << 4));
       }
       const uint16_t sb[2] = {scale, bias};
@@ -243,7 +244,8 @@ void quantize_rows(const Scalar* table, int64_t D, QFormat f, uint8_t* out, int6
     if constexpr (std::is_same_v<Scalar, float>) {
       x = src;
     } else {
-      for (int64_t d = 0; d < D; ++d) buf[static_cast<size_t>(d)] = static_cast<float>(src[d]);
+      for (int64_t d = 0; d < D; ++d)
+        buf[static_cast<size_t>(d)] = static_cast<float>(src[d]);
       x = buf.data();
     }
     quantize_row(x, D, f, out + r * rb);
@@ -292,9 +294,8 @@ void qgather(const QTable& t, const Index* indices, std::span<const int64_t> sha
   check_indices(indices, shape, t.V);
   if (n == 0 || t.D == 0) return;
   const auto fn = kernels::qkernels().gather<Index>();
-  parallel_for(0, n, grain_rows(t.D * 4), [&](int64_t b, int64_t e) {
-    fn(t, indices, b, e, out + b * t.D);
-  });
+  parallel_for(0, n, grain_rows(t.D * 4),
+               [&](int64_t b, int64_t e) { fn(t, indices, b, e, out + b * t.D); });
 }
 
 template <class Index>
@@ -340,15 +341,15 @@ void qgather_ref(const QTable& t, const Index* indices, int64_t n, float* out) {
 
 template <class Index>
 void qembedding_bag(const QTable& t, const Index* indices,
-                    std::span<const int64_t> index_shape, const Bags& bags, BagMode mode,
-                    const float* per_sample_weights, int64_t padding_idx, float* out,
-                    int64_t out_stride) {
+                    std::span<const int64_t> index_shape, const Bags& bags,
+                    BagMode mode, const float* per_sample_weights, int64_t padding_idx,
+                    float* out, int64_t out_stride) {
   check_bag_inputs(t, mode, per_sample_weights, padding_idx);
   check_indices(indices, index_shape, t.V);
   const int64_t B = bags.num_bags;
   if (B == 0 || t.D == 0) return;
-  const kernels::QBagArgs<Index> args{t,   indices,           &bags, mode, per_sample_weights,
-                                      padding_idx, out, out_stride};
+  const kernels::QBagArgs<Index> args{
+      t, indices, &bags, mode, per_sample_weights, padding_idx, out, out_stride};
   const auto fn = kernels::qkernels().bag<Index>();
   // A task covers about kGrainBytes of packed rows.
   const int64_t per_bag = std::max<int64_t>(1, bags.num_indices / B);
@@ -390,15 +391,15 @@ template void quantize<double>(const double*, int64_t, int64_t, QFormat, uint8_t
 template void quantize_ref<float>(const float*, int64_t, int64_t, QFormat, uint8_t*);
 template void quantize_ref<double>(const double*, int64_t, int64_t, QFormat, uint8_t*);
 
-#define EMBTABLE_INSTANTIATE(Index)                                                    \
+#define EMBTABLE_INSTANTIATE(Index)                                                   \
   template void qgather<Index>(const QTable&, const Index*, std::span<const int64_t>, \
-                               float*);                                                \
-  template void qgather_ref<Index>(const QTable&, const Index*, int64_t, float*);      \
-  template void qembedding_bag<Index>(const QTable&, const Index*,                     \
-                                      std::span<const int64_t>, const Bags&, BagMode,  \
-                                      const float*, int64_t, float*, int64_t);         \
-  template void qembedding_bag_ref<Index>(const QTable&, const Index*, const Bags&,    \
-                                          BagMode, const float*, int64_t, float*,      \
+                               float*);                                               \
+  template void qgather_ref<Index>(const QTable&, const Index*, int64_t, float*);     \
+  template void qembedding_bag<Index>(const QTable&, const Index*,                    \
+                                      std::span<const int64_t>, const Bags&, BagMode, \
+                                      const float*, int64_t, float*, int64_t);        \
+  template void qembedding_bag_ref<Index>(const QTable&, const Index*, const Bags&,   \
+                                          BagMode, const float*, int64_t, float*,     \
                                           int64_t);
 EMBTABLE_INSTANTIATE(int32_t)
 EMBTABLE_INSTANTIATE(int64_t)

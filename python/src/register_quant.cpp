@@ -66,8 +66,7 @@ QTable qtable_of(const py::array& data, const std::string& fmt, int64_t dim) {
         "the packed table must be C-contiguous; tables are never copied "
         "(np.ascontiguousarray(data))");
   const char order = data.dtype().byteorder();
-  if (order == '>')
-    throw py::value_error("the packed table has non-native byte order");
+  if (order == '>') throw py::value_error("the packed table has non-native byte order");
   QTable t;
   t.data = static_cast<const uint8_t*>(data.data());
   t.format = f;
@@ -77,10 +76,11 @@ QTable qtable_of(const py::array& data, const std::string& fmt, int64_t dim) {
   return t;
 }
 
-py::array f32_like() { return py::array(py::dtype::of<float>(), std::vector<int64_t>{0}); }
+py::array f32_like() {
+  return py::array(py::dtype::of<float>(), std::vector<int64_t>{0});
+}
 
-py::array quantize_py(const py::array& table, const std::string& fmt,
-                      bool reference) {
+py::array quantize_py(const py::array& table, const std::string& fmt, bool reference) {
   const FloatKind fk = float_kind(table, "table");
   check_table(table, "table", false);
   const QFormat f = format_of(fmt);
@@ -160,7 +160,8 @@ py::array qbag_py(const py::array& data, const std::string& fmt, int64_t dim,
   const BagInput in = bag_input(indices, offsets, include_last_offset);
   const int64_t padding_idx = padding_of(padding_obj, t.V);
   const py::array ref = f32_like();
-  const auto weights = weights_of(weights_obj, mode, in, ref, "a quantized table's output");
+  const auto weights =
+      weights_of(weights_obj, mode, in, ref, "a quantized table's output");
   const int64_t B = in.bags.num_bags, D = t.D;
   py::array out;
   if (out_obj.is_none()) {
@@ -185,7 +186,8 @@ py::array qbag_py(const py::array& data, const std::string& fmt, int64_t dim,
       check_indices(idx, in.index_shape, t.V);
       qembedding_bag_ref<Index>(t, idx, in.bags, mode, w, padding_idx, o, D);
     } else {
-      qembedding_bag<Index>(t, idx, in.index_shape, in.bags, mode, w, padding_idx, o, D);
+      qembedding_bag<Index>(t, idx, in.index_shape, in.bags, mode, w, padding_idx, o,
+                            D);
     }
   };
   if (in.ik == IndexKind::i32)
@@ -230,8 +232,9 @@ py::array embedding_bags_py(const py::list& tables, const py::list& indices,
   const size_t T = tables.size();
   if (indices.size() != T || offsets.size() != T || weights.size() != T ||
       paddings.size() != T)
-    throw py::value_error("embedding_bags needs one indices, offsets, weights and "
-                          "padding_idx entry per table");
+    throw py::value_error(
+        "embedding_bags needs one indices, offsets, weights and "
+        "padding_idx entry per table");
   if (T == 0) throw py::value_error("embedding_bags needs at least one table");
   std::vector<TableInput> inputs;
   std::vector<BagsTable> specs(T);
@@ -268,11 +271,12 @@ py::array embedding_bags_py(const py::list& tables, const py::list& indices,
             (*out_kind == FloatKind::f32 ? "float32" : "float64") +
             "; use one output dtype per call (quantized tables give float32)");
       out_kind = fk;
-      const py::array idx = py::reinterpret_borrow<py::object>(indices[t]).cast<py::array>();
+      const py::array idx =
+          py::reinterpret_borrow<py::object>(indices[t]).cast<py::array>();
       BagInput in = bag_input(idx, offsets[t], include_last_offset);
-      const py::array ref = fk == FloatKind::f32
-                                ? f32_like()
-                                : py::array(py::dtype::of<double>(), std::vector<int64_t>{0});
+      const py::array ref = fk == FloatKind::f32 ? f32_like()
+                                                 : py::array(py::dtype::of<double>(),
+                                                             std::vector<int64_t>{0});
       auto w = weights_of(weights[t], mode, in, ref, "the table's output");
       s.padding_idx = padding_of(paddings[t], s.V);
       if (t > 0 && in.bags.num_bags != specs[0].bags.num_bags)
@@ -290,8 +294,8 @@ py::array embedding_bags_py(const py::list& tables, const py::list& indices,
     sum_d += specs[t].D;
   }
   const int64_t B = specs[0].bags.num_bags;
-  const py::dtype dt = *out_kind == FloatKind::f32 ? py::dtype::of<float>()
-                                                   : py::dtype::of<double>();
+  const py::dtype dt =
+      *out_kind == FloatKind::f32 ? py::dtype::of<float>() : py::dtype::of<double>();
   py::array out;
   if (out_obj.is_none()) {
     out = py::array(dt, std::vector<int64_t>{B, sum_d});
@@ -320,9 +324,11 @@ py::array embedding_bags_py(const py::list& tables, const py::list& indices,
         named(t, [&] {
           const BagsTable& tb = specs[t];
           if (tb.indices_i64)
-            check_indices(static_cast<const int64_t*>(tb.indices), tb.index_shape, tb.V);
+            check_indices(static_cast<const int64_t*>(tb.indices), tb.index_shape,
+                          tb.V);
           else
-            check_indices(static_cast<const int32_t*>(tb.indices), tb.index_shape, tb.V);
+            check_indices(static_cast<const int32_t*>(tb.indices), tb.index_shape,
+                          tb.V);
         });
       embedding_bags_ref<Scalar>(sp, mode, o);
     } else {
@@ -343,19 +349,21 @@ void register_quant(py::module_& m) {
         py::arg("reference") = false,
         "Packs a float32/float64 (V, D) table: int8/int4 (FBGEMM fused row-wise, "
         "uint8 (V, row_bytes)), float16 (V, D) or bfloat16 bits (V, D) uint16.");
-  m.def("dequantize", &dequantize_py, py::arg("data"), py::arg("dtype"),
-        py::arg("dim"), "The (V, D) float32 table of a packed one.");
-  m.def("check_packed",
-        [](const py::array& data, const std::string& fmt, int64_t dim) {
-          return qtable_of(data, fmt, dim).V;
-        },
-        py::arg("data"), py::arg("dtype"), py::arg("dim"),
-        "Checks a packed array (dtype, shape, order) and returns its row count V.");
-  m.def("qrow_bytes",
-        [](const std::string& fmt, int64_t dim) {
-          return qrow_bytes(format_of(fmt), dim);
-        },
-        py::arg("dtype"), py::arg("dim"), "Bytes per packed row.");
+  m.def("dequantize", &dequantize_py, py::arg("data"), py::arg("dtype"), py::arg("dim"),
+        "The (V, D) float32 table of a packed one.");
+  m.def(
+      "check_packed",
+      [](const py::array& data, const std::string& fmt, int64_t dim) {
+        return qtable_of(data, fmt, dim).V;
+      },
+      py::arg("data"), py::arg("dtype"), py::arg("dim"),
+      "Checks a packed array (dtype, shape, order) and returns its row count V.");
+  m.def(
+      "qrow_bytes",
+      [](const std::string& fmt, int64_t dim) {
+        return qrow_bytes(format_of(fmt), dim);
+      },
+      py::arg("dtype"), py::arg("dim"), "Bytes per packed row.");
   m.def("qgather", &qgather_py, py::arg("data"), py::arg("dtype"), py::arg("dim"),
         py::arg("indices"), py::kw_only(), py::arg("out") = py::none(),
         py::arg("reference") = false, "Dequantized rows: dequantize()[indices].");

@@ -33,9 +33,10 @@ struct BagsTable {
   const void* indices = nullptr;  // int32 or int64, index_shape
   bool indices_i64 = true;
   std::vector<int64_t> index_shape;
-  Bags bags;                      // bags.num_bags == B for every table
-  const void* weights = nullptr;  // per_sample_weights of the output's dtype, or nullptr
-  int64_t padding_idx = -1;       // < 0: none
+  Bags bags;  // bags.num_bags == B for every table
+  const void* weights =
+      nullptr;               // per_sample_weights of the output's dtype, or nullptr
+  int64_t padding_idx = -1;  // < 0: none
 };
 
 // Scalar: the output dtype (float for quantized tables). out: (B, sum D_t).

@@ -5,7 +5,8 @@
 //   int8:     D uint8 codes, float32 scale, float32 bias          row_bytes = D + 8
 //   int4:     ceil(D / 2) bytes of nibbles (code 2k in the low nibble of byte k,
 //             code 2k + 1 in the high one; an odd D leaves the last high nibble 0),
-//             float16 scale, float16 bias                       row_bytes = ceil(D/2) + 4
+//             float16 scale, float16 bias                       row_bytes = ceil(D/2) +
+//             4
 //   float16:  D IEEE half floats                                  row_bytes = 2 D
 //   bfloat16: D bfloat16 values (the high 16 bits of a float32)   row_bytes = 2 D
 //
@@ -82,9 +83,9 @@ void qgather_ref(const QTable& t, const Index* indices, int64_t n, float* out);
 // The bag forward on a packed table (see above); out rows are out_stride apart.
 template <class Index>
 void qembedding_bag(const QTable& t, const Index* indices,
-                    std::span<const int64_t> index_shape, const Bags& bags, BagMode mode,
-                    const float* per_sample_weights, int64_t padding_idx, float* out,
-                    int64_t out_stride);
+                    std::span<const int64_t> index_shape, const Bags& bags,
+                    BagMode mode, const float* per_sample_weights, int64_t padding_idx,
+                    float* out, int64_t out_stride);
 
 // Scalar, single-threaded oracle of qembedding_bag (no validation).
 template <class Index>
@@ -94,7 +95,7 @@ void qembedding_bag_ref(const QTable& t, const Index* indices, const Bags& bags,
 
 // Scalar conversions shared by the kernels and the oracles.
 float half_to_float(uint16_t h) noexcept;
-uint16_t float_to_half(float f) noexcept;  // round to nearest even
+uint16_t float_to_half(float f) noexcept;      // round to nearest even
 uint16_t float_to_bfloat16(float f) noexcept;  // round to nearest even
 
 }  // namespace embtable

@@ -90,32 +90,17 @@ struct Row<QFormat::int4> {
     const float s = scale, b = bias;
 #if defined(__AVX512BW__)
     if constexpr (W == kBlock) {
-      // 32 bytes -> 32 (low, high) 16-bit pairs = the 64 codes in column order.
+      // 32 bytes -> 32 (low, high) 16-bit pairs = the 64 codes in column order,
+      // stored once (64 bytes) and read back by the affine loop below in loads
+      // that store forwarding serves.
       const __m512i pairs =
           _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-      const __m512i codes = _mm512_or_si512(
-          _mm512_and_si512(pairs, _mm512_set1_epi16(0x0f)),
-          _mm512_and_si512(_mm512_slli_epi16(pairs, 4), _mm512_set1_epi16(0x0f00)));
-      const __m512 sv = _mm512_set1_ps(s), bv = _mm512_set1_ps(b);
-      const __m128i q0 = _mm512_castsi512_si128(codes);
-      const __m128i q1 = _mm512_extracti32x4_epi32(codes, 1);
-      const __m128i q2 = _mm512_extracti32x4_epi32(codes, 2);
-      const __m128i q3 = _mm512_extracti32x4_epi32(codes, 3);
-      _mm512_storeu_ps(
-          v, _mm512_add_ps(
-                 _mm512_mul_ps(sv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q0))), bv));
-      _mm512_storeu_ps(
-          v + 16,
-          _mm512_add_ps(_mm512_mul_ps(sv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q1))),
-                        bv));
-      _mm512_storeu_ps(
-          v + 32,
-          _mm512_add_ps(_mm512_mul_ps(sv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q2))),
-                        bv));
-      _mm512_storeu_ps(
-          v + 48,
-          _mm512_add_ps(_mm512_mul_ps(sv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q3))),
-                        bv));
+      alignas(64) uint8_t c[kBlock];
+      _mm512_store_si512(
+          c, _mm512_or_si512(_mm512_and_si512(pairs, _mm512_set1_epi16(0x0f)),
+                             _mm512_and_si512(_mm512_slli_epi16(pairs, 4),
+                                              _mm512_set1_epi16(0x0f00))));
+      for (int64_t d = 0; d < kBlock; ++d) v[d] = s * static_cast<float>(c[d]) + b;
       return;
     }
 #elif defined(__AVX2__)
@@ -170,13 +155,15 @@ struct Row<QFormat::float16> {
     for (; d + 16 <= w; d += 16)
       _mm512_storeu_ps(
           v + d,
-          _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + d))));
+          _mm512_maskz_cvtph_ps(  // (the unmasked form trips GCC 12's uninit warning)
+              0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + d))));
 #endif
 #if defined(__F16C__)
     for (; d + 8 <= w; d += 8)
       _mm256_storeu_ps(
           v + d,
           _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + d))));
+    if constexpr (W % 8 == 0 && W > 0) return;  // a full block: no tail
 #endif
     for (; d < w; ++d) v[d] = half_bits_to_float(p[d]);
   }

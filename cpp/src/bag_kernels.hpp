@@ -2,9 +2,11 @@
 // per dtype pair; the kernel loops over a whole range of bags per call).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "embtable/embedding_bag.hpp"
+#include "embtable/tuning.hpp"
 
 namespace embtable::kernels {
 
@@ -17,11 +19,21 @@ struct BagArgs {
   BagMode mode;
   const Scalar* weights;  // nullptr unless weighted sum
   int64_t padding_idx;    // < 0: none
-  Scalar* out;            // (B, D)
+  Scalar* out;            // row b at out + b * out_stride
   int64_t* argmax;        // (B, D) or nullptr; max mode only
   bool narrow_argmax;     // every row id fits Lanes<Scalar>::Id (int32 for float)
   int64_t prefetch_ids;   // ids ahead to prefetch (0: none)
+  int64_t out_stride;     // D for one table; sum of D over the tables of embedding_bags
 };
+
+// Ids ahead to prefetch: about tuning().prefetch_bytes of the first column
+// block (64 columns; the kernel prefetches that much of each row) in flight.
+template <class Scalar>
+inline int64_t bag_prefetch_ids(int64_t D) {
+  const int64_t pf_bytes = std::min<int64_t>(D, 64) * static_cast<int64_t>(sizeof(Scalar));
+  const int64_t budget = tuning().prefetch_bytes.value;
+  return budget <= 0 || pf_bytes <= 0 ? 0 : std::clamp<int64_t>(budget / pf_bytes, 4, 32);
+}
 
 // Pools bags [b0, b1) into out (and argmax).
 template <class Scalar, class Index>

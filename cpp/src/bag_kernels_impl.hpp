@@ -195,7 +195,7 @@ void forward_kind(const BagArgs<Scalar, Index>& a, int64_t b0, int64_t b1) {
     const int64_t s = bags.begin(b), e = bags.end(b);
     for (int64_t col = 0; col < D; col += kBlock) {
       const int64_t width = std::min(kBlock, D - col);
-      Scalar* out = a.out + b * D + col;
+      Scalar* out = a.out + b * a.out_stride + col;
       int64_t* arg = K == Kind::max_arg ? a.argmax + b * D + col : nullptr;
       if constexpr (K == Kind::max_arg) {
         if (width == kBlock && a.narrow_argmax) {

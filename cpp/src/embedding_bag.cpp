@@ -284,14 +284,7 @@ void embedding_bag(const Scalar* table, int64_t V, int64_t D, const Index* indic
   if (B == 0 || D == 0) return;
   const int64_t row_bytes = D * static_cast<int64_t>(sizeof(Scalar));
   const int64_t per_bag = std::max<int64_t>(1, bags.num_indices / B);
-  // Ids ahead to prefetch: about tuning().prefetch_bytes of the first column
-  // block (64 columns; the kernel prefetches that much of each row) in flight.
-  const int64_t pf_bytes =
-      std::min<int64_t>(D, 64) * static_cast<int64_t>(sizeof(Scalar));
-  const int64_t pf_ids =
-      tuning().prefetch_bytes.value <= 0
-          ? 0
-          : std::clamp<int64_t>(tuning().prefetch_bytes.value / pf_bytes, 4, 32);
+  const int64_t pf_ids = kernels::bag_prefetch_ids<Scalar>(D);
   const kernels::BagArgs<Scalar, Index> args{
       table,
       D,
@@ -303,7 +296,7 @@ void embedding_bag(const Scalar* table, int64_t V, int64_t D, const Index* indic
       out,
       mode == BagMode::max ? argmax : nullptr,
       sizeof(Scalar) == 8 || V <= int64_t{INT32_MAX} + 1,
-      pf_ids};
+      pf_ids, D};
   const auto fn = kernels::bag_forward<Scalar, Index>();
   // A task covers about tuning().parallel_bytes of table rows.
   const int64_t grain = std::max<int64_t>(1, grain_rows(row_bytes) / per_bag);

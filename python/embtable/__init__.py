@@ -17,6 +17,8 @@ from ._config import (
     show_config,
 )
 from ._functional import gather, scatter_add
+from ._multibag import embedding_bags
+from ._quant import QuantizedTable, quantize
 from ._rowgrad import RowGrad
 from ._sgns import sgns_step, sgns_train
 from ._vectors import load_vectors, save_vectors
@@ -28,6 +30,7 @@ __all__ = [
     "__version__",
     "Embedding",
     "EmbeddingBag",
+    "QuantizedTable",
     "RowGrad",
     "constraints",
     "initializers",
@@ -35,7 +38,9 @@ __all__ = [
     "regularizers",
     "save_vectors",
     "embedding_bag",
+    "embedding_bags",
     "gather",
+    "quantize",
     "get_num_threads",
     "load_vectors",
     "scatter_add",

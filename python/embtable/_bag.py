@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _core
 from ._indices import as_indices, table_rows
+from ._quant import QuantizedTable, _weights32
 
 __all__ = [
     "embedding_bag",
@@ -89,12 +90,27 @@ def embedding_bag(
     reported before anything is written. Sums run in index order in the table's
     dtype, one thread per bag, so the result is independent of the thread count.
 
+    ``table`` may be a :class:`embtable.QuantizedTable`: rows are dequantized in
+    the kernel and the float32 result equals ``embedding_bag(table.dequantize(),
+    ...)`` bit for bit.
+
     >>> import numpy as np, embtable
     >>> table = np.arange(8, dtype=np.float32).reshape(4, 2)
     >>> embtable.embedding_bag(table, [0, 1, 3], [0, 2], mode="sum")
     array([[2., 4.],
            [6., 7.]], dtype=float32)
     """
+    if isinstance(table, QuantizedTable):
+        return _core.qembedding_bag(  # type: ignore[no-any-return]
+            *table._packed(),
+            as_indices(indices, len(table)),
+            _offsets(offsets),
+            mode=mode,
+            per_sample_weights=_weights32(per_sample_weights),
+            padding_idx=_padding(padding_idx),
+            include_last_offset=bool(include_last_offset),
+            out=out,
+        )
     idx = as_indices(indices, table_rows(table))
     return _core.embedding_bag(  # type: ignore[no-any-return]
         table,

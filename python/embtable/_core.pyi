@@ -176,3 +176,46 @@ def parse_vector_value(text: str) -> tuple[float, np.ndarray] | None: ...
 def _canary_oob_read() -> int: ...
 def _canary_signed_overflow(x: int) -> int: ...
 def _canary_data_race() -> int: ...
+
+# --- quantized tables and embedding_bags (register_quant.cpp) -----------------------------
+def quantize(
+    table: NDArray[Any], dtype: str, *, reference: bool = ...
+) -> NDArray[Any]: ...
+def dequantize(data: NDArray[Any], dtype: str, dim: int) -> NDArray[np.float32]: ...
+def check_packed(data: NDArray[Any], dtype: str, dim: int) -> int: ...
+def qrow_bytes(dtype: str, dim: int) -> int: ...
+def qgather(
+    data: NDArray[Any],
+    dtype: str,
+    dim: int,
+    indices: NDArray[Any],
+    *,
+    out: NDArray[Any] | None = ...,
+    reference: bool = ...,
+) -> NDArray[np.float32]: ...
+def qembedding_bag(
+    data: NDArray[Any],
+    dtype: str,
+    dim: int,
+    indices: NDArray[Any],
+    offsets: NDArray[Any] | None = ...,
+    *,
+    mode: str = ...,
+    per_sample_weights: NDArray[Any] | None = ...,
+    padding_idx: int | None = ...,
+    include_last_offset: bool = ...,
+    out: NDArray[Any] | None = ...,
+    reference: bool = ...,
+) -> NDArray[np.float32]: ...
+def embedding_bags(
+    tables: list[Any],
+    indices: list[Any],
+    offsets: list[Any],
+    *,
+    mode: str = ...,
+    per_sample_weights: list[Any],
+    padding_idx: list[Any],
+    include_last_offset: bool = ...,
+    out: NDArray[Any] | None = ...,
+    reference: bool = ...,
+) -> NDArray[Any]: ...

@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _core
 from ._indices import as_indices, table_rows
+from ._quant import QuantizedTable, _gather
 
 __all__ = ["gather", "scatter_add"]
 
@@ -21,7 +22,11 @@ def gather(
     written there and ``out`` itself is returned. Negative or ``>= V`` indices raise
     ``IndexError`` naming the first one in C order; nothing is written then.
     Multithreaded, GIL released, exact and independent of the thread count.
+    A :class:`embtable.QuantizedTable` gives float32 rows, exactly
+    ``table.dequantize()[indices]`` (rows are dequantized in the kernel).
     """
+    if isinstance(table, QuantizedTable):
+        return _gather(table, indices, out)
     idx = as_indices(indices, table_rows(table))
     return _core.gather(table, idx, out=out)
 
@@ -36,6 +41,11 @@ def scatter_add(
     the default uses row-atomic updates across threads (summation order may vary).
     Every index is validated before the first write.
     """
+    if isinstance(target, QuantizedTable):
+        raise TypeError(
+            "scatter_add cannot update a QuantizedTable (its rows are packed "
+            "codes); update a float table and quantize it again"
+        )
     idx = as_indices(indices, table_rows(target))
     if not isinstance(updates, np.ndarray):
         updates = np.asarray(updates, dtype=getattr(target, "dtype", None))

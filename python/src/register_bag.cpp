@@ -7,22 +7,13 @@
 #include <stdexcept>
 #include <string>
 
+#include "bag_args.hpp"
 #include "checks.hpp"
 #include "embtable/embedding_bag.hpp"
 #include "embtable/validate.hpp"
 #include "register.hpp"
 
 namespace embtable::binding {
-namespace {
-
-// The bag structure of one call, with the arrays it points into kept alive.
-struct BagInput {
-  py::array indices;  // native int32/int64, C-contiguous
-  IndexKind ik;
-  std::vector<int64_t> index_shape;
-  py::array offsets;  // int64 1-D or empty
-  Bags bags;
-};
 
 BagInput bag_input(const py::array& indices, const py::object& offsets_obj,
                    bool include_last_offset) {
@@ -87,6 +78,8 @@ std::optional<py::array> weights_of(const py::object& w_obj, BagMode mode,
   check_shape(w, "per_sample_weights", in.index_shape, "indices has shape");
   return c_contiguous_input(w);
 }
+
+namespace {
 
 template <class Scalar>
 const Scalar* opt_ptr(const std::optional<py::array>& a) {

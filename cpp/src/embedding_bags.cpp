@@ -8,6 +8,7 @@
 
 #include "bag_kernels.hpp"
 #include "embtable/parallel.hpp"
+#include "embtable/tuning.hpp"
 #include "embtable/validate.hpp"
 #include "qbag_kernels.hpp"
 
@@ -127,7 +128,8 @@ void embedding_bags(std::span<const BagsTable> tables, BagMode mode, Scalar* out
     total += per_bag[t] * B;
   }
   const int threads = get_num_threads();
-  if (threads == 1 || total <= kGrainBytes) {
+  const int64_t grain_bytes = std::max<int64_t>(tuning().parallel_bytes.value, 1);
+  if (threads == 1 || total <= grain_bytes) {
     for (size_t t = 0; t < tables.size(); ++t)
       if (tables[t].D > 0) runs[t](0, B);
     return;
@@ -135,7 +137,7 @@ void embedding_bags(std::span<const BagsTable> tables, BagMode mode, Scalar* out
   // Items of about total / (8 threads) bytes (at least a tenth of the grain):
   // small enough to balance tables of very different widths and bag sizes.
   const int64_t target =
-      std::max<int64_t>(kGrainBytes / 10, total / (8 * static_cast<int64_t>(threads)));
+      std::max<int64_t>(grain_bytes / 10, total / (8 * static_cast<int64_t>(threads)));
   std::vector<Item> items;
   for (size_t t = 0; t < tables.size(); ++t) {
     if (per_bag[t] == 0) continue;

@@ -351,7 +351,7 @@ void qembedding_bag(const QTable& t, const Index* indices,
   const kernels::QBagArgs<Index> args{
       t, indices, &bags, mode, per_sample_weights, padding_idx, out, out_stride};
   const auto fn = kernels::qkernels().bag<Index>();
-  // A task covers about kGrainBytes of packed rows.
+  // A task covers about tuning().parallel_bytes of packed rows.
   const int64_t per_bag = std::max<int64_t>(1, bags.num_indices / B);
   const int64_t grain = std::max<int64_t>(1, grain_rows(t.row_bytes) / per_bag);
   parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) { fn(args, b0, b1); });

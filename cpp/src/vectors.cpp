@@ -19,6 +19,7 @@
 #include <unordered_map>
 
 #include "embtable/parallel.hpp"
+#include "embtable/tuning.hpp"
 
 namespace embtable {
 
@@ -368,11 +369,11 @@ VectorsIoConfig vectors_io_config() noexcept {
   const int64_t threads = std::max(1, get_num_threads());
   const int64_t piece_override = g_piece_override.load();
   const int64_t buffer_override = g_buffer_override.load();
-  const int64_t piece = piece_override > 0 ? piece_override : 2 * kGrainBytes;
-  int64_t l2 = 0;
-#ifdef _SC_LEVEL2_CACHE_SIZE
-  l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
-#endif
+  // A piece of text is parsed by one task: twice the pool's grain (tuning.hpp).
+  const int64_t piece =
+      piece_override > 0 ? piece_override
+                         : std::max<int64_t>(2 * tuning().parallel_bytes.value, 4096);
+  int64_t l2 = tuning().l2_bytes.value;
   if (l2 <= 0) l2 = int64_t{1} << 20;
   l2 = std::clamp<int64_t>(l2, int64_t{256} << 10, int64_t{8} << 20);
   if (buffer_override > 0) l2 = std::max<int64_t>(buffer_override, 2);

@@ -20,6 +20,7 @@ never imports it.
 from __future__ import annotations
 
 import operator
+import weakref
 from typing import Any
 
 import numpy as np
@@ -131,15 +132,46 @@ def _row_counts(ids: np.ndarray, V: int, pad: int, dtype: np.dtype) -> np.ndarra
     return _core.rowgrad_coalesce(ids, ones, V, pad)[1]
 
 
-def _sparse_grad(rows: np.ndarray, values: np.ndarray, V: int, D: int) -> torch.Tensor:
-    # rows come sorted and unique from the core: a coalesced COO tensor as is.
+def _sparse_grad(
+    ctx: Any, rows: np.ndarray, values: np.ndarray, V: int, D: int
+) -> torch.Tensor:
+    """A coalesced COO gradient: rows come sorted and unique from the core."""
+    vals = torch.from_numpy(values)
+    weight = ctx.weight_ref()
+    if weight is not None:
+        weight._embtable_grad_values = vals.data_ptr()
     return torch.sparse_coo_tensor(
         torch.from_numpy(rows).unsqueeze(0),
-        torch.from_numpy(values),
+        vals,
         (V, D),
         is_coalesced=True,
         check_invariants=False,
     )
+
+
+def _keep_coalesced(param: torch.Tensor) -> None:
+    """Post-accumulate hook: AccumulateGrad adopts a fresh sparse gradient by
+    rebuilding it without its coalesced flag (and every optimizer would then sort
+    it again). When ``param.grad`` is exactly the gradient we made (same values
+    buffer), it is coalesced: say so. A sum with other gradients is left alone."""
+    grad = param.grad
+    ours = getattr(param, "_embtable_grad_values", None)
+    param._embtable_grad_values = None
+    if (
+        grad is not None
+        and grad.is_sparse
+        and not grad.is_coalesced()
+        and grad._values().data_ptr() == ours
+    ):
+        grad._coalesced_(True)
+
+
+def _watch_sparse_grad(ctx: Any, weight: torch.Tensor, sparse: bool) -> None:
+    ctx.weight_ref = weakref.ref(weight)
+    if sparse and weight.requires_grad and weight.is_leaf:
+        if not getattr(weight, "_embtable_hooked", False):
+            weight.register_post_accumulate_grad_hook(_keep_coalesced)
+            weight._embtable_hooked = True
 
 
 # --- Embedding ----------------------------------------------------------------------
@@ -160,6 +192,7 @@ class _EmbeddingFunction(torch.autograd.Function):
         out = torch.empty((*ids.shape, w.shape[1]), dtype=weight.dtype)
         _core.gather(w, ids, out=out.numpy())
         ctx.save_for_backward(input)  # torch's version check if input changes in place
+        _watch_sparse_grad(ctx, weight, sparse)
         ctx.ids = ids
         ctx.shape = tuple(w.shape)
         ctx.padding_idx = padding_idx
@@ -179,7 +212,7 @@ class _EmbeddingFunction(torch.autograd.Function):
             if ctx.scale_grad_by_freq:
                 values /= _row_counts(ids, V, pad, values.dtype)
             if ctx.sparse:
-                grad = _sparse_grad(rows, values, V, D)
+                grad = _sparse_grad(ctx, rows, values, V, D)
             else:
                 grad = torch.zeros((V, D), dtype=grad_output.dtype)
                 grad[torch.from_numpy(rows)] = torch.from_numpy(values)
@@ -284,6 +317,7 @@ class _EmbeddingBagFunction(torch.autograd.Function):
             return_argmax=True,
         )
         ctx.save_for_backward(weight, input)
+        _watch_sparse_grad(ctx, weight, sparse)
         ctx.ids, ctx.offsets, ctx.argmax, ctx.psw = ids, offsets, argmax, psw
         ctx.mode, ctx.padding_idx = mode, padding_idx
         ctx.include_last_offset = include_last_offset
@@ -321,7 +355,7 @@ class _EmbeddingBagFunction(torch.autograd.Function):
                 rows, values = _core.embedding_bag_backward_sparse(
                     g, ids, offsets, num_embeddings=V, **args
                 )
-                grad_weight = _sparse_grad(rows, values, V, D)
+                grad_weight = _sparse_grad(ctx, rows, values, V, D)
             else:
                 grad_weight = torch.zeros((V, D), dtype=weight.dtype)
                 _core.embedding_bag_backward(

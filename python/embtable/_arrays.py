@@ -32,7 +32,10 @@ def as_array(x: Any, name: str, *, writable: bool = False) -> Any:
         return x
     device = getattr(x, "__dlpack_device__", None)
     if device is not None:
-        kind = int(device()[0])
+        try:
+            kind = int(device()[0])
+        except (BufferError, RuntimeError, ValueError, TypeError):
+            kind = -1  # a device DLPack cannot even name (e.g. torch's "meta")
         if kind not in (_DL_CPU, _DL_CPU_PINNED):
             where = getattr(x, "device", f"DLPack device type {kind}")
             raise TypeError(

@@ -27,10 +27,9 @@ def median_ms(fns: dict, reps: int) -> dict:
 
 
 def torch_rows(reps: int, threads: int) -> list[tuple[str, float, float]]:
-    import torch
-
     import embtable
     import embtable.torch as et
+    import torch
 
     torch.set_num_threads(threads)
     embtable.set_num_threads(threads)
@@ -49,7 +48,7 @@ def torch_rows(reps: int, threads: int) -> list[tuple[str, float, float]]:
         offsets = torch.arange(0, B * L, L)
         target = torch.randn(B, D, generator=gen)
 
-        def step(m, o):
+        def step(m, o, ids=ids, offsets=offsets, target=target):
             def run():
                 o.zero_grad()
                 ((m(ids, offsets) - target) ** 2).sum().backward()
@@ -62,16 +61,17 @@ def torch_rows(reps: int, threads: int) -> list[tuple[str, float, float]]:
         torch.testing.assert_close(ours.weight, ref.weight, rtol=1e-4, atol=1e-5)
         t = median_ms({"torch": a, "embtable": b}, reps)
         kind = "sparse=True + SparseAdam" if sparse else "dense + SGD"
-        rows.append((f"EmbeddingBag(1M, 64, sum) step, {kind}", t["torch"], t["embtable"]))
+        rows.append(
+            (f"EmbeddingBag(1M, 64, sum) step, {kind}", t["torch"], t["embtable"])
+        )
     return rows
 
 
 def jax_rows(reps: int, threads: int) -> list[tuple[str, float, float]]:
-    import jax
-    import jax.numpy as jnp
-
     import embtable
     import embtable.jax as ej
+    import jax
+    import jax.numpy as jnp
 
     embtable.set_num_threads(threads)
     V, D, N = 1_000_000, 64, 262_144
@@ -86,11 +86,15 @@ def jax_rows(reps: int, threads: int) -> list[tuple[str, float, float]]:
 
     a = make(lambda t, i: jnp.take(t, i, axis=0))
     b = make(ej.gather)
-    (la, ga), (lb, gb) = a(), b()
+    (_, ga), (_, gb) = a(), b()
     np.testing.assert_allclose(np.asarray(gb), np.asarray(ga), rtol=1e-5, atol=1e-5)
     t = median_ms({"jax": a, "embtable": b}, reps)
     return [
-        (f"gather + grad under jit, V=1M D=64 N=262,144 ({ej.BACKEND})", t["jax"], t["embtable"])
+        (
+            f"gather + grad under jit, V=1M D=64 N=262,144 ({ej.BACKEND})",
+            t["jax"],
+            t["embtable"],
+        )
     ]
 
 

@@ -108,7 +108,7 @@ def _gather_host(r: int, table: np.ndarray, ids: np.ndarray) -> np.ndarray:
     k = table.ndim - 2
     if k and all(s == 1 for s in table.shape[:k]):
         # vmap over ids only: one call over every id (out = ids.shape + (D,)).
-        flat = table.reshape(table.shape[k:])
+        flat = table.reshape(table.shape[k:][0], table.shape[k:][1])
         out = _core.gather(flat, as_indices(ids, flat.shape[0]))
         batch = np.broadcast_shapes(table.shape[:k], ids.shape[:k])
         return np.broadcast_to(out, batch + out.shape[k:])

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from . import _core
+from ._arrays import as_array
 from ._indices import as_indices, table_rows
 from ._quant import QuantizedTable, _weights32
 
@@ -31,6 +32,7 @@ def _offsets(offsets: Any) -> np.ndarray | None:
     """Offsets as a C-contiguous int64 array (they are few: one per bag)."""
     if offsets is None:
         return None
+    offsets = as_array(offsets, "offsets")
     if isinstance(offsets, np.ndarray) and offsets.dtype == np.uint64 and offsets.size:
         # Values above 2**63 - 1 would wrap in int64: name them as given.
         flat = offsets.reshape(-1)
@@ -47,6 +49,10 @@ def _offsets(offsets: Any) -> np.ndarray | None:
     return arr
 
 
+def _out(out: Any) -> Any:
+    return None if out is None else as_array(out, "out", writable=True)
+
+
 def _padding(padding_idx: Any) -> int | None:
     if padding_idx is None:
         return None
@@ -59,6 +65,7 @@ def _padding(padding_idx: Any) -> int | None:
 
 
 def _weights(per_sample_weights: Any, dtype: Any) -> np.ndarray | None:
+    per_sample_weights = as_array(per_sample_weights, "per_sample_weights")
     if per_sample_weights is None or isinstance(per_sample_weights, np.ndarray):
         return per_sample_weights
     return np.asarray(per_sample_weights, dtype=dtype)
@@ -103,7 +110,7 @@ def embedding_bag(
     if isinstance(table, QuantizedTable):
         return _core.qembedding_bag(  # type: ignore[no-any-return]
             *table._packed(),
-            as_indices(indices, len(table)),
+            as_indices(as_array(indices, "indices"), len(table)),
             _offsets(offsets),
             mode=mode,
             per_sample_weights=_weights32(per_sample_weights),
@@ -111,8 +118,9 @@ def embedding_bag(
             include_last_offset=bool(include_last_offset),
             out=out,
         )
-    idx = as_indices(indices, table_rows(table))
-    return _core.embedding_bag(  # type: ignore[no-any-return]
+    table = as_array(table, "table")
+    idx = as_indices(as_array(indices, "indices"), table_rows(table))
+    result = _core.embedding_bag(
         table,
         idx,
         _offsets(offsets),
@@ -120,8 +128,9 @@ def embedding_bag(
         per_sample_weights=_weights(per_sample_weights, getattr(table, "dtype", None)),
         padding_idx=_padding(padding_idx),
         include_last_offset=bool(include_last_offset),
-        out=out,
+        out=_out(out),
     )
+    return result if out is None else out
 
 
 def embedding_bag_forward(
@@ -141,8 +150,9 @@ def embedding_bag_forward(
     row that won each bag's column in ``mode="max"`` (``-1`` for a bag with no
     ids), ``None`` in the other modes. ``embedding_bag_backward`` needs it.
     """
-    idx = as_indices(indices, table_rows(table))
-    return _core.embedding_bag(  # type: ignore[no-any-return]
+    table = as_array(table, "table")
+    idx = as_indices(as_array(indices, "indices"), table_rows(table))
+    result, argmax = _core.embedding_bag(
         table,
         idx,
         _offsets(offsets),
@@ -150,9 +160,10 @@ def embedding_bag_forward(
         per_sample_weights=_weights(per_sample_weights, getattr(table, "dtype", None)),
         padding_idx=_padding(padding_idx),
         include_last_offset=bool(include_last_offset),
-        out=out,
+        out=_out(out),
         return_argmax=True,
     )
+    return (result if out is None else out), argmax
 
 
 def embedding_bag_backward(
@@ -179,19 +190,22 @@ def embedding_bag_backward(
     ``False`` lets threads share rows under atomic row locks (faster on skewed
     ids, summation order may vary).
     """
-    idx = as_indices(indices, table_rows(target))
-    return _core.embedding_bag_backward(  # type: ignore[no-any-return]
-        np.asarray(grad_output),
+    given = target
+    target = as_array(target, "target", writable=True)
+    idx = as_indices(as_array(indices, "indices"), table_rows(target))
+    _core.embedding_bag_backward(
+        np.asarray(as_array(grad_output, "grad_output")),
         idx,
         _offsets(offsets),
         mode=mode,
         per_sample_weights=_weights(per_sample_weights, getattr(target, "dtype", None)),
         padding_idx=_padding(padding_idx),
         include_last_offset=bool(include_last_offset),
-        argmax=argmax,
+        argmax=as_array(argmax, "argmax"),
         target=target,
         deterministic=bool(deterministic),
     )
+    return given
 
 
 def embedding_bag_backward_sparse(
@@ -213,8 +227,8 @@ def embedding_bag_backward_sparse(
     gradients ``(U, D)``, bit for bit the rows of the dense backward. Memory is
     proportional to the number of ids, never to ``num_embeddings``.
     """
-    grad = np.asarray(grad_output)
-    idx = as_indices(indices, num_embeddings)
+    grad = np.asarray(as_array(grad_output, "grad_output"))
+    idx = as_indices(as_array(indices, "indices"), num_embeddings)
     return _core.embedding_bag_backward_sparse(  # type: ignore[no-any-return]
         grad,
         idx,
@@ -224,7 +238,7 @@ def embedding_bag_backward_sparse(
         per_sample_weights=_weights(per_sample_weights, grad.dtype),
         padding_idx=_padding(padding_idx),
         include_last_offset=bool(include_last_offset),
-        argmax=argmax,
+        argmax=as_array(argmax, "argmax"),
     )
 
 
@@ -242,9 +256,10 @@ def embedding_bag_per_sample_weights_backward(
     ``grad[i] = dot(grad_output[bag(i)], table[indices[i]])`` (0 for
     ``padding_idx``), shaped like ``indices``.
     """
-    idx = as_indices(indices, table_rows(table))
+    table = as_array(table, "table")
+    idx = as_indices(as_array(indices, "indices"), table_rows(table))
     return _core.embedding_bag_per_sample_weights_backward(  # type: ignore[no-any-return]
-        np.asarray(grad_output),
+        np.asarray(as_array(grad_output, "grad_output")),
         table,
         idx,
         _offsets(offsets),

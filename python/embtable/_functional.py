@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
+from ._arrays import as_array
 from ._indices import as_indices, table_rows
 from ._quant import QuantizedTable, _gather
 
@@ -24,11 +25,17 @@ def gather(
     Multithreaded, GIL released, exact and independent of the thread count.
     A :class:`embtable.QuantizedTable` gives float32 rows, exactly
     ``table.dequantize()[indices]`` (rows are dequantized in the kernel).
+    Arrays may also be CPU torch tensors or JAX arrays (read in place through
+    DLPack); the result is an ndarray (or ``out`` itself).
     """
     if isinstance(table, QuantizedTable):
-        return _gather(table, indices, out)
-    idx = as_indices(indices, table_rows(table))
-    return _core.gather(table, idx, out=out)
+        return _gather(table, as_array(indices, "indices"), out)
+    table = as_array(table, "table")
+    idx = as_indices(as_array(indices, "indices"), table_rows(table))
+    if out is None or isinstance(out, np.ndarray):
+        return _core.gather(table, idx, out=out)
+    _core.gather(table, idx, out=as_array(out, "out", writable=True))
+    return out
 
 
 def scatter_add(
@@ -39,14 +46,19 @@ def scatter_add(
     ``updates.shape`` must equal ``indices.shape + (D,)`` exactly. Returns ``target``.
     ``deterministic=True`` is bitwise identical to ``np.add.at`` for any thread count;
     the default uses row-atomic updates across threads (summation order may vary).
-    Every index is validated before the first write.
+    Every index is validated before the first write. ``target`` may be a CPU
+    torch tensor (updated in place); a JAX array, immutable, is a ``ValueError``.
     """
     if isinstance(target, QuantizedTable):
         raise TypeError(
             "scatter_add cannot update a QuantizedTable (its rows are packed "
             "codes); update a float table and quantize it again"
         )
-    idx = as_indices(indices, table_rows(target))
+    given = target
+    target = as_array(target, "target", writable=True)
+    updates = as_array(updates, "updates")
+    idx = as_indices(as_array(indices, "indices"), table_rows(target))
     if not isinstance(updates, np.ndarray):
         updates = np.asarray(updates, dtype=getattr(target, "dtype", None))
-    return _core.scatter_add(target, idx, updates, deterministic=bool(deterministic))
+    _core.scatter_add(target, idx, updates, deterministic=bool(deterministic))
+    return given

@@ -1,0 +1,511 @@
+"""embtable inside PyTorch: drop-in ``Embedding`` / ``EmbeddingBag`` and functional forms.
+
+The modules subclass ``torch.nn.Embedding`` / ``torch.nn.EmbeddingBag``, so their
+constructors, ``from_pretrained``, ``weight`` Parameter, ``state_dict`` and ``repr``
+are torch's own; only ``forward`` changes: it runs embtable's C++ kernels on the
+tensors' memory (NumPy views through ``Tensor.numpy()``, never a copy of ``weight``)
+inside ``torch.autograd.Function``s. Dense gradients are dense tensors; with
+``sparse=True`` the gradient is a coalesced ``torch.sparse_coo_tensor`` made from
+embtable's row gradient (sorted unique rows, their summed values).
+
+CPU float32 / float64 weights only: a tensor on another device is a ``TypeError``,
+a non-contiguous weight a ``ValueError``. Under ``torch.compile`` the functional
+forms run eagerly (``torch.compiler.disable``): the compiled code around them stays
+compiled, and results and gradients are the same.
+
+Needs the optional ``torch`` (``pip install embtable[torch]``); ``import embtable``
+never imports it.
+"""
+
+from __future__ import annotations
+
+import operator
+import weakref
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import _core
+from ._indices import as_indices
+
+__all__ = ["Embedding", "EmbeddingBag", "embedding", "embedding_bag"]
+
+_FLOATS = (torch.float32, torch.float64)
+_INTS = (torch.int32, torch.int64)
+_MODES = ("sum", "mean", "max")
+
+
+# --- views and checks ---------------------------------------------------------------
+
+
+def _on_cpu(t: torch.Tensor, name: str) -> None:
+    if t.device.type != "cpu":
+        raise TypeError(
+            f"{name} is on device {t.device}; embtable.torch runs on the CPU "
+            f"(move it with {name}.cpu(), or use torch.nn on that device)"
+        )
+
+
+def _check_weight(weight: Any) -> np.ndarray:
+    """The weight's own memory as a writable ndarray view."""
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
+    _on_cpu(weight, "weight")
+    if weight.layout != torch.strided:
+        raise TypeError(f"weight must be a dense (strided) tensor, got {weight.layout}")
+    if weight.dtype not in _FLOATS:
+        raise TypeError(
+            f"weight has dtype {weight.dtype}; embtable.torch supports torch.float32 "
+            "and torch.float64"
+        )
+    if weight.dim() != 2:
+        raise ValueError(
+            f"weight must be 2-D (num_embeddings, embedding_dim), got shape "
+            f"{tuple(weight.shape)}"
+        )
+    if not weight.is_contiguous():
+        raise ValueError(
+            "weight is not contiguous; embtable reads and writes it in place and "
+            "never copies it: pass weight.contiguous() (a new tensor) instead"
+        )
+    return weight.detach().numpy()
+
+
+def _check_ids(input: Any, V: int | None, name: str) -> np.ndarray:
+    """Ids as a native int32/int64 C-contiguous ndarray (a view when they are)."""
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(input).__name__}")
+    _on_cpu(input, name)
+    if input.dtype not in _INTS:
+        raise TypeError(
+            f"{name} must be an integer tensor (torch.int64 or torch.int32), got "
+            f"{input.dtype}"
+        )
+    return as_indices(input.detach().numpy(), V, name=name)
+
+
+def _float_view(t: torch.Tensor, name: str, dtype: torch.dtype) -> np.ndarray:
+    _on_cpu(t, name)
+    if t.dtype != dtype:
+        raise TypeError(f"{name} has dtype {t.dtype} but weight has dtype {dtype}")
+    return t.detach().contiguous().numpy()
+
+
+def _grad_view(grad: torch.Tensor) -> np.ndarray:
+    # Incoming gradients may be expanded (e.g. from .sum()): one copy then.
+    return grad.detach().contiguous().numpy()
+
+
+def _padding(padding_idx: Any, V: int) -> int | None:
+    """torch's rule: a negative padding_idx counts from the end."""
+    if padding_idx is None:
+        return None
+    p = operator.index(padding_idx)
+    if not -V <= p < V:
+        raise ValueError(
+            f"padding_idx {p} is out of range for a weight with {V} rows "
+            f"(must be within [-{V}, {V}))"
+        )
+    return p + V if p < 0 else p
+
+
+def _renorm(
+    weight: torch.Tensor, w: np.ndarray, ids: np.ndarray, max_norm: Any, norm_type: Any
+) -> None:
+    """torch.embedding_renorm_: the looked-up rows are rescaled in place."""
+    _core.embedding_renorm(w, ids, float(max_norm), float(norm_type))
+    # An in-place change torch's autograd must see (saved tensors check versions).
+    torch.autograd.graph.increment_version(weight)
+
+
+def _id_counts(ids: np.ndarray) -> np.ndarray:
+    """For each position, how often its id occurs in ``ids`` (scale_grad_by_freq)."""
+    flat = ids.reshape(-1)
+    _, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    return counts[inverse].reshape(ids.shape)
+
+
+def _row_counts(ids: np.ndarray, V: int, pad: int, dtype: np.dtype) -> np.ndarray:
+    """Occurrences of each row of ``rowgrad_coalesce(ids, ...)``, in its row order."""
+    ones = np.ones((*ids.shape, 1), dtype=dtype)
+    return _core.rowgrad_coalesce(ids, ones, V, pad)[1]
+
+
+def _sparse_grad(
+    ctx: Any, rows: np.ndarray, values: np.ndarray, V: int, D: int
+) -> torch.Tensor:
+    """A coalesced COO gradient: rows come sorted and unique from the core."""
+    vals = torch.from_numpy(values)
+    weight = ctx.weight_ref()
+    if weight is not None:
+        weight._embtable_grad_values = vals.data_ptr()
+    return torch.sparse_coo_tensor(
+        torch.from_numpy(rows).unsqueeze(0),
+        vals,
+        (V, D),
+        is_coalesced=True,
+        check_invariants=False,
+    )
+
+
+def _keep_coalesced(param: torch.Tensor) -> None:
+    """Post-accumulate hook: AccumulateGrad adopts a fresh sparse gradient by
+    rebuilding it without its coalesced flag (and every optimizer would then sort
+    it again). When ``param.grad`` is exactly the gradient we made (same values
+    buffer), it is coalesced: say so. A sum with other gradients is left alone."""
+    grad = param.grad
+    ours = getattr(param, "_embtable_grad_values", None)
+    param._embtable_grad_values = None
+    if (
+        grad is not None
+        and grad.is_sparse
+        and not grad.is_coalesced()
+        and grad._values().data_ptr() == ours
+    ):
+        grad._coalesced_(True)
+
+
+def _watch_sparse_grad(ctx: Any, weight: torch.Tensor, sparse: bool) -> None:
+    ctx.weight_ref = weakref.ref(weight)
+    if sparse and weight.requires_grad and weight.is_leaf:
+        if not getattr(weight, "_embtable_hooked", False):
+            weight.register_post_accumulate_grad_hook(_keep_coalesced)
+            weight._embtable_hooked = True
+
+
+# --- Embedding ----------------------------------------------------------------------
+
+
+class _EmbeddingFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        weight: torch.Tensor,
+        input: torch.Tensor,
+        ids: np.ndarray,
+        padding_idx: int | None,
+        scale_grad_by_freq: bool,
+        sparse: bool,
+    ) -> torch.Tensor:
+        w = weight.detach().numpy()
+        out = torch.empty((*ids.shape, w.shape[1]), dtype=weight.dtype)
+        _core.gather(w, ids, out=out.numpy())
+        ctx.save_for_backward(input)  # torch's version check if input changes in place
+        _watch_sparse_grad(ctx, weight, sparse)
+        ctx.ids = ids
+        ctx.shape = tuple(w.shape)
+        ctx.padding_idx = padding_idx
+        ctx.scale_grad_by_freq = scale_grad_by_freq
+        ctx.sparse = sparse
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:
+        ctx.saved_tensors  # noqa: B018 (raises if input was modified in place)
+        ids: np.ndarray = ctx.ids
+        V, D = ctx.shape
+        pad = -1 if ctx.padding_idx is None else ctx.padding_idx
+        g = _grad_view(grad_output).reshape(*ids.shape, D)
+        if ctx.sparse or ctx.scale_grad_by_freq:
+            rows, values = _core.rowgrad_coalesce(ids, g, V, pad)
+            if ctx.scale_grad_by_freq:
+                values /= _row_counts(ids, V, pad, values.dtype)
+            if ctx.sparse:
+                grad = _sparse_grad(ctx, rows, values, V, D)
+            else:
+                grad = torch.zeros((V, D), dtype=grad_output.dtype)
+                grad[torch.from_numpy(rows)] = torch.from_numpy(values)
+        else:
+            grad = torch.zeros((V, D), dtype=grad_output.dtype)
+            _core.scatter_add(grad.numpy(), ids, g, deterministic=True)
+            if ctx.padding_idx is not None:
+                grad[ctx.padding_idx] = 0
+        return grad, None, None, None, None, None
+
+
+@torch.compiler.disable
+def embedding(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    padding_idx: int | None = None,
+    max_norm: float | None = None,
+    norm_type: float = 2.0,
+    scale_grad_by_freq: bool = False,
+    sparse: bool = False,
+) -> torch.Tensor:
+    """``torch.nn.functional.embedding`` on embtable's kernels (CPU, autograd-aware).
+
+    Returns ``weight[input]`` (shape ``input.shape + (D,)``). ``max_norm`` first
+    rescales the looked-up rows of ``weight`` in place to norm at most ``max_norm``
+    (``norm_type``-norm), as torch does. The gradient with respect to ``weight``
+    skips ``padding_idx``, divides each id's share by its count in ``input`` with
+    ``scale_grad_by_freq``, and is a coalesced sparse COO tensor with ``sparse``.
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        Integer ids (int64 or int32), any shape, in ``[0, num_embeddings)``.
+    weight : torch.Tensor
+        The ``(num_embeddings, embedding_dim)`` float32 / float64 CPU table,
+        contiguous (read in place, never copied).
+
+    Returns
+    -------
+    torch.Tensor
+        ``input.shape + (embedding_dim,)``, ``weight.dtype``.
+    """
+    w = _check_weight(weight)
+    V = int(w.shape[0])
+    pad = _padding(padding_idx, V)
+    ids = _check_ids(input, V, "input")
+    if max_norm is not None:
+        _renorm(weight, w, ids, max_norm, norm_type)
+    out: torch.Tensor = _EmbeddingFunction.apply(
+        weight, input, ids, pad, bool(scale_grad_by_freq), bool(sparse)
+    )
+    return out
+
+
+# --- EmbeddingBag -------------------------------------------------------------------
+
+
+def _bag_lengths(
+    ids: np.ndarray, offsets: np.ndarray | None, include_last: bool, pad: int | None
+) -> np.ndarray:
+    """Ids per bag that count in the mean (padding excluded), one per position."""
+    keep = np.ones(ids.shape, dtype=bool) if pad is None else ids != pad
+    if ids.ndim == 2:
+        n = keep.sum(axis=1, keepdims=True)
+        return np.broadcast_to(n, ids.shape)
+    assert offsets is not None
+    bounds = offsets if include_last else np.append(offsets, ids.shape[0])
+    bag = np.repeat(np.arange(bounds.shape[0] - 1), np.diff(bounds))
+    counts = np.bincount(bag[keep], minlength=bounds.shape[0] - 1)
+    return counts[bag]
+
+
+class _EmbeddingBagFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        weight: torch.Tensor,
+        per_sample_weights: torch.Tensor | None,
+        input: torch.Tensor,
+        ids: np.ndarray,
+        offsets: np.ndarray | None,
+        mode: str,
+        padding_idx: int | None,
+        include_last_offset: bool,
+        scale_grad_by_freq: bool,
+        sparse: bool,
+    ) -> torch.Tensor:
+        w = weight.detach().numpy()
+        psw = (
+            None
+            if per_sample_weights is None
+            else _float_view(per_sample_weights, "per_sample_weights", weight.dtype)
+        )
+        out, argmax = _core.embedding_bag(
+            w,
+            ids,
+            offsets,
+            mode=mode,
+            per_sample_weights=psw,
+            padding_idx=padding_idx,
+            include_last_offset=include_last_offset,
+            return_argmax=True,
+        )
+        ctx.save_for_backward(weight, input)
+        _watch_sparse_grad(ctx, weight, sparse)
+        ctx.ids, ctx.offsets, ctx.argmax, ctx.psw = ids, offsets, argmax, psw
+        ctx.mode, ctx.padding_idx = mode, padding_idx
+        ctx.include_last_offset = include_last_offset
+        ctx.scale_grad_by_freq, ctx.sparse = scale_grad_by_freq, sparse
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:
+        weight, _ = ctx.saved_tensors
+        V, D = weight.shape
+        g = _grad_view(grad_output)
+        ids, offsets, mode, pad = ctx.ids, ctx.offsets, ctx.mode, ctx.padding_idx
+        grad_weight = grad_psw = None
+        if ctx.needs_input_grad[0]:
+            psw = ctx.psw
+            if ctx.scale_grad_by_freq and mode != "max":
+                # Each id's share divided by its count in the batch: as sum-mode
+                # weights (mean's 1 / bag length folded in).
+                scale = 1.0 / _id_counts(ids)
+                if mode == "mean":
+                    scale = scale / np.maximum(
+                        _bag_lengths(ids, offsets, ctx.include_last_offset, pad), 1
+                    )
+                if psw is not None:
+                    scale = scale * psw
+                psw, mode = np.ascontiguousarray(scale, dtype=g.dtype), "sum"
+            args = dict(
+                mode=mode,
+                per_sample_weights=psw,
+                padding_idx=pad,
+                include_last_offset=ctx.include_last_offset,
+                argmax=ctx.argmax,
+            )
+            if ctx.sparse:
+                rows, values = _core.embedding_bag_backward_sparse(
+                    g, ids, offsets, num_embeddings=V, **args
+                )
+                grad_weight = _sparse_grad(ctx, rows, values, V, D)
+            else:
+                grad_weight = torch.zeros((V, D), dtype=weight.dtype)
+                _core.embedding_bag_backward(
+                    g, ids, offsets, target=grad_weight.numpy(), **args
+                )
+        if ctx.needs_input_grad[1]:
+            grad_psw = torch.from_numpy(
+                _core.embedding_bag_per_sample_weights_backward(
+                    g,
+                    weight.detach().numpy(),
+                    ids,
+                    offsets,
+                    padding_idx=pad,
+                    include_last_offset=ctx.include_last_offset,
+                )
+            )
+        return (grad_weight, grad_psw) + (None,) * 8
+
+
+@torch.compiler.disable
+def embedding_bag(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    offsets: torch.Tensor | None = None,
+    max_norm: float | None = None,
+    norm_type: float = 2,
+    scale_grad_by_freq: bool = False,
+    mode: str = "mean",
+    sparse: bool = False,
+    per_sample_weights: torch.Tensor | None = None,
+    include_last_offset: bool = False,
+    padding_idx: int | None = None,
+) -> torch.Tensor:
+    """``torch.nn.functional.embedding_bag`` on embtable's kernels (CPU, autograd-aware).
+
+    Bags are the rows of 2-D ``input`` ``(B, L)`` (``offsets`` None) or the runs of
+    1-D ``input`` starting at ``offsets``; ``mode`` ``"sum"``, ``"mean"`` or
+    ``"max"`` pools each bag; ``per_sample_weights`` (``"sum"`` only) scale each id;
+    ``padding_idx`` ids are skipped (not counted in the mean); an empty bag gives
+    zeros. ``max_norm`` renorms the looked-up rows of ``weight`` in place first.
+    Gradients flow to ``weight`` (dense, or a coalesced sparse COO tensor with
+    ``sparse=True``, which embtable also allows in ``"max"`` mode) and to
+    ``per_sample_weights``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, embedding_dim)``, ``weight.dtype``.
+    """
+    w = _check_weight(weight)
+    V = int(w.shape[0])
+    if mode not in _MODES:
+        raise ValueError(f"mode has to be one of 'sum', 'mean' or 'max', got {mode!r}")
+    pad = _padding(padding_idx, V)
+    ids = _check_ids(input, V, "input")
+    if ids.ndim == 2 and offsets is not None:
+        raise ValueError(
+            "if input is 2-D (B, L), offsets must be None (each row is one bag); got "
+            f"offsets of shape {tuple(offsets.shape)}"
+        )
+    if ids.ndim not in (1, 2):
+        raise ValueError(
+            f"input has to be 1-D or 2-D, but got a tensor of shape {tuple(input.shape)}"
+        )
+    if ids.ndim == 1 and offsets is None:
+        raise ValueError("offsets has to be a 1-D tensor when input is 1-D")
+    offs = None if offsets is None else _check_ids(offsets, None, "offsets")
+    if offs is not None and offs.dtype != np.int64:
+        offs = offs.astype(np.int64)
+    if per_sample_weights is not None:
+        if not isinstance(per_sample_weights, torch.Tensor):
+            raise TypeError("per_sample_weights must be a torch.Tensor or None")
+        if tuple(per_sample_weights.shape) != tuple(input.shape):
+            raise ValueError(
+                f"per_sample_weights has shape {tuple(per_sample_weights.shape)} but "
+                f"input has shape {tuple(input.shape)}; they must match"
+            )
+        if mode != "sum":
+            raise ValueError(
+                f"per_sample_weights are only supported with mode='sum', got mode={mode!r}"
+            )
+    if max_norm is not None:
+        _renorm(weight, w, ids, max_norm, norm_type)
+    out: torch.Tensor = _EmbeddingBagFunction.apply(
+        weight,
+        per_sample_weights,
+        input,
+        ids,
+        offs,
+        mode,
+        pad,
+        bool(include_last_offset),
+        bool(scale_grad_by_freq),
+        bool(sparse),
+    )
+    return out
+
+
+# --- modules ------------------------------------------------------------------------
+
+
+class Embedding(torch.nn.Embedding):
+    """``torch.nn.Embedding`` whose forward and backward run embtable's kernels.
+
+    Same constructor, ``from_pretrained``, ``weight`` and results as
+    ``torch.nn.Embedding`` (CPU, float32 / float64); see ``embtable.torch.embedding``.
+
+    >>> import torch, embtable.torch
+    >>> emb = embtable.torch.Embedding(10, 3, sparse=True)
+    >>> emb(torch.tensor([[1, 2], [2, 9]])).sum().backward()
+    >>> emb.weight.grad.is_coalesced(), emb.weight.grad.coalesce().indices().tolist()
+    (True, [[1, 2, 9]])
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return embedding(
+            input,
+            self.weight,
+            self.padding_idx,
+            self.max_norm,
+            self.norm_type,
+            self.scale_grad_by_freq,
+            self.sparse,
+        )
+
+
+class EmbeddingBag(torch.nn.EmbeddingBag):
+    """``torch.nn.EmbeddingBag`` whose forward and backward run embtable's kernels.
+
+    Same constructor, ``from_pretrained``, ``weight``, ``forward(input, offsets=None,
+    per_sample_weights=None)`` and results as ``torch.nn.EmbeddingBag`` (CPU,
+    float32 / float64); see ``embtable.torch.embedding_bag``.
+    """
+
+    def forward(
+        self,
+        input: torch.Tensor,
+        offsets: torch.Tensor | None = None,
+        per_sample_weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return embedding_bag(
+            input,
+            self.weight,
+            offsets,
+            self.max_norm,
+            self.norm_type,
+            self.scale_grad_by_freq,
+            self.mode,
+            self.sparse,
+            per_sample_weights,
+            self.include_last_offset,
+            self.padding_idx,
+        )

@@ -11,6 +11,7 @@ from . import _core, constraints, initializers, optimizers, regularizers
 from ._bag import embedding_bag
 from ._config import _threads_from_env, get_num_threads, set_num_threads, show_config
 from ._functional import gather, scatter_add
+from ._prefetch import prefetch
 from ._rowgrad import RowGrad
 from ._sgns import sgns_step, sgns_train
 from .layers import Embedding, EmbeddingBag
@@ -25,6 +26,7 @@ __all__ = [
     "constraints",
     "initializers",
     "optimizers",
+    "prefetch",
     "regularizers",
     "embedding_bag",
     "gather",

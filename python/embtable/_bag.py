@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _core
 from ._indices import as_indices, table_rows
+from ._prefetch import _maybe_prefetch
 
 __all__ = [
     "embedding_bag",
@@ -96,6 +97,7 @@ def embedding_bag(
            [6., 7.]], dtype=float32)
     """
     idx = as_indices(indices, table_rows(table))
+    _maybe_prefetch(table, idx)
     return _core.embedding_bag(  # type: ignore[no-any-return]
         table,
         idx,
@@ -126,6 +128,7 @@ def embedding_bag_forward(
     ids), ``None`` in the other modes. ``embedding_bag_backward`` needs it.
     """
     idx = as_indices(indices, table_rows(table))
+    _maybe_prefetch(table, idx)
     return _core.embedding_bag(  # type: ignore[no-any-return]
         table,
         idx,
@@ -227,6 +230,7 @@ def embedding_bag_per_sample_weights_backward(
     ``padding_idx``), shaped like ``indices``.
     """
     idx = as_indices(indices, table_rows(table))
+    _maybe_prefetch(table, idx)
     return _core.embedding_bag_per_sample_weights_backward(  # type: ignore[no-any-return]
         np.asarray(grad_output),
         table,

@@ -35,9 +35,13 @@ def show_config(mode: Literal["stdout", "dicts"] = "stdout") -> dict[str, Any] |
     """Print (``mode="stdout"``) or return (``mode="dicts"``) the build configuration.
 
     Top-level keys: ``version``, ``build`` (compiler, build type, flags),
-    ``simd`` (compiled / detected / selected levels) and ``threads``.
+    ``simd`` (compiled / detected / selected levels) and ``threads``; also
+    ``out_of_core`` (the read-ahead for np.memmap tables, see ``embtable.prefetch``).
     """
+    from . import _prefetch
+
     cfg = _core.config()
+    cfg["out_of_core"] = _prefetch.config()
     if mode == "dicts":
         return cfg
     if mode != "stdout":

@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _core
 from ._indices import as_indices, table_rows
+from ._prefetch import _maybe_prefetch
 
 __all__ = ["gather", "scatter_add"]
 
@@ -23,6 +24,7 @@ def gather(
     Multithreaded, GIL released, exact and independent of the thread count.
     """
     idx = as_indices(indices, table_rows(table))
+    _maybe_prefetch(table, idx)
     return _core.gather(table, idx, out=out)
 
 
@@ -39,4 +41,5 @@ def scatter_add(
     idx = as_indices(indices, table_rows(target))
     if not isinstance(updates, np.ndarray):
         updates = np.asarray(updates, dtype=getattr(target, "dtype", None))
+    _maybe_prefetch(target, idx)
     return _core.scatter_add(target, idx, updates, deterministic=bool(deterministic))

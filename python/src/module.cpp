@@ -12,6 +12,7 @@ PYBIND11_MODULE(_core, m) {
   embtable::binding::register_bag(m);
   embtable::binding::register_layer(m);
   embtable::binding::register_sgns(m);
+  embtable::binding::register_prefetch(m);
 #if defined(EMBTABLE_TEST_CANARIES)
   embtable::binding::register_canaries(m);
 #endif

@@ -12,6 +12,7 @@ void register_core(py::module_& m);
 void register_bag(py::module_& m);
 void register_layer(py::module_& m);
 void register_sgns(py::module_& m);
+void register_prefetch(py::module_& m);
 void register_canaries(py::module_& m);  // only with EMBTABLE_TEST_CANARIES
 
 // A numpy.ndarray that an op writes in place, else TypeError (never converted).

@@ -24,9 +24,8 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-
 import embtable
+import numpy as np
 from embtable import _core, _prefetch
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import os
 
+import embtable
 import numpy as np
 import pytest
-
-import embtable
 from embtable import _core, _prefetch
 
 PAGE = _core.page_size()

@@ -158,7 +158,9 @@ def test_a_killed_shard_is_named_and_training_resumes_from_the_checkpoint(tmp_pa
     a.save(tmp_path / "ck")
     os.kill(a.pids[1], signal.SIGKILL)
     ids = np.arange(V)  # touches every shard
-    with pytest.raises(dist.ShardError, match=r"shard 1 \(of 3, rows \[13, 26\)\) died") as e:
+    with pytest.raises(
+        dist.ShardError, match=r"shard 1 \(of 3, rows \[13, 26\)\) died"
+    ) as e:
         a(ids)
     assert e.value.shard == 1
     # A lookup changes nothing; a step would be partial: it fails, and so does
@@ -179,7 +181,9 @@ def test_a_stuck_shard_times_out_instead_of_hanging():
     a = dist.ShardedEmbedding(20, 3, 2, timeout=2.0)
     os.kill(a.pids[0], signal.SIGSTOP)
     try:
-        with pytest.raises(dist.ShardError, match=r"shard 0 \(of 2\) did not answer") as e:
+        with pytest.raises(
+            dist.ShardError, match=r"shard 0 \(of 2\) did not answer"
+        ) as e:
             a(np.array([1, 15]))
         assert e.value.shard == 0
     finally:

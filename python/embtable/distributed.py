@@ -260,9 +260,10 @@ class _ShardedTable:
             self.padding_idx = ref.padding_idx
             table = ref.embeddings
             del ref
-        self._shards = []
+        self._shards: list[Any] = []
         for k in range(S):
             lo, hi = int(self.bounds[k]), int(self.bounds[k + 1])
+            args: tuple[Any, ...]
             if _restore is None:
                 args = (k, lo, hi, D, self._dtype.name, opt_cfg, table[lo:hi], None, 0)
             else:

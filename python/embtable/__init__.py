@@ -18,6 +18,7 @@ from ._config import (
 )
 from ._functional import gather, scatter_add
 from ._multibag import embedding_bags
+from ._prefetch import prefetch
 from ._quant import QuantizedTable, quantize
 from ._rowgrad import RowGrad
 from ._sgns import sgns_step, sgns_train
@@ -35,6 +36,7 @@ __all__ = [
     "constraints",
     "initializers",
     "optimizers",
+    "prefetch",
     "regularizers",
     "save_vectors",
     "embedding_bag",

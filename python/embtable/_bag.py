@@ -15,6 +15,7 @@ import numpy as np
 from . import _core
 from ._arrays import as_array
 from ._indices import as_indices, table_rows
+from ._prefetch import _maybe_prefetch
 from ._quant import QuantizedTable, _weights32
 
 __all__ = [
@@ -108,9 +109,11 @@ def embedding_bag(
            [6., 7.]], dtype=float32)
     """
     if isinstance(table, QuantizedTable):
+        idx = as_indices(as_array(indices, "indices"), len(table))
+        _maybe_prefetch(table.data, idx)
         return _core.qembedding_bag(  # type: ignore[no-any-return]
             *table._packed(),
-            as_indices(as_array(indices, "indices"), len(table)),
+            idx,
             _offsets(offsets),
             mode=mode,
             per_sample_weights=_weights32(per_sample_weights),
@@ -120,6 +123,7 @@ def embedding_bag(
         )
     table = as_array(table, "table")
     idx = as_indices(as_array(indices, "indices"), table_rows(table))
+    _maybe_prefetch(table, idx)
     result = _core.embedding_bag(
         table,
         idx,
@@ -152,6 +156,7 @@ def embedding_bag_forward(
     """
     table = as_array(table, "table")
     idx = as_indices(as_array(indices, "indices"), table_rows(table))
+    _maybe_prefetch(table, idx)
     result, argmax = _core.embedding_bag(
         table,
         idx,
@@ -258,6 +263,7 @@ def embedding_bag_per_sample_weights_backward(
     """
     table = as_array(table, "table")
     idx = as_indices(as_array(indices, "indices"), table_rows(table))
+    _maybe_prefetch(table, idx)
     return _core.embedding_bag_per_sample_weights_backward(  # type: ignore[no-any-return]
         np.asarray(as_array(grad_output, "grad_output")),
         table,

@@ -70,12 +70,16 @@ def show_config(mode: Literal["stdout", "dicts"] = "stdout") -> dict[str, Any] |
     ``simd`` (compiled / detected / selected levels), ``threads``, ``tuning``
     (every machine-dependent size and time of the core as ``{"value", "source"}``;
     the source says where it came from: ``sysfs``, ``sysconf``, ``affinity``,
-    ``cgroup``, ``derived``, ``measured``, ``cache`` or ``fallback``) and
+    ``cgroup``, ``derived``, ``measured``, ``cache`` or ``fallback``),
     ``vectors_io`` (``load_vectors``' read sizes, derived from the thread count
-    and the L2 cache).
+    and the L2 cache) and ``out_of_core`` (the read-ahead for np.memmap tables,
+    see ``embtable.prefetch``).
     """
+    from . import _prefetch
+
     cfg = _core.config()
     cfg["vectors_io"] = _core.vectors_config()  # load_vectors' block sizes (derived)
+    cfg["out_of_core"] = _prefetch.config()
     if mode == "dicts":
         return cfg
     if mode != "stdout":

@@ -9,6 +9,7 @@ import numpy as np
 from . import _core
 from ._arrays import as_array
 from ._indices import as_indices, table_rows
+from ._prefetch import _maybe_prefetch
 from ._quant import QuantizedTable, _gather
 
 __all__ = ["gather", "scatter_add"]
@@ -32,6 +33,7 @@ def gather(
         return _gather(table, as_array(indices, "indices"), out)
     table = as_array(table, "table")
     idx = as_indices(as_array(indices, "indices"), table_rows(table))
+    _maybe_prefetch(table, idx)
     if out is None or isinstance(out, np.ndarray):
         return _core.gather(table, idx, out=out)
     _core.gather(table, idx, out=as_array(out, "out", writable=True))
@@ -60,5 +62,6 @@ def scatter_add(
     idx = as_indices(as_array(indices, "indices"), table_rows(target))
     if not isinstance(updates, np.ndarray):
         updates = np.asarray(updates, dtype=getattr(target, "dtype", None))
+    _maybe_prefetch(target, idx)
     _core.scatter_add(target, idx, updates, deterministic=bool(deterministic))
     return given

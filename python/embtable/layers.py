@@ -18,6 +18,7 @@ import numpy as np
 
 from . import _bag, _checkpoint, _core, constraints, initializers, regularizers
 from ._indices import as_indices
+from ._prefetch import _maybe_prefetch
 from ._rowgrad import RowGrad
 
 __all__ = ["Embedding", "EmbeddingBag", "TableLayer"]
@@ -644,6 +645,7 @@ class Embedding(TableLayer):
     def forward(self, indices: Any) -> np.ndarray:
         """The lookup ``embeddings[indices]``; remembers the ids for ``backward``."""
         ids = self._prepare_ids(indices)
+        _maybe_prefetch(self.embeddings, ids)
         self._renorm(ids)
         out = _core.gather(self.embeddings, ids)
         self._last_ids = ids.copy() if ids is indices else ids

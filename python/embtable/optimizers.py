@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
+from ._prefetch import _maybe_prefetch
 from ._rowgrad import RowGrad
 
 __all__ = ["SGD", "Adagrad", "Adam", "Optimizer", "RMSprop", "get"]
@@ -222,6 +223,11 @@ class Optimizer:
         else:
             rows, values = None, grad
         st = self._state(layer)
+        if rows is not None:
+            # Out-of-core tables and slots (np.memmap): read the touched rows ahead.
+            for arr in (layer.embeddings, *st.slots):
+                if arr is not None:
+                    _maybe_prefetch(arr, rows)
         st.iterations += 1
         try:
             _core.optim_step(

@@ -14,6 +14,7 @@ PYBIND11_MODULE(_core, m) {
   embtable::binding::register_sgns(m);
   embtable::binding::register_vectors(m);
   embtable::binding::register_quant(m);
+  embtable::binding::register_prefetch(m);
 #if defined(EMBTABLE_TEST_CANARIES)
   embtable::binding::register_canaries(m);
 #endif

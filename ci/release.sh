@@ -112,14 +112,17 @@ for whl in "$WORK"/dist/*.whl; do
   if "$T/python" -m zipfile -l "$whl" | grep -q '\.libs/'; then
     die "auditwheel had to graft shared libraries into $(basename "$whl")"
   fi
-  "$T/auditwheel" show "$whl" >"$WORK/show.txt"
-  grep -q "consistent with the" "$WORK/show.txt" || { cat "$WORK/show.txt"; die "auditwheel show"; }
+  "$T/auditwheel" show "$whl" 2>/dev/null | tr '\n' ' ' >"$WORK/show.txt"
+  policy=$(grep -oE 'consistent +with +the +following +platform +tag: +"[a-z0-9_]+"' "$WORK/show.txt" |
+    grep -oE 'manylinux_2_[0-9]+_[a-z0-9_]+' || true)
+  [[ -n "$policy" && "$(basename "$whl")" == *"$policy"* ]] ||
+    { cat "$WORK/show.txt"; die "auditwheel show does not confirm the tag of $(basename "$whl")"; }
   libs=$(grep -oE 'lib[a-z_+0-9]+\.so\.[0-9]+' "$WORK/show.txt" | sort -u | tr '\n' ' ')
   for lib in $libs; do
     case "$lib" in libc.so.6 | libm.so.6 | libpthread.so.0 | libdl.so.2 | librt.so.1) ;;
     *) die "$(basename "$whl") needs $lib from the system" ;; esac
   done
-  echo "ok: $(basename "$whl") (system libraries: ${libs:-none})"
+  echo "ok: $(basename "$whl"): policy $policy, system libraries: ${libs:-none}, nothing grafted"
 done
 
 step "twine check --strict on every artefact"

@@ -28,6 +28,17 @@ def gather(
     ``table.dequantize()[indices]`` (rows are dequantized in the kernel).
     Arrays may also be CPU torch tensors or JAX arrays (read in place through
     DLPack); the result is an ndarray (or ``out`` itself).
+
+    Examples
+    --------
+    >>> import numpy as np, embtable
+    >>> table = np.arange(6, dtype=np.float32).reshape(3, 2)
+    >>> embtable.gather(table, [[2, 0], [1, 1]])
+    array([[[4., 5.],
+            [0., 1.]],
+    <BLANKLINE>
+           [[2., 3.],
+            [2., 3.]]], dtype=float32)
     """
     if isinstance(table, QuantizedTable):
         return _gather(table, as_array(indices, "indices"), out)
@@ -50,6 +61,16 @@ def scatter_add(
     the default uses row-atomic updates across threads (summation order may vary).
     Every index is validated before the first write. ``target`` may be a CPU
     torch tensor (updated in place); a JAX array, immutable, is a ``ValueError``.
+    Every index is validated before the first write.
+
+    Examples
+    --------
+    >>> import numpy as np, embtable
+    >>> grad = np.zeros((3, 2), np.float32)
+    >>> embtable.scatter_add(grad, [2, 0, 2], np.ones((3, 2), np.float32))
+    array([[1., 1.],
+           [0., 0.],
+           [2., 2.]], dtype=float32)
     """
     if isinstance(target, QuantizedTable):
         raise TypeError(

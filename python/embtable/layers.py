@@ -157,6 +157,7 @@ class TableLayer:
       Return ``self.grad``.
     - ``self._check_grad_output(grad_output, expected_shape)`` converts and checks
       an upstream gradient (ValueError naming both shapes).
+
     Optimizers read ``grad``, ``embeddings``, ``trainable`` and call
     ``_apply_constraint(rows)`` after a step.
     """

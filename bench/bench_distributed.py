@@ -14,10 +14,9 @@ import argparse
 import statistics
 import time
 
+import embtable
 import numpy as np
 import ray
-
-import embtable
 from embtable import distributed as dist
 
 

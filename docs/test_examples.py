@@ -17,6 +17,7 @@ from __future__ import annotations
 import doctest
 import importlib.util
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,7 @@ def blocks(text: str) -> list[tuple[int, str, str]]:
         i += 1
         skipped = start > 0 and lines[start - 1].strip() == "<!-- no-run -->"
         if info in RUN and not skipped:
-            out.append((start + 1, info, "\n".join(body) + "\n"))
+            out.append((start + 1, info, textwrap.dedent("\n".join(body)) + "\n"))
     return out
 
 

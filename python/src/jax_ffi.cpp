@@ -21,6 +21,7 @@
 #include "embtable/gather.hpp"
 #include "embtable/parallel.hpp"
 #include "embtable/scatter_add.hpp"
+#include "embtable/tuning.hpp"
 #include "xla/ffi/api/ffi.h"
 
 #if defined(__linux__)
@@ -121,7 +122,8 @@ void zero(void* data, int64_t bytes) {
   advise_huge_pages(data, static_cast<size_t>(bytes));
   // Parallel first touch: the gradient buffer is as large as the table.
   auto* p = static_cast<char*>(data);
-  embtable::parallel_for(0, bytes, embtable::kGrainBytes, [&](int64_t b, int64_t e) {
+  const int64_t grain = std::max<int64_t>(embtable::tuning().parallel_bytes.value, 4096);
+  embtable::parallel_for(0, bytes, grain, [&](int64_t b, int64_t e) {
     std::memset(p + b, 0, static_cast<size_t>(e - b));
   });
 }

@@ -10,6 +10,7 @@ import embtable
 import numpy as np
 import pytest
 from embtable import _core
+from simd_levels import LEVELS
 
 FORMATS = ["int8", "int4", "float16", "bfloat16"]
 MODES = ["sum", "mean", "max"]
@@ -21,20 +22,7 @@ def bits(a: np.ndarray) -> np.ndarray:
     )
 
 
-def _levels() -> list[str]:
-    saved = _core.get_simd_level()
-    out = []
-    for lv in embtable.show_config(mode="dicts")["simd"]["compiled"]:
-        try:
-            _core.set_simd_level(lv)
-            out.append(lv)
-        except ValueError:
-            pass
-    _core.set_simd_level(saved)
-    return out
-
-
-@pytest.fixture(params=_levels())
+@pytest.fixture(params=LEVELS)
 def level(request: pytest.FixtureRequest) -> str:
     _core.set_simd_level(request.param)  # conftest restores it
     return request.param

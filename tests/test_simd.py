@@ -15,22 +15,8 @@ import embtable
 import numpy as np
 import pytest
 from embtable import _core
+from simd_levels import LEVELS
 
-COMPILED = embtable.show_config(mode="dicts")["simd"]["compiled"]
-
-
-def _runnable(level: str) -> bool:
-    saved = _core.get_simd_level()
-    try:
-        _core.set_simd_level(level)
-    except ValueError:
-        return False
-    finally:
-        _core.set_simd_level(saved)
-    return True
-
-
-LEVELS = [lv for lv in COMPILED if _runnable(lv)]
 # Fast-path row sizes for float32 (D * 4 bytes) and float64 (D * 8), plus odd D.
 DS = [1, 3, 8, 15, 16, 17, 32, 63, 64, 65, 128, 255, 256, 257]
 FLOATS = [np.float32, np.float64]

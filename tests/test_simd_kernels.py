@@ -12,22 +12,8 @@ import embtable
 import numpy as np
 import pytest
 from embtable import _core
+from simd_levels import LEVELS
 
-COMPILED = embtable.show_config(mode="dicts")["simd"]["compiled"]
-
-
-def _runnable(level: str) -> bool:
-    saved = _core.get_simd_level()
-    try:
-        _core.set_simd_level(level)
-    except ValueError:
-        return False
-    finally:
-        _core.set_simd_level(saved)
-    return True
-
-
-LEVELS = [lv for lv in COMPILED if _runnable(lv)]
 FLOATS = [np.float32, np.float64]
 
 

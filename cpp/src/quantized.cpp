@@ -14,14 +14,32 @@
 #include "embtable/validate.hpp"
 #include "qbag_kernels.hpp"
 
+#if defined(EMBTABLE_HAVE_AVX2) || defined(EMBTABLE_HAVE_AVX512)
+#include <cpuid.h>
+#endif
+
 namespace embtable {
 
 namespace kernels {
 
+#if defined(EMBTABLE_HAVE_AVX2) || defined(EMBTABLE_HAVE_AVX512)
+namespace {
+// CPUID leaf 1, ECX bit 29. Read directly: clang before 15 does not accept
+// "f16c" in __builtin_cpu_supports.
+bool cpu_has_f16c() noexcept {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid(1, &eax, &ebx, &ecx, &edx) == 0) return false;
+  return (ecx & bit_F16C) != 0;
+}
+}  // namespace
+#endif
+
 const QTableKernels& qkernels() noexcept {
   // The AVX2 / AVX-512 builds decode float16 with F16C: every such CPU has it,
   // but a hypervisor may mask it, so check once.
-  static const bool f16c = __builtin_cpu_supports("f16c");
+#if defined(EMBTABLE_HAVE_AVX2) || defined(EMBTABLE_HAVE_AVX512)
+  static const bool f16c = cpu_has_f16c();
+#endif
   switch (simd_selected()) {
 #if defined(EMBTABLE_HAVE_AVX512)
     case Simd::avx512:

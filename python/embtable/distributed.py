@@ -747,7 +747,20 @@ class ShardedEmbedding(_ShardedTable):
         Applied by ``step()`` on each shard to its rows (lazily).
     embeddings_initializer, weights, dtype, seed, padding_idx
         As ``embtable.Embedding``: the initial table is exactly the single-process
-        layer's (built once by the caller, then sent to the shards).
+        layer's, bit for bit. No process builds it whole for embtable's uniform
+        initializers (``uniform``, ``glorot_uniform``, ``he_uniform``,
+        ``lecun_uniform``, ``VarianceScaling(distribution="uniform")``) and
+        ``zeros`` / ``ones`` / ``constant``: each shard makes its own rows, skipping
+        the seed's PCG64 stream ahead to its first entry. For the normals
+        (``normal``, ``VarianceScaling(distribution="untruncated_normal")``) and the
+        truncated normals (``truncated_normal``, ``glorot_normal``, ``he_normal``,
+        ``lecun_normal``), whose draws take a variable number of random bits, the
+        driver draws the one stream in order and hands each shard its block (and,
+        for the truncated ones, each shard its share of every redraw round), so it
+        holds one block at a time. ``orthogonal`` (a QR of the whole matrix), any
+        other callable and ``weights=`` are built or given whole on the driver, then
+        sliced: they must fit in its memory. Without ``seed`` a fresh one is drawn
+        once, so the shards' rows still come from one stream.
     timeout : float
         Seconds every remote call may take before ``ShardError``.
     start_timeout : float

@@ -341,7 +341,9 @@ class _ShardedTable:
             if kind in ("fill", "uniform"):
                 blocks = (init for _ in pairs)  # each shard makes its own rows
             elif kind == "normal":
-                blocks = initializers._normal_blocks(init, (V, D), dt, self.bounds)
+                blocks = initializers._normal_blocks(
+                    init, (V, D), dt, self.bounds.tolist()
+                )
             else:  # the raw standard normal blocks, in order; redrawn below
                 rng = init._rng()
                 blocks = (
@@ -364,7 +366,7 @@ class _ShardedTable:
                         next(blocks),
                         self.padding_idx,
                         fresh,
-                    )  # fmt: skip
+                    )
                 )
             pids = self._call("ready", [()] * S, mutates=False, timeout=start_timeout)
             self.pids = [int(p[1]) for p in pids]

@@ -376,7 +376,7 @@ def _seeded(init: Initializer) -> Initializer:
     one table comes from one stream."""
     if init.seed is not None or "seed" not in init.get_config():
         return init
-    return init._with_seed(int(np.random.SeedSequence().entropy))
+    return init._with_seed(int(np.random.SeedSequence().entropy))  # type: ignore[arg-type]
 
 
 def _local_rows(
@@ -419,6 +419,7 @@ def _normal_blocks(
         out = rng.standard_normal((int(hi) - int(lo), shape[1]), dtype=dt)
         init._finish(out, shape, dt)
         yield out
+        del out  # before the next block is drawn: one block at a time
 
 
 _CLASSES: dict[str, type[Initializer]] = {

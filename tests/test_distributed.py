@@ -211,3 +211,211 @@ def test_bad_input_raises_before_any_remote_change():
 def test_import_embtable_does_not_import_ray():
     code = "import embtable, sys; assert 'ray' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- the initial table, made by the shards ------------------------------------------
+# Every initializer whose rows the shards make without the driver building the table:
+# alone ("fill", "uniform") or from the driver's stream, block by block ("normal",
+# "truncated_normal").
+SHARD_MADE = [
+    "uniform",
+    {"class_name": "RandomUniform", "config": {"minval": -1.5, "maxval": 0.25}},
+    "glorot_uniform",
+    "he_uniform",
+    "lecun_uniform",
+    {
+        "class_name": "VarianceScaling",
+        "config": {"mode": "fan_out", "distribution": "uniform"},
+    },
+    "zeros",
+    "ones",
+    {"class_name": "Constant", "config": {"value": 0.75}},
+    "normal",
+    {"class_name": "VarianceScaling", "config": {"distribution": "untruncated_normal"}},
+    "truncated_normal",
+    "glorot_normal",
+    "he_normal",
+    "lecun_normal",
+]
+
+
+def _no_driver_table(*args, **kwargs):
+    raise AssertionError("the driver built the whole table")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", range(len(SHARD_MADE)))
+def test_shards_make_the_single_process_initial_rows(k, dtype, monkeypatch):
+    init = SHARD_MADE[k]
+    rng = np.random.default_rng(100 + k)
+    V = 2 * int(rng.integers(10, 60)) + 1  # odd: blocks of unequal, odd sizes
+    D = int(rng.integers(1, 9))
+    S = 2 + (k + (dtype is np.float64)) % 3
+    pad = int(rng.integers(0, V)) if k % 2 else None
+    kw = dict(embeddings_initializer=init, seed=k, dtype=dtype, padding_idx=pad)
+    single = embtable.Embedding(V, D, **kw)
+    # The driver never builds the table (Embedding is how it would).
+    monkeypatch.setattr(dist, "Embedding", _no_driver_table)
+    with dist.ShardedEmbedding(V, D, S, **kw) as sharded:
+        got = sharded.get_weights()[0]
+    assert got.dtype == single.embeddings.dtype
+    np.testing.assert_array_equal(got, single.embeddings)
+
+
+def test_truncated_normal_redraws_span_the_shards():
+    # Enough entries that every shard has values to redraw, over several rounds.
+    V, D = 301, 40
+    init = embtable.initializers.get("truncated_normal", 5)
+    raw = np.random.default_rng(5).standard_normal((V, D), dtype=np.float32)
+    assert np.abs(raw).max() > 2
+    single = embtable.Embedding(V, D, embeddings_initializer=init, seed=5)
+    with dist.ShardedEmbedding(V, D, 4, embeddings_initializer=init, seed=5) as s:
+        np.testing.assert_array_equal(s.get_weights()[0], single.embeddings)
+    assert np.abs(single.embeddings).max() <= 2 * 0.05
+
+
+def test_orthogonal_and_callables_are_built_by_the_driver(monkeypatch):
+    def ramp(shape, dtype=None):
+        return np.arange(np.prod(shape), dtype=dtype).reshape(shape)
+
+    for init in ("orthogonal", ramp):
+        single = embtable.Embedding(9, 4, embeddings_initializer=init, seed=1)
+        with dist.ShardedEmbedding(9, 4, 2, embeddings_initializer=init, seed=1) as s:
+            np.testing.assert_array_equal(s.get_weights()[0], single.embeddings)
+    monkeypatch.setattr(dist, "Embedding", _no_driver_table)
+    with pytest.raises(AssertionError, match="the driver built"):
+        dist.ShardedEmbedding(9, 4, 2, embeddings_initializer="orthogonal", seed=1)
+
+
+def test_user_weights_are_sliced_and_keep_their_padding_row():
+    w = np.random.default_rng(0).standard_normal((11, 3))
+    single = embtable.Embedding(11, 3, weights=w, dtype="float64", padding_idx=4)
+    with dist.ShardedEmbedding(
+        11, 3, 3, weights=w, dtype="float64", padding_idx=4
+    ) as s:
+        np.testing.assert_array_equal(s.get_weights()[0], single.embeddings)
+        np.testing.assert_array_equal(s.get_weights()[0], w)
+
+
+# -- checkpoints: one layer checkpoint per shard ------------------------------------
+def _slot_names(opt):
+    return [name for _, name in opt._slot_layout()]
+
+
+@pytest.mark.parametrize(
+    ("k", "before", "after"), [(3, 3, 2), (1, 2, 4), (4, 4, 3), (2, 3, 1)]
+)
+def test_save_then_load_onto_other_shard_counts_trains_bitwise(
+    k, before, after, tmp_path
+):
+    cfg = OPTIMIZERS[k]
+    rng = np.random.default_rng(200 + k)
+    V, D = 2 * int(rng.integers(15, 40)) + 1, int(rng.integers(2, 7))
+    dtype = np.float64 if k % 2 else np.float32
+    kw = dict(embeddings_initializer="glorot_normal", seed=k, dtype=dtype)
+    single = embtable.Embedding(V, D, sparse=True, **kw)
+    opt = embtable.optimizers.get(dict(cfg))
+    with dist.ShardedEmbedding(V, D, before, optimizer=dict(cfg), **kw) as a:
+        _train(single, opt, a, rng, 3, V, D)
+        a.save(tmp_path / "ck")
+    manifest = json.loads((tmp_path / "ck" / "manifest.json").read_text())
+    # Each shard file alone is a layer checkpoint of its rows and optimizer state.
+    assert [s["start"] for s in manifest["shards"]] == list(
+        dist._bounds(V, before)[:-1]
+    )
+    for s in manifest["shards"]:
+        lo, hi = s["start"], s["stop"]
+        opt1 = embtable.optimizers.get(dict(cfg))
+        part = embtable.Embedding.load(tmp_path / "ck" / s["file"], optimizer=opt1)
+        assert part.embeddings.shape == (hi - lo, D)
+        np.testing.assert_array_equal(part.embeddings, single.embeddings[lo:hi])
+        assert opt1.iterations(part) == opt.iterations(single) == 3
+        for name in _slot_names(opt):
+            np.testing.assert_array_equal(
+                opt1.state(part)[name], opt.state(single)[name][lo:hi]
+            )
+    with dist.ShardedEmbedding.load(tmp_path / "ck", num_shards=after) as b:
+        assert b.num_shards == after and b.iterations == 3
+        np.testing.assert_array_equal(b.get_weights()[0], single.embeddings)
+        _train(single, opt, b, rng, 3, V, D)
+        np.testing.assert_array_equal(b.get_weights()[0], single.embeddings)
+
+
+def _member_data_end(path, member):
+    """The offset just past the data of a stored zip member."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(member)
+    raw = path.read_bytes()
+    at = info.header_offset
+    name_len = int.from_bytes(raw[at + 26 : at + 28], "little")
+    extra_len = int.from_bytes(raw[at + 28 : at + 30], "little")
+    return at + 30 + name_len + extra_len + info.file_size
+
+
+def test_bad_shard_files_raise_value_error_naming_the_file(tmp_path):
+    cfg = {"name": "adam", "learning_rate": 0.01}
+    rng = np.random.default_rng(3)
+    V, D = 31, 4
+    single = embtable.Embedding(V, D, sparse=True, seed=3)
+    opt = embtable.optimizers.get(dict(cfg))
+    with dist.ShardedEmbedding(V, D, 2, optimizer=dict(cfg), seed=3) as a:
+        _train(single, opt, a, rng, 1, V, D)
+        a.save(tmp_path / "old")
+        _train(single, opt, a, rng, 1, V, D)
+        a.save(tmp_path / "ck")
+    good = tmp_path / "ck"
+    m = json.loads((good / "manifest.json").read_text())
+    names = [s["file"] for s in m["shards"]]
+    old = json.loads((tmp_path / "old" / "manifest.json").read_text())
+
+    def broken(how):
+        d = tmp_path / how
+        d.mkdir()
+        for n in names + ["manifest.json"]:
+            (d / n).write_bytes((good / n).read_bytes())
+        return d, d / names[1]
+
+    cases = []
+    d, f = broken("corrupt")  # one byte of the table's data: only the CRC tells
+    raw = bytearray(f.read_bytes())
+    raw[_member_data_end(f, "embeddings.npy") - 1] ^= 0x40
+    f.write_bytes(bytes(raw))
+    cases.append((d, f, "CRC|damaged"))
+    d, f = broken("truncated")
+    f.write_bytes(f.read_bytes()[:-100])
+    cases.append((d, f, "truncated|damaged"))
+    d, f = broken("missing")
+    f.unlink()
+    cases.append((d, f, "missing"))
+    d, f = broken("foreign")
+    with open(f, "wb") as fh:
+        np.savez(fh, embeddings=np.zeros((V - 15, D), np.float32))
+    cases.append((d, f, "not an embtable checkpoint"))
+    d, f = broken("stale")  # the file of an older checkpoint under the new name
+    f.write_bytes((tmp_path / "old" / old["shards"][1]["file"]).read_bytes())
+    cases.append((d, f, "optimizer step 1 but the manifest at step 2"))
+    d, f = broken("other_table")
+    embtable.Embedding(V - 15, D + 1, seed=0).save(
+        f, optimizer=embtable.optimizers.get(dict(cfg))
+    )
+    cases.append((d, f, r"holds a \(16, 5\) float32 table"))
+    for d, f, what in cases:
+        for S in (2, 3):
+            with pytest.raises(ValueError, match=what) as e:
+                dist.ShardedEmbedding.load(d, num_shards=S)
+            assert str(f) in str(e.value)
+    # Another optimizer than the files': the manifest and files disagree.
+    d = tmp_path / "other_optimizer"
+    d.mkdir()
+    for n in names:
+        (d / n).write_bytes((good / n).read_bytes())
+    m2 = dict(m, optimizer={"name": "adam", "learning_rate": 0.5})
+    (d / "manifest.json").write_text(json.dumps(m2))
+    with pytest.raises(ValueError, match="other Adam hyperparameters") as e:
+        dist.ShardedEmbedding.load(d)
+    assert names[0] in str(e.value)
+    # The good checkpoint still loads.
+    with dist.ShardedEmbedding.load(good, num_shards=3) as b:
+        np.testing.assert_array_equal(b.get_weights()[0], single.embeddings)

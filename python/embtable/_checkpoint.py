@@ -23,6 +23,7 @@ outside the new layer changes; a bad file raises ``ValueError`` naming the file.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -31,7 +32,7 @@ import struct
 import time
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -40,7 +41,14 @@ import numpy as np
 
 from ._atomic import atomic_write
 
-__all__ = ["FORMAT_VERSION", "CheckpointError", "load_layer", "save_layer"]
+__all__ = [
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "check_layer",
+    "load_layer",
+    "open_checkpoint",
+    "save_layer",
+]
 
 # Version 0: embtable 0.1.0's files (embeddings, config, format; no optimizer).
 # Version 1: adds format_version and the optimizer.* members.
@@ -369,6 +377,48 @@ class _Reader:
             self._read_data(key, fp, out, file_dtype)
         return out
 
+    def rows(
+        self,
+        key: str,
+        shape: tuple[int, int],
+        dtype: np.dtype,
+        start: int,
+        stop: int,
+        out: np.ndarray,
+    ) -> None:
+        """Rows ``[start, stop)`` of the ``(V, D)`` array ``key`` (checked against
+        ``shape`` and ``dtype``) into ``out``, holding at most ``CHUNK_BYTES`` of the
+        others at a time. The whole member is still read, so that its CRC-32 is
+        checked as ``array`` checks it."""
+        if (start, stop) == (0, shape[0]):
+            self.array(key, shape, dtype, out=out)
+            return
+        fp, file_shape, file_dtype = self._open(key)
+        with fp:
+            if tuple(file_shape) != tuple(shape):
+                raise self.bad(
+                    f"entry {key!r} has shape {tuple(file_shape)}, expected "
+                    f"{tuple(shape)}"
+                )
+            if file_dtype.newbyteorder("=") != dtype:
+                raise self.bad(
+                    f"entry {key!r} has dtype {file_dtype}, expected {np.dtype(dtype)}"
+                )
+            V, D = shape
+            step = max(1, CHUNK_BYTES // max(1, D * file_dtype.itemsize))
+            for lo in range(0, V, step):
+                hi = min(V, lo + step)
+                part = np.empty((hi - lo, D), dtype=file_dtype)
+                want = part.nbytes
+                got = fp.readinto(part.reshape(-1).view(np.uint8))  # type: ignore[attr-defined]
+                if got != want:
+                    raise self.bad(f"entry {key!r} is truncated")
+                a, b = max(lo, start), min(hi, stop)
+                if a < b:
+                    out[a - start : b - start] = part[a - lo : b - lo]
+            if fp.read(1):  # also makes zipfile check the member's CRC-32
+                raise self.bad(f"entry {key!r} has data past its end")
+
     def text(self, key: str) -> str:
         fp, shape, dtype = self._open(key)
         fp.close()
@@ -435,11 +485,20 @@ def load_layer(
             "optimizer must be an embtable.optimizers.Optimizer or None, got "
             f"{type(optimizer).__name__}"
         )
+    with open_checkpoint(path) as r:
+        return _load(cls, r, optimizer, custom_objects)
+
+
+@contextlib.contextmanager
+def open_checkpoint(path: str | os.PathLike[str]) -> Iterator[_Reader]:
+    """The members of the checkpoint at ``path`` (``.npz`` added if missing), for the
+    ``with`` block; what a damaged or foreign file makes zipfile or NumPy raise there
+    becomes a ``CheckpointError`` naming the file."""
     p = _path_for_load(path)
     with open(p, "rb") as f:  # a missing file: FileNotFoundError, as np.load
         try:
             with zipfile.ZipFile(f) as zf:
-                return _load(cls, _Reader(zf, p), optimizer, custom_objects)
+                yield _Reader(zf, p)
         except CheckpointError:
             raise
         except zipfile.BadZipFile as e:
@@ -483,6 +542,30 @@ def _load(
     optimizer: Any,
     custom_objects: Mapping[str, Any] | None,
 ) -> Any:
+    config, opt_state = check_layer(r, cls.__name__, optimizer)
+    try:
+        layer = _layer_from_config(cls, config, custom_objects)
+    except (TypeError, ValueError) as e:
+        raise r.bad(
+            f"its config does not make a layer of class {cls.__name__}: {e}"
+        ) from e
+    table = layer.embeddings
+    r.array("embeddings", table.shape, table.dtype, out=table)
+    if opt_state is not None:
+        for _, name in optimizer._slot_layout():
+            opt_state[name] = r.array(_STATE_PREFIX + name, table.shape, table.dtype)
+        # Everything was read and checked: only now does the optimizer change.
+        optimizer._set_state(layer, opt_state, copy=False)
+    return layer
+
+
+def check_layer(
+    r: _Reader, cls_name: str, optimizer: Any
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Check a layer checkpoint's small members (format, version, layer class and,
+    with ``optimizer``, its class, hyperparameters, step count and slot names)
+    without reading the arrays. Returns the layer's config and, with ``optimizer``,
+    ``{"iterations": n}``; a ``CheckpointError`` naming the file otherwise."""
     if not r.has("format"):
         held = ", ".join(repr(k) for k in sorted(r.infos)) or "nothing"
         raise r.bad(
@@ -500,10 +583,9 @@ def _load(
     if version < 0:
         raise r.bad(f"has an invalid format_version {version}")
     saved_cls = fmt[len(_FORMAT_PREFIX) :]
-    if saved_cls != cls.__name__:
+    if saved_cls != cls_name:
         raise r.bad(
-            f"holds a layer of class {saved_cls}, not {cls.__name__}: "
-            f"use {saved_cls}.load"
+            f"holds a layer of class {saved_cls}, not {cls_name}: use {saved_cls}.load"
         )
     config = r.json("config")
 
@@ -545,18 +627,4 @@ def _load(
                 "hyperparameters does not keep"
             )
         opt_state = {"iterations": iterations}
-
-    try:
-        layer = _layer_from_config(cls, config, custom_objects)
-    except (TypeError, ValueError) as e:
-        raise r.bad(
-            f"its config does not make a layer of class {cls.__name__}: {e}"
-        ) from e
-    table = layer.embeddings
-    r.array("embeddings", table.shape, table.dtype, out=table)
-    if opt_state is not None:
-        for _, name in optimizer._slot_layout():
-            opt_state[name] = r.array(_STATE_PREFIX + name, table.shape, table.dtype)
-        # Everything was read and checked: only now does the optimizer change.
-        optimizer._set_state(layer, opt_state, copy=False)
-    return layer
+    return config, opt_state

@@ -15,6 +15,20 @@ and their optimizer state and runs embtable's kernels on them:
 The same ids, gradients and optimizer give the same table as ``embtable.Embedding``
 (``sparse=True``) / ``embtable.EmbeddingBag``, bit for bit.
 
+The initial table is never built whole in one process when the initializer allows it:
+each shard makes its own rows (``uniform`` and the other uniform initializers, by
+skipping its PCG64 stream ahead to its first entry; ``zeros`` / ``ones`` /
+``constant``), or the driver draws the one random stream block by block and hands
+each shard its block (``normal``, and the truncated normals, whose redraw rounds run
+on the shards with the driver drawing each shard's share of each round), holding one
+block at a time. ``orthogonal`` (a QR of the whole matrix) and initializers that are
+not embtable's own are built whole by the driver (see ``ShardedEmbedding``).
+
+``save(folder)`` writes each shard's rows and optimizer state as a layer checkpoint
+(docs/checkpoints.md: ``embtable.Embedding.load(file, optimizer=...)`` reads one
+alone), then ``manifest.json`` naming them; ``load(folder, num_shards=N)`` lets each
+new shard read its rows from the files that hold them.
+
 Every remote call has a timeout. A shard that dies or stops answering raises
 ``ShardError`` naming it; after an error in ``backward`` or ``step`` the table may be
 partly updated, so every later call raises too until the table is restored from its
@@ -38,7 +52,9 @@ import numpy as np
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
-from . import _bag, _core, optimizers
+from . import _bag, _checkpoint, _core, initializers, optimizers
+from ._atomic import atomic_write_text
+from ._checkpoint import CheckpointError
 from ._rowgrad import RowGrad
 from .layers import Embedding, _float_dtype, _positive_int
 
@@ -46,6 +62,9 @@ __all__ = ["ShardError", "ShardedEmbedding", "ShardedEmbeddingBag"]
 
 _FORMAT = "embtable.sharded"
 _MANIFEST = "manifest.json"
+# Version 2: each shard file is a layer checkpoint of an Embedding (version 1, whose
+# shard files were of their own kind, was never released).
+_MANIFEST_VERSION = 2
 
 
 class ShardError(RuntimeError):
@@ -67,42 +86,56 @@ def _bounds(V: int, num_shards: int) -> np.ndarray:
     return np.array([k * V // num_shards for k in range(num_shards + 1)], np.int64)
 
 
-def _atomic_savez(path: str, **arrays: Any) -> None:
-    """np.savez to a temporary file in the same folder, fsync, os.replace."""
-    folder = os.path.dirname(path) or "."
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+def _check_shard_file(
+    r: Any, optimizer: Any, shape: tuple[int, int], dtype: str, iterations: int
+) -> None:
+    """A shard's file is a checkpoint of an ``Embedding`` of ``shape`` and ``dtype``
+    with ``optimizer``'s state at step ``iterations``, as the manifest says; else a
+    ``CheckpointError`` naming it. Reads the small members only."""
+    config, state = _checkpoint.check_layer(r, "Embedding", optimizer)
+    got = (config.get("input_dim"), config.get("output_dim"), config.get("dtype"))
+    if got != (shape[0], shape[1], dtype):
+        raise r.bad(
+            f"holds a ({got[0]}, {got[1]}) {got[2]} table; the manifest says "
+            f"({shape[0]}, {shape[1]}) {dtype}"
+        )
+    assert state is not None
+    if state["iterations"] != iterations:
+        raise r.bad(
+            f"is at optimizer step {state['iterations']} but the manifest at step "
+            f"{iterations} (a file of another checkpoint?)"
+        )
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    folder = os.path.dirname(path) or "."
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # the rename itself survives a crash
-    finally:
-        os.close(fd)
+def _check_seed(seed: Any) -> int | None:
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+    ):
+        raise ValueError(f"seed must be an int or None, got {seed!r}")
+    return None if seed is None else int(seed)
+
+
+def _check_padding_idx(padding_idx: Any, V: int) -> int | None:
+    if padding_idx is None:
+        return None
+    if (
+        isinstance(padding_idx, bool)
+        or not isinstance(padding_idx, (int, np.integer))
+        or not 0 <= int(padding_idx) < V
+    ):
+        raise ValueError(f"padding_idx must be an int in [0, {V}), got {padding_idx!r}")
+    return int(padding_idx)
 
 
 class _Shard:
     """One block of rows and its optimizer state (runs in a Ray actor).
 
     It holds a sparse single-process ``Embedding`` over its rows, so its gradient
-    merging and optimizer step are the single-process code itself.
+    merging, optimizer step and checkpoint file are the single-process code itself.
+    ``rows`` is the block itself, an initializer whose rows the shard makes alone
+    (``initializers._local_rows``), or None (zeros, filled by ``restore``); ``fresh``:
+    the rows come from an initializer, so the padding row is zeroed, as the
+    single-process layer does (user weights keep theirs).
     """
 
     def __init__(
@@ -110,53 +143,85 @@ class _Shard:
         index: int,
         start: int,
         stop: int,
+        V: int,
         D: int,
         dtype: str,
         optimizer: dict[str, Any],
-        rows: np.ndarray | None,
-        sources: list[dict[str, Any]] | None,
-        iterations: int,
+        rows: np.ndarray | initializers.Initializer | None,
+        padding_idx: int | None,
+        fresh: bool,
     ) -> None:
         self.index, self.start, self.stop = index, start, stop
+        self.V, self.D, self.dt = V, D, np.dtype(dtype)
         self.opt = optimizers.get(optimizer)
-        slots: dict[str, np.ndarray] = {}
-        if sources is not None:
-            rows, slots = self._read_block(sources, D, dtype)
+        self.pad = None
+        if padding_idx is not None and start <= padding_idx < stop:
+            self.pad = padding_idx - start
+        if isinstance(rows, initializers.Initializer):
+            rows = initializers._local_rows(rows, (V, D), self.dt, start, stop)
+        elif rows is None:
+            rows = np.zeros((stop - start, D), dtype=self.dt)
         self.layer = Embedding(
             stop - start,
             D,
             weights=rows,
+            embeddings_initializer="zeros",
             dtype=dtype,
             sparse=True,
+            padding_idx=self.pad,
             name=f"shard{index}",
         )
-        state = self.opt.state(self.layer)  # creates the slots
-        for name, arr in slots.items():
-            if name not in state:
-                raise ValueError(f"checkpoint has slot {name!r}; {self.opt!r} has not")
-            state[name][...] = arr
-        self.opt._state(self.layer).iterations = iterations
+        if fresh:
+            self._zero_pad()
+        self.opt.state(self.layer)  # creates the slots
+        self._bad: np.ndarray | None = None
 
-    def _read_block(
-        self, sources: list[dict[str, Any]], D: int, dtype: str
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Rows [start, stop) and their slots from the old shards' files."""
-        n = self.stop - self.start
-        table = np.empty((n, D), dtype=dtype)
-        slots: dict[str, np.ndarray] = {}
-        for src in sources:
-            lo = max(self.start, src["start"])
-            hi = min(self.stop, src["stop"])
-            if lo >= hi:
-                continue
-            with np.load(src["path"], allow_pickle=False) as f:
+    def _zero_pad(self) -> None:
+        if self.pad is not None:
+            self.layer.embeddings[self.pad] = 0
+
+    # -- a truncated normal initial table, round by round (see _ShardedTable) -------
+    def trunc_start(self) -> int:
+        """The raw standard normal block is in place: how many entries to redraw."""
+        self._bad = initializers._outside(self.layer.embeddings.reshape(-1))
+        return int(self._bad.size)
+
+    def trunc_redraw(self, values: np.ndarray) -> int:
+        assert self._bad is not None
+        flat = self.layer.embeddings.reshape(-1)
+        self._bad = initializers._redraw(flat, self._bad, values)
+        return int(self._bad.size)
+
+    def trunc_finish(self, init: initializers.Initializer) -> None:
+        init._finish(self.layer.embeddings, (self.V, self.D), self.dt)
+        self._zero_pad()
+        self._bad = None
+
+    # -- checkpoints --------------------------------------------------------------
+    def restore(self, sources: list[dict[str, Any]], iterations: int) -> str | None:
+        """Rows [start, stop) and their optimizer slots from the old shards' files
+        (each a layer checkpoint, checked as ``Embedding.load`` checks it); reads only
+        the files that hold them. None, or the message of a bad file."""
+        table = self.layer.embeddings
+        state = self.opt.state(self.layer)
+        try:
+            for src in sources:
+                lo, hi = max(self.start, src["start"]), min(self.stop, src["stop"])
+                if lo >= hi:
+                    continue
+                shape = (src["stop"] - src["start"], self.D)
                 a, b = lo - src["start"], hi - src["start"]
-                table[lo - self.start : hi - self.start] = f["embeddings"][a:b]
-                for key in f.files:
-                    if key.startswith("slot_"):
-                        arr = slots.setdefault(key[5:], np.empty((n, D), dtype=dtype))
-                        arr[lo - self.start : hi - self.start] = f[key][a:b]
-        return table, slots
+                here = slice(lo - self.start, hi - self.start)
+                with _checkpoint.open_checkpoint(src["path"]) as r:
+                    _check_shard_file(r, self.opt, shape, self.dt.name, iterations)
+                    r.rows("embeddings", shape, self.dt, a, b, table[here])
+                    for _, name in self.opt._slot_layout():
+                        key = _checkpoint._STATE_PREFIX + name
+                        r.rows(key, shape, self.dt, a, b, state[name][here])
+        except (CheckpointError, FileNotFoundError) as e:
+            return str(e)
+        self.opt._state(self.layer).iterations = iterations
+        return None
 
     def ready(self) -> tuple[int, int]:
         return self.index, os.getpid()
@@ -185,18 +250,8 @@ class _Shard:
         return self.layer.embeddings
 
     def save(self, path: str) -> str:
-        state = self.opt.state(self.layer)
-        arrays = {f"slot_{k}": v for k, v in state.items() if isinstance(v, np.ndarray)}
-        _atomic_savez(
-            path,
-            embeddings=self.layer.embeddings,
-            iterations=np.array(int(state["iterations"]), np.int64),
-            start=np.array(self.start, np.int64),
-            stop=np.array(self.stop, np.int64),
-            format=np.array(_FORMAT + ".shard"),
-            **arrays,
-        )
-        return path
+        """Its rows and optimizer state as a layer checkpoint (atomic)."""
+        return str(_checkpoint.save_layer(self.layer, path, self.opt))
 
 
 _RemoteShard = ray.remote(_Shard)
@@ -244,39 +299,106 @@ class _ShardedTable:
             ray.init(include_dashboard=False, log_to_driver=False)
         opts = {"max_restarts": 0, "max_task_retries": 0, "num_cpus": 1}
         opts.update(actor_options or {})
-        remote = _RemoteShard
         opt_cfg = self.optimizer.get_config()
-        if _restore is None:
-            # The initial table exactly as the single-process layer makes it.
+        dt = self._dtype
+        pairs = [(int(self.bounds[k]), int(self.bounds[k + 1])) for k in range(S)]
+        # What each shard starts from (see _Shard): its block, an initializer it
+        # draws its rows from alone, or None; `fresh`: made by the initializer (the
+        # shard zeroes the padding row, as the single-process layer does).
+        blocks: Any
+        fresh = False
+        init: Any = None
+        kind = None
+        rng: Any = None
+        if _restore is None and weights is None:
+            init = initializers.get(embeddings_initializer, _check_seed(seed))
+            kind = initializers._split_kind(init)
+        if _restore is not None:
+            self.padding_idx = _check_padding_idx(padding_idx, V)
+            self.iterations = int(_restore["iterations"])
+            blocks = (None for _ in pairs)
+        elif kind is None:
+            # User weights (the driver has them already), or an initializer whose
+            # rows can't be made apart: the table exactly as the single-process
+            # layer makes it, then sliced.
             ref = Embedding(
                 V,
                 D,
                 embeddings_initializer=embeddings_initializer,
                 weights=weights,
-                dtype=self._dtype,
+                dtype=dt,
                 seed=seed,
                 padding_idx=padding_idx,
             )
             self.padding_idx = ref.padding_idx
             table = ref.embeddings
             del ref
+            blocks = (table[lo:hi] for lo, hi in pairs)
+        else:
+            self.padding_idx = _check_padding_idx(padding_idx, V)
+            init = initializers._seeded(init)
+            fresh = kind != "truncated_normal"
+            if kind in ("fill", "uniform"):
+                blocks = (init for _ in pairs)  # each shard makes its own rows
+            elif kind == "normal":
+                blocks = initializers._normal_blocks(
+                    init, (V, D), dt, self.bounds.tolist()
+                )
+            else:  # the raw standard normal blocks, in order; redrawn below
+                rng = init._rng()
+                blocks = (
+                    rng.standard_normal((hi - lo, D), dtype=dt) for lo, hi in pairs
+                )
         self._shards: list[Any] = []
-        for k in range(S):
-            lo, hi = int(self.bounds[k]), int(self.bounds[k + 1])
-            args: tuple[Any, ...]
-            if _restore is None:
-                args = (k, lo, hi, D, self._dtype.name, opt_cfg, table[lo:hi], None, 0)
-            else:
-                self.iterations = int(_restore["iterations"])
-                args = (
-                    k, lo, hi, D, self._dtype.name, opt_cfg, None,
-                    _restore["sources"], self.iterations,
-                )  # fmt: skip
-            self._shards.append(remote.options(**opts).remote(*args))
-        pids = self._call(
-            "ready", [() for _ in range(S)], mutates=False, timeout=start_timeout
-        )
-        self.pids = [int(p[1]) for p in pids]
+        try:
+            for k, (lo, hi) in enumerate(pairs):
+                # .remote() copies a block into Ray's object store at once, so the
+                # driver holds one block at a time.
+                self._shards.append(
+                    _RemoteShard.options(**opts).remote(
+                        k,
+                        lo,
+                        hi,
+                        V,
+                        D,
+                        dt.name,
+                        opt_cfg,
+                        next(blocks),
+                        self.padding_idx,
+                        fresh,
+                    )
+                )
+            pids = self._call("ready", [()] * S, mutates=False, timeout=start_timeout)
+            self.pids = [int(p[1]) for p in pids]
+            if kind == "truncated_normal":
+                self._truncate(init, rng, start_timeout)
+            if _restore is not None:
+                args = [(_restore["sources"], self.iterations)] * S
+                msgs = self._call("restore", args, mutates=False, timeout=start_timeout)
+                bad = [m for m in msgs if m]
+                if bad:
+                    raise CheckpointError(bad[0])
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _truncate(self, init: Any, rng: np.random.Generator, timeout: float) -> None:
+        """The redraw rounds of a truncated normal table, on the shards: the whole
+        table's round draws one value per entry still outside, in the order of the
+        entries, so shard k's share is the next ``counts[k]`` values of the stream
+        (the driver holds one share at a time: each goes to the object store as it
+        is drawn). Then the shards scale their rows and zero the padding row."""
+        S = self.num_shards
+        counts = self._call("trunc_start", [()] * S, mutates=False, timeout=timeout)
+        while any(counts):
+            args = [
+                (ray.put(rng.standard_normal(c, dtype=self._dtype)),) if c else None
+                for c in counts
+            ]
+            out = self._call("trunc_redraw", args, mutates=False, timeout=timeout)
+            counts = [c or 0 for c in out]
+        # The padding row is zeroed by the shard that holds it.
+        self._call("trunc_finish", [(init,)] * S, mutates=False, timeout=timeout)
 
     # -- remote calls --------------------------------------------------------
     @property
@@ -441,10 +563,18 @@ class _ShardedTable:
         itself, so ``path`` must be reachable by every shard's machine) and
         ``manifest.json``, replaced last.
 
-        Each file is written atomically, under a fresh name, and the manifest that
-        names them is replaced atomically after all of them: a crash at any moment
-        leaves the previous checkpoint or the new one. Files of older checkpoints are
-        removed afterwards. Returns the folder.
+        Each shard file is a layer checkpoint (docs/checkpoints.md) of an
+        ``Embedding`` of the shard's ``stop - start`` rows with the optimizer's state
+        (slots and the global step count): ``embtable.Embedding.load(file,
+        optimizer=...)`` reads it alone. The manifest names the files and their row
+        bounds, and holds the table's shape, dtype, optimizer config, step count and
+        the layer's kind and config.
+
+        Each file is written atomically (a temporary file, fsync, ``os.replace``, the
+        folder fsynced), under a fresh name, and the manifest that names them is
+        replaced atomically after all of them: a crash at any moment leaves the
+        previous checkpoint or the new one. Files of older checkpoints are removed
+        afterwards. Returns the folder.
         """
         folder = Path(os.fspath(path))
         folder.mkdir(parents=True, exist_ok=True)
@@ -461,7 +591,9 @@ class _ShardedTable:
         manifest = {
             "format": _FORMAT,
             "kind": self._KIND,
-            "version": 1,
+            "version": _MANIFEST_VERSION,
+            "shard_format": "embtable.Embedding",
+            "shard_format_version": _checkpoint.FORMAT_VERSION,
             "input_dim": self.V,
             "output_dim": self.D,
             "dtype": self.dtype,
@@ -477,7 +609,7 @@ class _ShardedTable:
                 for k, n in enumerate(names)
             ],
         }
-        _atomic_write_text(str(folder / _MANIFEST), json.dumps(manifest, indent=1))
+        atomic_write_text(folder / _MANIFEST, json.dumps(manifest, indent=1))
         keep = set(names)
         for old in folder.glob("shard-*.npz"):
             if old.name not in keep:
@@ -499,17 +631,42 @@ class _ShardedTable:
             raise ValueError(
                 f"{mpath}: a checkpoint of a {manifest.get('kind')}, not of a {cls._KIND}"
             )
-        covered = 0
-        for s in manifest["shards"]:
-            if s["start"] != covered or not (folder / s["file"]).is_file():
-                raise ValueError(
-                    f"{mpath}: shard file {s['file']} is missing or out of order"
-                )
-            covered = s["stop"]
-        if covered != manifest["input_dim"]:
+        if manifest.get("version") != _MANIFEST_VERSION:
             raise ValueError(
-                f"{mpath}: the shards cover {covered} of {manifest['input_dim']} rows"
+                f"{mpath}: manifest version {manifest.get('version')!r}; this embtable "
+                f"reads version {_MANIFEST_VERSION}"
             )
+        try:
+            covered = 0
+            for s in manifest["shards"]:
+                if not covered == s["start"] < s["stop"]:
+                    raise ValueError(
+                        f"{mpath}: shard file {s['file']} holds rows "
+                        f"[{s['start']}, {s['stop']}), expected rows from {covered}"
+                    )
+                if not (folder / s["file"]).is_file():
+                    raise ValueError(
+                        f"{folder / s['file']}: missing (a shard file named by {mpath})"
+                    )
+                covered = s["stop"]
+            if covered != manifest["input_dim"]:
+                raise ValueError(
+                    f"{mpath}: the shards cover {covered} of "
+                    f"{manifest['input_dim']} rows"
+                )
+            optimizer = optimizers.get(manifest["optimizer"])
+            D, dtype = manifest["output_dim"], manifest["dtype"]
+            iterations = manifest["iterations"]
+        except (KeyError, TypeError) as e:
+            raise ValueError(
+                f"{mpath}: damaged manifest ({type(e).__name__}: {e})"
+            ) from None
+        # Every file's small members, before any shard starts (the shards check the
+        # arrays as they read them).
+        for s in manifest["shards"]:
+            with _checkpoint.open_checkpoint(folder / s["file"]) as r:
+                shape = (s["stop"] - s["start"], D)
+                _check_shard_file(r, optimizer, shape, dtype, iterations)
         return manifest
 
     @classmethod
@@ -524,8 +681,19 @@ class _ShardedTable:
     ) -> Any:
         """A table restored from ``save(path)`` onto ``num_shards`` new shards (by
         default as many as were saved): rows, optimizer state and step count, so
-        training continues as if it had not stopped. Each new shard reads its rows
-        from the files that hold them."""
+        training continues as if it had not stopped.
+
+        Each new shard reads its rows and their optimizer slots from the old files
+        that hold them (streaming each, so that the zip's CRC-32 of every member is
+        checked, and keeping only its rows): no process ever holds the whole table.
+
+        Raises
+        ------
+        ValueError
+            A missing, truncated, corrupt or foreign shard file, one that does not
+            match the manifest (shape, dtype, optimizer, step count), or a bad
+            manifest; the message names the file. No shard is left running.
+        """
         folder = Path(os.fspath(path)).resolve()
         m = cls._read_manifest(folder)
         sources = [
@@ -581,7 +749,20 @@ class ShardedEmbedding(_ShardedTable):
         Applied by ``step()`` on each shard to its rows (lazily).
     embeddings_initializer, weights, dtype, seed, padding_idx
         As ``embtable.Embedding``: the initial table is exactly the single-process
-        layer's (built once by the caller, then sent to the shards).
+        layer's, bit for bit. No process builds it whole for embtable's uniform
+        initializers (``uniform``, ``glorot_uniform``, ``he_uniform``,
+        ``lecun_uniform``, ``VarianceScaling(distribution="uniform")``) and
+        ``zeros`` / ``ones`` / ``constant``: each shard makes its own rows, skipping
+        the seed's PCG64 stream ahead to its first entry. For the normals
+        (``normal``, ``VarianceScaling(distribution="untruncated_normal")``) and the
+        truncated normals (``truncated_normal``, ``glorot_normal``, ``he_normal``,
+        ``lecun_normal``), whose draws take a variable number of random bits, the
+        driver draws the one stream in order and hands each shard its block (and,
+        for the truncated ones, each shard its share of every redraw round), so it
+        holds one block at a time. ``orthogonal`` (a QR of the whole matrix), any
+        other callable and ``weights=`` are built or given whole on the driver, then
+        sliced: they must fit in its memory. Without ``seed`` a fresh one is drawn
+        once, so the shards' rows still come from one stream.
     timeout : float
         Seconds every remote call may take before ``ShardError``.
     start_timeout : float

@@ -8,7 +8,7 @@ gives the same values at every call.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,15 @@ class Initializer(Configurable):
     """Base class: ``__call__(shape, dtype=None)``, ``get_config()``."""
 
     seed: int | None = None
+    # How ``__call__`` draws, for making a table's rows apart (embtable.distributed):
+    # "fill" (no randomness), "uniform" (one rng.random), "normal" (one
+    # rng.standard_normal), "truncated_normal" (_truncated_standard_normal), each then
+    # passed through ``_finish``; None: only the whole table at once.
+    _draw: str | None = None
+
+    def _finish(self, out: np.ndarray, shape: tuple[int, ...], dt: np.dtype) -> None:
+        """The elementwise step after the draw, in place (``shape``: the whole
+        table's, for the fans)."""
 
     def __call__(self, shape: Any, dtype: Any = None) -> np.ndarray:
         raise NotImplementedError
@@ -70,6 +79,8 @@ class Initializer(Configurable):
 class Zeros(Initializer):
     """All zeros."""
 
+    _draw = "fill"
+
     def __call__(self, shape: Any, dtype: Any = None) -> np.ndarray:
         return np.zeros(_shape(shape), dtype=_dtype(dtype))
 
@@ -77,12 +88,16 @@ class Zeros(Initializer):
 class Ones(Initializer):
     """All ones."""
 
+    _draw = "fill"
+
     def __call__(self, shape: Any, dtype: Any = None) -> np.ndarray:
         return np.ones(_shape(shape), dtype=_dtype(dtype))
 
 
 class Constant(Initializer):
     """Every entry ``value``."""
+
+    _draw = "fill"
 
     def __init__(self, value: float = 0.0) -> None:
         self.value = float(value)
@@ -97,17 +112,22 @@ class Constant(Initializer):
 class RandomUniform(Initializer):
     """U(minval, maxval); Keras defaults U(-0.05, 0.05)."""
 
+    _draw = "uniform"
+
     def __init__(
         self, minval: float = -0.05, maxval: float = 0.05, seed: int | None = None
     ):
         self.minval, self.maxval, self.seed = float(minval), float(maxval), seed
 
     def __call__(self, shape: Any, dtype: Any = None) -> np.ndarray:
-        dt = _dtype(dtype)
-        out = self._rng().random(_shape(shape), dtype=dt)
+        dt, shp = _dtype(dtype), _shape(shape)
+        out = self._rng().random(shp, dtype=dt)
+        self._finish(out, shp, dt)
+        return out
+
+    def _finish(self, out: np.ndarray, shape: tuple[int, ...], dt: np.dtype) -> None:
         out *= dt.type(self.maxval - self.minval)
         out += dt.type(self.minval)
-        return out
 
     def get_config(self) -> dict[str, Any]:
         return {"minval": self.minval, "maxval": self.maxval, "seed": self.seed}
@@ -116,17 +136,22 @@ class RandomUniform(Initializer):
 class RandomNormal(Initializer):
     """N(mean, stddev**2); Keras default stddev 0.05."""
 
+    _draw = "normal"
+
     def __init__(
         self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None
     ):
         self.mean, self.stddev, self.seed = float(mean), float(stddev), seed
 
     def __call__(self, shape: Any, dtype: Any = None) -> np.ndarray:
-        dt = _dtype(dtype)
-        out = self._rng().standard_normal(_shape(shape), dtype=dt)
+        dt, shp = _dtype(dtype), _shape(shape)
+        out = self._rng().standard_normal(shp, dtype=dt)
+        self._finish(out, shp, dt)
+        return out
+
+    def _finish(self, out: np.ndarray, shape: tuple[int, ...], dt: np.dtype) -> None:
         out *= dt.type(self.stddev)
         out += dt.type(self.mean)
-        return out
 
     def get_config(self) -> dict[str, Any]:
         return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
@@ -138,15 +163,29 @@ def _truncated_standard_normal(
     # Redraw values outside [-2, 2] (two standard deviations, as Keras).
     out = rng.standard_normal(shape, dtype=dt)
     flat = out.reshape(-1)
-    bad = np.flatnonzero(np.abs(flat) > 2)
+    bad = _outside(flat)
     while bad.size:
-        flat[bad] = rng.standard_normal(bad.size, dtype=dt)
-        bad = bad[np.abs(flat[bad]) > 2]
+        bad = _redraw(flat, bad, rng.standard_normal(bad.size, dtype=dt))
     return out
+
+
+def _outside(flat: np.ndarray) -> np.ndarray:
+    """Positions of the values a truncated normal redraws (|x| > 2), ascending."""
+    return np.flatnonzero(np.abs(flat) > 2)
+
+
+def _redraw(flat: np.ndarray, bad: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """One round of redrawing: ``values`` into the positions ``bad``; those still
+    outside. A block of the table can run its own rounds with its share of each
+    round's values: the draws stay in the order of the whole table's positions."""
+    flat[bad] = values
+    return bad[np.abs(flat[bad]) > 2]
 
 
 class TruncatedNormal(Initializer):
     """N(mean, stddev**2) redrawn outside two standard deviations."""
+
+    _draw = "truncated_normal"
 
     def __init__(
         self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None
@@ -154,11 +193,14 @@ class TruncatedNormal(Initializer):
         self.mean, self.stddev, self.seed = float(mean), float(stddev), seed
 
     def __call__(self, shape: Any, dtype: Any = None) -> np.ndarray:
-        dt = _dtype(dtype)
-        out = _truncated_standard_normal(self._rng(), _shape(shape), dt)
+        dt, shp = _dtype(dtype), _shape(shape)
+        out = _truncated_standard_normal(self._rng(), shp, dt)
+        self._finish(out, shp, dt)
+        return out
+
+    def _finish(self, out: np.ndarray, shape: tuple[int, ...], dt: np.dtype) -> None:
         out *= dt.type(self.stddev)
         out += dt.type(self.mean)
-        return out
 
     def get_config(self) -> dict[str, Any]:
         return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
@@ -208,27 +250,39 @@ class VarianceScaling(Initializer):
             seed,
         )
 
+    @property
+    def _draw(self) -> str:  # type: ignore[override]
+        return {"untruncated_normal": "normal"}.get(
+            self.distribution, self.distribution
+        )
+
     def __call__(self, shape: Any, dtype: Any = None) -> np.ndarray:
         dt, shp = _dtype(dtype), _shape(shape)
-        fan_in, fan_out = _fans(shp)
+        rng = self._rng()
+        if self.distribution == "truncated_normal":
+            out = _truncated_standard_normal(rng, shp, dt)
+        elif self.distribution == "untruncated_normal":
+            out = rng.standard_normal(shp, dtype=dt)
+        else:
+            out = rng.random(shp, dtype=dt)
+        self._finish(out, shp, dt)
+        return out
+
+    def _finish(self, out: np.ndarray, shape: tuple[int, ...], dt: np.dtype) -> None:
+        fan_in, fan_out = _fans(shape)
         fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[
             self.mode
         ]
         scale = self.scale / max(1.0, fan)
-        rng = self._rng()
         if self.distribution == "truncated_normal":
             # 0.8796...: the stddev of a standard normal truncated to [-2, 2].
-            out = _truncated_standard_normal(rng, shp, dt)
             out *= dt.type(math.sqrt(scale) / 0.87962566103423978)
         elif self.distribution == "untruncated_normal":
-            out = rng.standard_normal(shp, dtype=dt)
             out *= dt.type(math.sqrt(scale))
         else:
             limit = math.sqrt(3.0 * scale)
-            out = rng.random(shp, dtype=dt)
             out *= dt.type(2 * limit)
             out -= dt.type(limit)
-        return out
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -306,6 +360,66 @@ class Orthogonal(Initializer):
 
     def get_config(self) -> dict[str, Any]:
         return {"gain": self.gain, "seed": self.seed}
+
+
+def _split_kind(init: Any) -> str | None:
+    """How rows of ``init((V, D), dtype)`` can be made apart (``Initializer._draw``);
+    None for Orthogonal, other callables and subclasses defined elsewhere (they may
+    draw otherwise)."""
+    if not isinstance(init, Initializer) or type(init).__module__ != __name__:
+        return None
+    return init._draw
+
+
+def _seeded(init: Initializer) -> Initializer:
+    """``init`` with a fixed seed (a fresh one when unseeded), so that every block of
+    one table comes from one stream."""
+    if init.seed is not None or "seed" not in init.get_config():
+        return init
+    return init._with_seed(int(np.random.SeedSequence().entropy))  # type: ignore[arg-type]
+
+
+def _local_rows(
+    init: Initializer, shape: tuple[int, int], dt: np.dtype, start: int, stop: int
+) -> np.ndarray:
+    """Rows ``[start, stop)`` of ``init(shape, dt)``, bit for bit, made without the
+    other rows; for ``_draw`` "fill" and "uniform" only.
+
+    ``Generator.random`` makes each float64 from one 64-bit output of the PCG64 bit
+    generator and each float32 from one 32-bit half of an output (the low half
+    first; the high half is kept for the next float32). So entry ``e`` of the table
+    comes from output ``e`` (float64) or ``e // 2`` (float32), and
+    ``bit_generator.advance(n)`` (which also drops a kept half) skips to it:
+    V = 5, D = 3, float32, rows [3, 5) -> entries 9..14 -> advance(4), draw 7, drop 1.
+    """
+    n, D = stop - start, shape[1]
+    if init._draw == "fill":
+        return init((n, D), dt)
+    if init._draw != "uniform":
+        raise ValueError(f"{init!r} draws its rows in sequence, not apart")
+    rng = init._rng()
+    per = 2 if dt == np.float32 else 1
+    first = start * D
+    rng.bit_generator.advance(first // per)  # type: ignore[attr-defined]
+    skip = first % per
+    out = rng.random(skip + n * D, dtype=dt)[skip:].reshape(n, D)
+    init._finish(out, shape, dt)
+    return out
+
+
+def _normal_blocks(
+    init: Initializer, shape: tuple[int, int], dt: np.dtype, bounds: Sequence[int]
+) -> Iterator[np.ndarray]:
+    """Rows ``[bounds[k], bounds[k + 1])`` of ``init(shape, dt)`` for each k in turn,
+    bit for bit, for ``_draw`` "normal": one generator draws the blocks in order
+    (its state, a kept 32-bit half included, carries over from one call to the
+    next, so the draws are those of one call for the whole table)."""
+    rng = init._rng()
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        out = rng.standard_normal((int(hi) - int(lo), shape[1]), dtype=dt)
+        init._finish(out, shape, dt)
+        yield out
+        del out  # before the next block is drawn: one block at a time
 
 
 _CLASSES: dict[str, type[Initializer]] = {

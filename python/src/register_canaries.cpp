@@ -24,7 +24,7 @@ T launder_value(T v) {
 // heap-buffer-overflow).
 int64_t canary_oob_read() {
   auto buf = std::make_unique<int64_t[]>(4);
-  for (int64_t i = 0; i < 4; ++i) buf[i] = i;
+  for (size_t i = 0; i < 4; ++i) buf[i] = static_cast<int64_t>(i);
   const int64_t* p = launder_value(buf.get());
   const int64_t k = launder_value(int64_t{4});
   return p[k];

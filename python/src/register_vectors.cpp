@@ -107,11 +107,12 @@ void save_vectors_py(int fd, const std::string& display, const py::bytes& blob,
   const FloatKind fk = float_kind(table, "table");
   check_table(table, "table", false);
   const int64_t V = table.shape(0), D = table.shape(1);
-  const auto [bytes, o] = word_arena(blob, offsets, V);
+  const auto [bytes, offs] = word_arena(blob, offsets, V);
   std::string why;
-  if (find_unwritable_word(bytes.data(), o, V, &why) >= 0)
+  if (find_unwritable_word(bytes.data(), offs, V, &why) >= 0)
     throw py::value_error("a word " + why);
   const char* w = bytes.data();
+  const int64_t* o = offs;  // clang 14 cannot capture a structured binding
   if (fk == FloatKind::f32) {
     const float* t = static_cast<const float*>(table.data());
     without_gil(display, [&] { write_vectors(fd, w, o, t, V, D, binary); });

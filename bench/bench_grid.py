@@ -1,7 +1,7 @@
 """The issue-9 grid in one command: every cell, geometric means, the loop.
 
-    python bench/bench_grid.py > grid.md            # ~5-10 min on 2 quiet cores
-    python bench/bench_grid.py --quick > grid.md    # D 16/64, uniform: ~1-2 min
+    python bench/bench_grid.py > grid.md            # ~1-2 min on 2 quiet cores
+    python bench/bench_grid.py --quick > grid.md    # D 16/64, uniform: ~30 s
 
 Prints Markdown: the machine and the tuned sizes in use, the pool's measured
 hand-off latency, the gather and scatter_add grids (V in {10k, 1M}, D in
@@ -14,6 +14,9 @@ scatter_add) against back-to-back calls, torch and numba.
 
 Every method of a cell is timed round-robin in one process with the order
 rotated each round (medians), so a busy machine shifts all methods alike.
+The peers' idle OpenMP threads park about a millisecond after their last call
+(`--peer-spin short`, the default), so they do not spin on the cores of the
+method timed next; `--peer-spin default` keeps the runtimes' own spin.
 Needs `pip install ".[bench]"` for the peers (skipped when absent).
 """
 
@@ -32,10 +35,17 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="D 16/64, uniform ids only")
     p.add_argument("--repeats", type=int, default=7, help="rounds per cell (medians)")
     p.add_argument("--no-loop", action="store_true", help="skip the loop table")
+    p.add_argument(
+        "--peer-spin",
+        choices=("short", "default"),
+        default="short",
+        help="the peers' idle OpenMP spin (see python -m embtable bench --help)",
+    )
     args = p.parse_args()
     t0 = time.perf_counter()
     all_threads = embtable.get_num_threads()
     threads = sorted({1, all_threads})
+    spin = _bench.set_peer_spin(args.peer_spin)
     peers = _bench._Peers()
     missing = {"torch", "numba"} - set(peers.names)
     if missing:
@@ -45,6 +55,8 @@ def main() -> int:
     print(_bench.machine_description())
     print()
     print(_bench.pool_report())
+    print()
+    print(spin)
     print()
     Ds = _bench.QUICK_D if args.quick else _bench.FULL_D
     dists = ("uniform",) if args.quick else _bench.DISTS

@@ -51,7 +51,9 @@ def test_zipf_ids_are_in_range() -> None:
     assert np.bincount(ids).max() > 20 * 50_000 / 1_000
 
 
-@pytest.mark.parametrize("argv", [["--threads", "0"], ["--repeats", "0"], ["--bogus"]])
+@pytest.mark.parametrize(
+    "argv", [["--threads", "0"], ["--repeats", "0"], ["--bogus"], ["--peer-spin", "x"]]
+)
 def test_bad_arguments_exit_before_timing(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         _bench.main(argv)
@@ -144,3 +146,26 @@ def test_loop_cli_plumbing(capsys: pytest.CaptureFixture[str]) -> None:
         text=True,
     ).stdout
     assert "--loop" in help_text and "--work-ms" in help_text
+
+
+def test_peer_spin_short_sets_the_openmp_variables_unless_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.setenv("KMP_BLOCKTIME", "7")  # the user's own value wins
+    text = _bench.set_peer_spin("short")
+    assert _bench.os.environ["GOMP_SPINCOUNT"] == _bench.PEER_SPIN["GOMP_SPINCOUNT"]
+    assert _bench.os.environ["KMP_BLOCKTIME"] == "7"
+    assert "short" in text and "KMP_BLOCKTIME=7" in text
+
+
+def test_peer_spin_default_leaves_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("KMP_BLOCKTIME", raising=False)
+    text = _bench.set_peer_spin("default")
+    assert "GOMP_SPINCOUNT" not in _bench.os.environ
+    assert "runtime default" in text
+    with pytest.raises(ValueError, match="short"):
+        _bench.set_peer_spin("sometimes")

@@ -135,6 +135,35 @@ def time_rotated(
 # ---------------------------------------------------------------- optional peers
 
 
+# PyTorch and numba run on OpenMP (libgomp), whose idle threads keep spinning
+# for a while after each parallel call (GOMP_SPINCOUNT, 300,000 pauses by
+# default; KMP_BLOCKTIME for Intel's runtime). Timed round-robin, those spinners
+# take the cores of whichever method runs next: here embtable's 2-thread gather
+# of 4,096 ids took 29.5 us after a peer's batch against 15.5 us without the
+# spinners, while the peers' own times did not change (14-16 us either way).
+# "short" lets a peer's threads park within about a millisecond of its last
+# call: its calls within a batch still find them awake.
+PEER_SPIN = {"GOMP_SPINCOUNT": "10000", "KMP_BLOCKTIME": "1"}
+
+
+def set_peer_spin(mode: str) -> str:
+    """Set the peers' OpenMP idle spin before they are imported; describe it.
+
+    ``mode`` is "short" (PEER_SPIN, unless the variables are already set) or
+    "default" (the runtimes' own). Must run before torch or numba is imported:
+    OpenMP reads these variables once, when it loads.
+    """
+    loaded = [m for m in ("torch", "numba") if m in sys.modules]
+    if mode == "short":
+        for k, v in PEER_SPIN.items():
+            os.environ.setdefault(k, v)
+    elif mode != "default":
+        raise ValueError(f"peer spin must be 'short' or 'default', got {mode!r}")
+    env = ", ".join(f"{k}={os.environ.get(k, '(runtime default)')}" for k in PEER_SPIN)
+    late = f"; already imported, unchanged: {', '.join(loaded)}" if loaded else ""
+    return f"peers' idle OpenMP spin: {mode} ({env}){late}"
+
+
 class _Peers:
     """PyTorch and numba implementations, loaded lazily; absent ones are None."""
 
@@ -1054,6 +1083,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--no-peers", action="store_true", help="skip PyTorch and numba")
     p.add_argument(
+        "--peer-spin",
+        choices=("short", "default"),
+        default="short",
+        help="how long the peers' idle OpenMP threads spin after a call: 'short' "
+        "(default; GOMP_SPINCOUNT=10000, KMP_BLOCKTIME=1 unless already set) so "
+        "they do not take the cores of the method timed next, or the runtimes' "
+        "'default'",
+    )
+    p.add_argument(
         "--loop",
         action="store_true",
         help="the training-loop pattern instead of the grid: gather, ~1 ms of "
@@ -1085,6 +1123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             p.error("--plot needs matplotlib: pip install matplotlib")
+    spin = set_peer_spin(args.peer_spin)
     peers = _Peers(use_torch=not args.no_peers, use_numba=not args.no_peers)
     missing = {"torch", "numba"} - set(peers.names)
     if missing and not args.no_peers:
@@ -1097,6 +1136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(pool_report())
     print()
+    if peers.names:
+        print(spin)
+        print()
     if args.loop:
         cases = LOOP_CASES[:1] if args.quick else LOOP_CASES
         loop_rows = run_loop(

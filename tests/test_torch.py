@@ -352,6 +352,40 @@ def test_optimizers_step_as_with_torch(dtype, opt, sparse, module):
         close(ours.weight.detach(), ref.weight.detach(), dtype)
 
 
+@pytest.mark.parametrize("set_to_none", [True, False])
+@pytest.mark.parametrize("module", ["Embedding", "EmbeddingBag"])
+def test_dense_gradient_memory_is_reused_only_when_nothing_holds_it(
+    module, set_to_none
+):
+    # Dense gradients are kept per weight and reused once their .grad is dropped;
+    # a gradient still held anywhere is never written again.
+    V, D = 50, 4
+    ours, ref = pair(
+        getattr(et, module), getattr(torch.nn, module), V, D, dtype=torch.float32
+    )
+    gen = torch.Generator().manual_seed(9)
+    ptrs, kept = [], []
+    for step in range(5):
+        ids = torch.randint(0, V, (6, 3), generator=gen)
+        for m in (ours, ref):
+            m.zero_grad(set_to_none=set_to_none)
+            m(ids).pow(2).sum().backward()
+        close(ours.weight.grad, ref.weight.grad, torch.float32)
+        ptrs.append(ours.weight.grad.data_ptr())
+        if step == 2:  # a user keeps this step's gradient
+            kept.append((ours.weight.grad, ours.weight.grad.clone()))
+            ours.weight.grad = None
+    for held, copy in kept:
+        assert torch.equal(held, copy)  # later steps did not write into it
+    if set_to_none:
+        assert ptrs[0] == ptrs[1] == ptrs[2]  # freed each step: the same memory
+        assert ptrs[3] != ptrs[2]  # step 2's is still held: new memory
+        assert ptrs[4] == ptrs[3]
+    else:
+        # .grad stays and accumulates each step's (temporary) gradient.
+        assert len(set(ptrs[:3])) == 1
+
+
 # --- gradcheck ----------------------------------------------------------------------
 
 

@@ -36,14 +36,21 @@ def torch_rows(reps: int, threads: int) -> list[tuple[str, float, float]]:
     V, D, B, L = 1_000_000, 64, 2048, 50
     gen = torch.Generator().manual_seed(0)
     rows = []
-    for sparse, opt_name in ((False, "SGD"), (True, "SparseAdam")):
+    for sparse, opt_name, our_opt in (
+        (False, "SGD", torch.optim.SGD),
+        (True, "SparseAdam", torch.optim.SparseAdam),
+        (True, "SparseAdam", et.SparseAdam),
+    ):
         torch.manual_seed(0)
         ref = torch.nn.EmbeddingBag(V, D, mode="sum", sparse=sparse)
         ours = et.EmbeddingBag(V, D, mode="sum", sparse=sparse)
         with torch.no_grad():
             ours.weight.copy_(ref.weight)
         opt = getattr(torch.optim, opt_name)
-        o_ref, o_ours = opt(ref.parameters(), lr=0.01), opt(ours.parameters(), lr=0.01)
+        o_ref, o_ours = (
+            opt(ref.parameters(), lr=0.01),
+            our_opt(ours.parameters(), lr=0.01),
+        )
         ids = torch.randint(0, V, (B * L,), generator=gen)
         offsets = torch.arange(0, B * L, L)
         target = torch.randn(B, D, generator=gen)
@@ -60,7 +67,13 @@ def torch_rows(reps: int, threads: int) -> list[tuple[str, float, float]]:
         a(), b()  # warm up (optimizer state), then compare the tables
         torch.testing.assert_close(ours.weight, ref.weight, rtol=1e-4, atol=1e-5)
         t = median_ms({"torch": a, "embtable": b}, reps)
-        kind = "sparse=True + SparseAdam" if sparse else "dense + SGD"
+        kind = "dense + SGD"
+        if sparse:
+            kind = "sparse=True + SparseAdam (" + (
+                "embtable.torch.SparseAdam)"
+                if our_opt is et.SparseAdam
+                else "torch.optim.SparseAdam on both)"
+            )
         rows.append(
             (f"EmbeddingBag(1M, 64, sum) step, {kind}", t["torch"], t["embtable"])
         )

@@ -386,6 +386,96 @@ def test_dense_gradient_memory_is_reused_only_when_nothing_holds_it(
         assert len(set(ptrs[:3])) == 1
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("maximize", [False, True])
+@pytest.mark.parametrize("module", ["Embedding", "EmbeddingBag"])
+def test_sparse_adam_steps_as_torch_sparse_adam(dtype, maximize, module, monkeypatch):
+    fused = []
+    real = et._core.optim_step
+    monkeypatch.setattr(
+        et._core,
+        "optim_step",
+        lambda kind, *a, **k: (fused.append(kind), real(kind, *a, **k)),
+    )
+    V, D = 60, 5
+    ours, ref = pair(
+        getattr(et, module), getattr(torch.nn, module), V, D, dtype=dtype, sparse=True
+    )
+    kw = {"lr": 0.05, "betas": (0.8, 0.95), "eps": 1e-6, "maximize": maximize}
+    o1, o2 = (
+        et.SparseAdam(ours.parameters(), **kw),
+        torch.optim.SparseAdam(ref.parameters(), **kw),
+    )
+    assert isinstance(o1, torch.optim.SparseAdam)
+    gen = torch.Generator().manual_seed(11)
+    for _ in range(6):
+        ids = torch.randint(
+            0, V // 3, (7, 4), generator=gen
+        )  # rows repeat across steps
+        for m, o in ((ours, o1), (ref, o2)):
+            o.zero_grad()
+            m(ids).pow(2).sum().backward()
+            o.step()
+        close(ours.weight.detach(), ref.weight.detach(), dtype)
+    assert fused == ["adam"] * 6  # the embtable kernel ran every step
+    s1, s2 = o1.state[ours.weight], o2.state[ref.weight]
+    assert s1["step"] == s2["step"] == 6
+    close(s1["exp_avg"], s2["exp_avg"], dtype)
+    close(s1["exp_avg_sq"], s2["exp_avg_sq"], dtype)
+    untouched = torch.ones(V, dtype=torch.bool)
+    untouched[: V // 3] = False
+    assert not s1["exp_avg"][untouched].any()  # lazy: other rows keep zero moments
+
+
+def test_sparse_adam_state_dict_is_torch_s_and_resumes():
+    V, D = 30, 4
+    ours, ref = pair(
+        et.Embedding, torch.nn.Embedding, V, D, dtype=torch.float64, sparse=True
+    )
+    o1 = et.SparseAdam(ours.parameters(), lr=0.1)
+    o2 = torch.optim.SparseAdam(ref.parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(3)
+    batches = [torch.randint(0, V, (9,), generator=gen) for _ in range(5)]
+
+    def run(m, o, ids):
+        o.zero_grad()
+        m(ids).sum().backward()
+        o.step()
+
+    for ids in batches[:3]:
+        run(ours, o1, ids)
+        run(ref, o2, ids)
+    # Swap the optimizers' states: each continues from the other's.
+    sd1, sd2 = o1.state_dict(), o2.state_dict()
+    o1.load_state_dict(sd2)
+    o2.load_state_dict(sd1)
+    for ids in batches[3:]:
+        run(ours, o1, ids)
+        run(ref, o2, ids)
+    close(ours.weight.detach(), ref.weight.detach(), torch.float64)
+
+
+def test_sparse_adam_other_params_use_torch_s_update_and_dense_grads_raise():
+    p = torch.nn.Parameter(torch.zeros(10, dtype=torch.float64))  # 1-D: torch's path
+    q = torch.nn.Parameter(torch.zeros(10, dtype=torch.float64))
+    grad = torch.sparse_coo_tensor(
+        torch.tensor([[1, 4, 4]]),
+        torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64),
+        (10,),
+        check_invariants=True,
+    )
+    o1, o2 = et.SparseAdam([p], lr=0.1), torch.optim.SparseAdam([q], lr=0.1)
+    for _ in range(3):
+        p.grad, q.grad = grad.clone(), grad.clone()
+        o1.step()
+        o2.step()
+    torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=0)
+    assert p[4] != 0 and p[0] == 0
+    p.grad = torch.ones(10, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="dense gradients"):
+        o1.step()
+
+
 # --- gradcheck ----------------------------------------------------------------------
 
 

@@ -32,7 +32,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from . import _core
 from ._indices import as_indices
 
-__all__ = ["Embedding", "EmbeddingBag", "embedding", "embedding_bag"]
+__all__ = ["Embedding", "EmbeddingBag", "SparseAdam", "embedding", "embedding_bag"]
 
 _FLOATS = (torch.float32, torch.float64)
 _INTS = (torch.int32, torch.int64)
@@ -549,3 +549,103 @@ class EmbeddingBag(torch.nn.EmbeddingBag):
             self.include_last_offset,
             self.padding_idx,
         )
+
+
+# --- SparseAdam ---------------------------------------------------------------------
+
+
+class SparseAdam(torch.optim.SparseAdam):
+    """``torch.optim.SparseAdam`` whose update runs embtable's fused lazy Adam kernel.
+
+    Same constructor, defaults, errors, ``state_dict`` (``step``, ``exp_avg``,
+    ``exp_avg_sq``: it loads into ``torch.optim.SparseAdam`` and back) and update
+    as torch's: for each row in the coalesced sparse gradient,
+    ``m += (g - m)(1 - b1)``, ``v += (g*g - v)(1 - b2)``,
+    ``w -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``; other rows and
+    their moments are untouched. torch runs this as a dozen sparse tensor ops
+    (masks, copies, three sparse additions); embtable does it in one pass over the
+    touched rows, in place, multithreaded. Results equal torch's up to rounding
+    (the bias correction is evaluated in the table's dtype).
+
+    The kernel takes 2-D CPU float32 / float64 parameters whose moments are
+    C-contiguous (embedding tables); any other parameter is updated by torch's
+    own ``sparse_adam``.
+    """
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            maximize = group.get("maximize", False)
+            lr = float(group["lr"])
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if not p.grad.is_sparse:
+                    raise RuntimeError(
+                        "SparseAdam does not support dense gradients, please consider "
+                        "Adam instead"
+                    )
+                state = self.state[p]
+                if len(state) == 0:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(
+                        p, memory_format=torch.preserve_format
+                    )
+                    state["exp_avg_sq"] = torch.zeros_like(
+                        p, memory_format=torch.preserve_format
+                    )
+                state["step"] += 1
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                if not _fused_adam_ok(p, m, v):
+                    torch.optim._functional.sparse_adam(
+                        [p],
+                        [p.grad],
+                        [m],
+                        [v],
+                        [state["step"]],
+                        eps=group["eps"],
+                        beta1=beta1,
+                        beta2=beta2,
+                        lr=lr,
+                        maximize=maximize,
+                    )
+                    continue
+                grad = p.grad.coalesce()
+                values = grad._values()
+                if values.numel() == 0:
+                    continue
+                if maximize:
+                    values = -values
+                _core.optim_step(
+                    "adam",
+                    p.detach().numpy(),
+                    grad._indices()[0].contiguous().numpy(),
+                    values.contiguous().numpy(),
+                    [m.numpy(), v.numpy(), None],
+                    learning_rate=lr,
+                    epsilon=group["eps"],
+                    beta_1=beta1,
+                    beta_2=beta2,
+                    step=int(state["step"]),
+                )
+        return loss
+
+
+def _fused_adam_ok(p: torch.Tensor, m: torch.Tensor, v: torch.Tensor) -> bool:
+    return (
+        p.device.type == "cpu"
+        and p.dim() == 2
+        and p.dtype in _FLOATS
+        and p.is_contiguous()
+        and p.grad is not None
+        and p.grad.dtype == p.dtype
+        and all(
+            s.dtype == p.dtype and s.is_contiguous() and s.shape == p.shape
+            for s in (m, v)
+        )
+    )

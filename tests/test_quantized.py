@@ -491,18 +491,32 @@ def test_bag_equals_float_bag_on_dequantized(rng, fmt, mode, level):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_bag_weighted_sum(rng, fmt, level):
-    q = embtable.quantize(rng.standard_normal((80, 33)).astype(np.float32), fmt)
-    idx, offs = _bag_inputs(rng, 80, 300, 50)
-    w = rng.standard_normal(300).astype(np.float32)
-    got = embtable.embedding_bag(q, idx, offs, mode="sum", per_sample_weights=w)
-    want = embtable.embedding_bag(
-        q.dequantize(), idx, offs, mode="sum", per_sample_weights=w
-    )
-    np.testing.assert_array_equal(bits(got), bits(want))
+    for D in (33, 64, 130):  # a partial block, one full block, full blocks + a tail
+        q = embtable.quantize(rng.standard_normal((80, D)).astype(np.float32), fmt)
+        idx, offs = _bag_inputs(rng, 80, 300, 50)
+        w = rng.standard_normal(300).astype(np.float32)
+        got = embtable.embedding_bag(q, idx, offs, mode="sum", per_sample_weights=w)
+        want = embtable.embedding_bag(
+            q.dequantize(), idx, offs, mode="sum", per_sample_weights=w
+        )
+        np.testing.assert_array_equal(bits(got), bits(want))
     lst = embtable.embedding_bag(
         q, idx, offs, mode="sum", per_sample_weights=w.tolist()
     )
     np.testing.assert_array_equal(bits(lst), bits(want))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("mode", MODES)
+def test_bag_on_edge_rows_equals_float_bag_on_dequantized(rng, fmt, mode, level):
+    # Zeros, constants, huge and tiny ranges and ties, in full 64-column blocks.
+    for t in edge_tables(rng, 64):
+        t = np.concatenate([t, -t, t[:, ::-1]])
+        q = embtable.quantize(t, fmt)
+        idx, offs = _bag_inputs(rng, len(t), 120, 20)
+        got = embtable.embedding_bag(q, idx, offs, mode=mode)
+        want = embtable.embedding_bag(q.dequantize(), idx, offs, mode=mode)
+        np.testing.assert_array_equal(bits(got), bits(want))
 
 
 def test_bag_empty_bags_padding_and_max(rng):

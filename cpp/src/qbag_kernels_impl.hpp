@@ -18,17 +18,20 @@
 #include <immintrin.h>
 #endif
 
+#include "embtable/tuning.hpp"
 #include "qbag_kernels.hpp"
 
 namespace embtable::kernels {
 namespace {
 
 constexpr int64_t kBlock = 64;  // columns decoded and pooled at once
-// Ids ahead to prefetch: about kPrefetchBytes of packed rows in flight (small rows
-// need more of them to hide the same memory latency), between 16 and 64 rows.
-constexpr int64_t kPrefetchBytes = 4096;
+// Ids ahead to prefetch: about tuning().prefetch_bytes of packed rows in flight
+// (small rows need more of them to hide the same memory latency), between 16 and
+// 64 rows; none when prefetch_bytes is 0 (prefetch off).
 inline int64_t prefetch_ahead(int64_t row_bytes) noexcept {
-  return std::clamp<int64_t>(kPrefetchBytes / std::max<int64_t>(row_bytes, 1), 16, 64);
+  const int64_t bytes = tuning().prefetch_bytes.value;
+  if (bytes <= 0) return 0;
+  return std::clamp<int64_t>(bytes / std::max<int64_t>(row_bytes, 1), 16, 64);
 }
 
 enum class Kind { sum, wsum, mean, max };
@@ -194,8 +197,8 @@ inline void pool_block(const QBagArgs<Index>& a, int64_t s, int64_t e, int64_t c
   const int64_t pad = a.padding_idx;
   const Index* idx = a.indices;
   const uint8_t* base = t.data;
-  const bool prefetch = col == 0;
   const int64_t ahead = prefetch_ahead(rb);
+  const bool prefetch = col == 0 && ahead > 0;
   alignas(64) float acc[kBlock];
   alignas(64) float v[kBlock];
   if constexpr (K == Kind::max) {
@@ -218,6 +221,65 @@ inline void pool_block(const QBagArgs<Index>& a, int64_t s, int64_t e, int64_t c
       }
     }
     for (int64_t d = 0; d < w; ++d) out[d] = acc[d];
+  } else if constexpr (W == kBlock) {
+    // A full block: the sums live in four 16-float vector registers across the
+    // bag (an array in memory would put a store-to-load round trip on every id's
+    // chain). Same operations in the same order as below: the same bits.
+    typedef float Vec16 __attribute__((vector_size(64)));
+    Vec16 sum[4] = {};
+    int64_t count = 0;
+    for (int64_t i = s; i < e; ++i) {
+      if (prefetch && i + ahead < pf_end)
+        prefetch_bytes(base + static_cast<int64_t>(idx[i + ahead]) * rb, rb);
+      const int64_t r = static_cast<int64_t>(idx[i]);
+      if (r == pad) continue;
+      ++count;
+      Vec16 xs[4];
+#if defined(__AVX2__)
+      if constexpr (F == QFormat::int8) {
+        // Decoded in registers: float(code) * scale + bias, as Row<int8>::decode.
+        const Row<F> row(base + r * rb, D);
+        Vec16 sv, bv;  // broadcasts (0 + x would turn a -0.0 scale into +0.0)
+        for (int j = 0; j < 16; ++j) sv[j] = row.scale, bv[j] = row.bias;
+        for (int k = 0; k < 4; ++k) {
+          const uint8_t* c = row.codes + col + 16 * k;
+          Vec16 f;
+#if defined(__AVX512F__)
+          const __m512 x = _mm512_cvtepi32_ps(
+              _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c))));
+          std::memcpy(&f, &x, sizeof(f));
+#else
+          for (int h = 0; h < 2; ++h) {
+            const __m256 x = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+                _mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + 8 * h))));
+            std::memcpy(reinterpret_cast<char*>(&f) + 32 * h, &x, sizeof(x));
+          }
+#endif
+          xs[k] = sv * f + bv;
+        }
+      } else
+#endif
+      {
+        Row<F>(base + r * rb, D).template decode<W>(col, w, v);
+        std::memcpy(xs, v, sizeof(xs));
+      }
+      for (int k = 0; k < 4; ++k) {
+        const Vec16 x = xs[k];
+        if constexpr (K == Kind::wsum) {
+          sum[k] += a.weights[i] * x;
+        } else {
+          sum[k] += x;
+        }
+      }
+    }
+    std::memcpy(acc, sum, sizeof(sum));
+    if constexpr (K == Kind::mean) {
+      if (count > 0) {
+        const auto c = static_cast<float>(count);
+        for (int64_t d = 0; d < kBlock; ++d) acc[d] = acc[d] / c;
+      }
+    }
+    for (int64_t d = 0; d < kBlock; ++d) out[d] = acc[d];
   } else {
     for (int64_t d = 0; d < w; ++d) acc[d] = 0.0f;
     int64_t count = 0;
@@ -329,7 +391,7 @@ void gather(const QTable& t, const Index* indices, int64_t b, int64_t e, float* 
       t, e - b,
       [&](int64_t i) {
         const int64_t ahead = prefetch_ahead(t.row_bytes);
-        if (i + ahead < e - b)
+        if (ahead > 0 && i + ahead < e - b)
           prefetch_bytes(
               t.data + static_cast<int64_t>(indices[b + i + ahead]) * t.row_bytes,
               t.row_bytes);

@@ -30,6 +30,12 @@ from collections.abc import Callable
 
 import embtable
 import numpy as np
+from embtable._bench import set_peer_spin
+
+# torch's idle OpenMP threads would spin on the cores of the method timed next
+# (see python -m embtable bench --help, --peer-spin): park them about 1 ms after
+# a call, before torch loads.
+PEER_SPIN = set_peer_spin("short")
 
 try:
     import torch
@@ -175,7 +181,7 @@ def main() -> None:
     print(
         f"embtable {embtable.__version__}, torch {torch.__version__ if torch else '-'}, "
         f"SIMD {embtable.show_config(mode='dicts')['simd']['selected']}, "
-        f"{args.clock} clock, load average {load:.1f} at the start"
+        f"{args.clock} clock, load average {load:.1f} at the start; {PEER_SPIN}"
     )
     bench_single(args)
     if not args.skip_multi:

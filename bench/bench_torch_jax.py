@@ -28,6 +28,9 @@ def median_ms(fns: dict, reps: int) -> dict:
 
 def torch_rows(reps: int, threads: int) -> list[tuple[str, float, float]]:
     import embtable
+    from embtable._bench import set_peer_spin
+
+    set_peer_spin("short")  # torch's idle OpenMP threads park ~1 ms after a call
     import embtable.torch as et
     import torch
 

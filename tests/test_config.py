@@ -44,7 +44,7 @@ def test_show_config_lists_every_tuned_value_with_its_source():
     tuning = embtable.show_config(mode="dicts")["tuning"]
     names = {
         "cpus", "line_bytes", "l1d_bytes", "l2_bytes", "llc_bytes", "stream_bytes",
-        "parallel_bytes", "prefetch_bytes", "block_bytes", "spin_ns", "handoff_ns",
+        "parallel_bytes", "prefetch_bytes", "bag_prefetch_bytes", "block_bytes", "spin_ns", "handoff_ns",
         "wake_ns", "copy_bytes_per_us", "radix_bits",
     }  # fmt: skip
     assert set(tuning) == names
@@ -82,12 +82,18 @@ def test_results_do_not_depend_on_the_tuned_sizes(restore_tuning, rng, threads):
         updates = rng.standard_normal((20_000, 64)).astype(np.float32)
         expected = table.copy()
         np.add.at(expected, ids, updates)
+        offsets = np.arange(0, 20_000, 40)
+        bag_sums = np.add.reduceat(table[ids].astype(np.float64), offsets)
+        q = embtable.quantize(table, "int8")
+        q_bags = np.add.reduceat(q.dequantize()[ids].astype(np.float64), offsets)
         for name, value in [
             ("stream_bytes", 0),  # every output streamed
             ("stream_bytes", 1 << 40),  # none
             ("parallel_bytes", 1),  # one row per task
             ("prefetch_bytes", 0),  # prefetch off
             ("prefetch_bytes", 1 << 20),
+            ("bag_prefetch_bytes", 0),
+            ("bag_prefetch_bytes", 1 << 20),
             ("spin_ns", 0),  # workers park at once
         ]:
             embtable._core.set_tuned(name, value, "test")
@@ -97,8 +103,24 @@ def test_results_do_not_depend_on_the_tuned_sizes(restore_tuning, rng, threads):
             target = table.copy()
             embtable.scatter_add(target, ids, updates, deterministic=True)
             np.testing.assert_array_equal(target, expected)
+            bags = embtable.embedding_bag(table, ids, offsets, mode="sum")
+            np.testing.assert_allclose(bags, bag_sums, rtol=1e-4, atol=1e-4)
+            qbags = embtable.embedding_bag(q, ids, offsets, mode="sum")
+            np.testing.assert_allclose(qbags, q_bags, rtol=1e-4, atol=1e-4)
     finally:
         embtable.set_num_threads(before)
+
+
+def test_bag_prefetch_follows_prefetch_unless_set(restore_tuning):
+    def value(name):
+        return embtable.show_config(mode="dicts")["tuning"][name]
+
+    embtable._core.set_tuned("prefetch_bytes", 5000, "test")
+    assert value("bag_prefetch_bytes") == {"value": 10_000, "source": "derived"}
+    embtable._core.set_tuned("prefetch_bytes", 0, "test")  # prefetch off: bags too
+    assert value("bag_prefetch_bytes")["value"] == 0
+    embtable._core.set_tuned("bag_prefetch_bytes", 777, "test")
+    assert value("bag_prefetch_bytes") == {"value": 777, "source": "test"}
 
 
 def test_set_tuned_rejects_unknown_names_and_negative_values(restore_tuning):

@@ -119,14 +119,13 @@ void check_mode_inputs(BagMode mode, const void* weights, const int64_t* argmax)
 }
 
 // Target rows ahead to prefetch in the backward (the table is usually far
-// larger than the caches: each update is a cache miss without it). Each id
-// costs less here than in scatter_add (its gradient row is the bag's, already
-// in L1; scatter_add streams one update row per id), so the same latency needs
-// more rows in flight: twice tuning().prefetch_bytes, at least 16 rows.
-// Measured (bag backward, mean, 1 thread, B = 2,048 x 50 ids): D = 64 2.05 ms
-// at prefetch_bytes, 1.59 at twice; D = 256 (B = 512) 1.32 and 1.06 ms.
+// larger than the caches: each update is a cache miss without it): about
+// tuning().bag_prefetch_bytes in flight (an id costs less here than in
+// scatter_add: its gradient row is the bag's, already in L1), at least 16 rows.
+// Measured (mean, 1 thread, B = 2,048 x 50 ids): D = 64 2.05 ms with
+// prefetch_bytes, 1.59 with twice; D = 256 (B = 512) 1.32 and 1.06 ms.
 inline int64_t row_prefetch(int64_t D, int64_t scalar_bytes) noexcept {
-  const int64_t ahead = prefetch_ahead(std::max<int64_t>(1, D * scalar_bytes / 2));
+  const int64_t ahead = prefetch_ahead(D * scalar_bytes, tuning().bag_prefetch_bytes.value);
   return ahead == 0 ? 0 : std::max<int64_t>(16, ahead);
 }
 

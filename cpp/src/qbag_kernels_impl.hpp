@@ -25,11 +25,19 @@ namespace embtable::kernels {
 namespace {
 
 constexpr int64_t kBlock = 64;  // columns decoded and pooled at once
-// Ids ahead to prefetch: about tuning().prefetch_bytes of packed rows in flight
-// (small rows need more of them to hide the same memory latency), between 16 and
-// 64 rows; none when prefetch_bytes is 0 (prefetch off).
+// This unit's vector registers, in bytes.
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+#elif defined(__AVX2__)
+constexpr int kVecBytes = 32;
+#else
+constexpr int kVecBytes = 16;
+#endif
+// Ids ahead to prefetch: about tuning().bag_prefetch_bytes of packed rows in
+// flight (small rows need more of them to hide the same memory latency), between
+// 16 and 64 rows; none when it is 0 (prefetch off).
 inline int64_t prefetch_ahead(int64_t row_bytes) noexcept {
-  const int64_t bytes = tuning().prefetch_bytes.value;
+  const int64_t bytes = tuning().bag_prefetch_bytes.value;
   if (bytes <= 0) return 0;
   return std::clamp<int64_t>(bytes / std::max<int64_t>(row_bytes, 1), 16, 64);
 }
@@ -221,12 +229,17 @@ inline void pool_block(const QBagArgs<Index>& a, int64_t s, int64_t e, int64_t c
       }
     }
     for (int64_t d = 0; d < w; ++d) out[d] = acc[d];
-  } else if constexpr (W == kBlock) {
-    // A full block: the sums live in four 16-float vector registers across the
-    // bag (an array in memory would put a store-to-load round trip on every id's
-    // chain). Same operations in the same order as below: the same bits.
-    typedef float Vec16 __attribute__((vector_size(64)));
-    Vec16 sum[4] = {};
+  } else if constexpr (W == kBlock &&
+                       (F == QFormat::int8 || F == QFormat::int4)) {
+    // A full block of int8 / int4 codes: the sums live in vector registers
+    // across the bag (an array in memory would put a store-to-load round trip
+    // on every id's chain), as wide as this unit's registers. Same operations in
+    // the same order as the loop below: the same bits. (float16 / bfloat16 rows
+    // measured no faster this way.)
+    constexpr int kLanes = kVecBytes / 4;
+    constexpr int kParts = kBlock / kLanes;
+    typedef float Vec __attribute__((vector_size(kVecBytes)));
+    Vec sum[kParts] = {};
     int64_t count = 0;
     for (int64_t i = s; i < e; ++i) {
       if (prefetch && i + ahead < pf_end)
@@ -234,41 +247,37 @@ inline void pool_block(const QBagArgs<Index>& a, int64_t s, int64_t e, int64_t c
       const int64_t r = static_cast<int64_t>(idx[i]);
       if (r == pad) continue;
       ++count;
-      Vec16 xs[4];
-#if defined(__AVX2__)
-      if constexpr (F == QFormat::int8) {
+      Vec xs[kParts];
+      if constexpr (F == QFormat::int8 && kVecBytes >= 32) {
         // Decoded in registers: float(code) * scale + bias, as Row<int8>::decode.
         const Row<F> row(base + r * rb, D);
-        Vec16 sv, bv;  // broadcasts (0 + x would turn a -0.0 scale into +0.0)
-        for (int j = 0; j < 16; ++j) sv[j] = row.scale, bv[j] = row.bias;
-        for (int k = 0; k < 4; ++k) {
-          const uint8_t* c = row.codes + col + 16 * k;
-          Vec16 f;
+        Vec sv, bv;  // broadcasts (0 + x would turn a -0.0 scale into +0.0)
+        for (int j = 0; j < kLanes; ++j) sv[j] = row.scale, bv[j] = row.bias;
+        for (int k = 0; k < kParts; ++k) {
+          const uint8_t* c = row.codes + col + kLanes * k;
 #if defined(__AVX512F__)
           const __m512 x = _mm512_cvtepi32_ps(
               _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c))));
-          std::memcpy(&f, &x, sizeof(f));
+#elif defined(__AVX2__)
+          const __m256 x = _mm256_cvtepi32_ps(
+              _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(c))));
 #else
-          for (int h = 0; h < 2; ++h) {
-            const __m256 x = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
-                _mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + 8 * h))));
-            std::memcpy(reinterpret_cast<char*>(&f) + 32 * h, &x, sizeof(x));
-          }
+          const Vec x = {};  // not reached: kVecBytes is 16 without AVX2
+          (void)c;
 #endif
+          Vec f;
+          std::memcpy(&f, &x, sizeof(f));
           xs[k] = sv * f + bv;
         }
-      } else
-#endif
-      {
+      } else {
         Row<F>(base + r * rb, D).template decode<W>(col, w, v);
         std::memcpy(xs, v, sizeof(xs));
       }
-      for (int k = 0; k < 4; ++k) {
-        const Vec16 x = xs[k];
+      for (int k = 0; k < kParts; ++k) {
         if constexpr (K == Kind::wsum) {
-          sum[k] += a.weights[i] * x;
+          sum[k] += a.weights[i] * xs[k];
         } else {
-          sum[k] += x;
+          sum[k] += xs[k];
         }
       }
     }

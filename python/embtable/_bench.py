@@ -854,6 +854,7 @@ def pool_report() -> str:
                 "parallel_bytes",
                 "stream_bytes",
                 "prefetch_bytes",
+                "bag_prefetch_bytes",
                 "spin_ns",
                 "handoff_ns",
                 "wake_ns",

@@ -45,6 +45,10 @@ struct Tuning {
   Tuned parallel_bytes;
   // Bytes of rows kept in flight by software prefetch ahead of the current row.
   Tuned prefetch_bytes;
+  // The same for the pooling kernels (bags forward and backward, quantized
+  // bags): an id there costs less than a gathered row (no output row per id),
+  // so covering the same memory latency takes more rows in flight.
+  Tuned bag_prefetch_bytes;
   // Working-set size for cache-blocked kernels (bag, optimizers): a share of L2.
   Tuned block_bytes;
 

@@ -20,7 +20,9 @@ install_embtable "$VENV" build/asan \
 # libcrypt too: gcc's ASan intercepts crypt() and resolves the real one at start-up,
 # so without it Python's crypt module (stdlib, imported by the demo's tests) jumps to 0.
 LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)"
-LIBCRYPT="$(ldconfig -p | awk '/libcrypt\.so\.1 .*x86-64|libcrypt\.so\.1 \(libc6,x86-64/ {print $NF; exit}')"
+# awk reads to the end (no early exit): under pipefail, a reader that stops early
+# kills ldconfig with SIGPIPE (exit 141) once its listing outgrows the pipe buffer.
+LIBCRYPT="$(ldconfig -p | awk '!f && (/libcrypt\.so\.1 .*x86-64/ || /libcrypt\.so\.1 \(libc6,x86-64/) {print $NF; f=1}')"
 [[ -n "$LIBCRYPT" ]] && LD_PRELOAD+=" $LIBCRYPT"
 export LD_PRELOAD
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:halt_on_error=1:strict_init_order=1:detect_stack_use_after_return=1"

@@ -109,7 +109,8 @@ done
 for whl in "$WORK"/dist/*.whl; do
   case "$(basename "$whl")" in *manylinux_2_*) ;; *) die "not a manylinux wheel: $whl" ;; esac
   # Nothing grafted: a static runtime leaves only glibc's libc/libm, which every policy allows.
-  if "$T/python" -m zipfile -l "$whl" | grep -q '\.libs/'; then
+  "$T/python" -m zipfile -l "$whl" >"$WORK/listing.txt"   # no pipe into grep -q: SIGPIPE
+  if grep -q '\.libs/' "$WORK/listing.txt"; then
     die "auditwheel had to graft shared libraries into $(basename "$whl")"
   fi
   "$T/auditwheel" show "$whl" 2>/dev/null | tr '\n' ' ' >"$WORK/show.txt"

@@ -826,9 +826,9 @@ def summarize_loop(rows: list[LoopRow]) -> str:
             checks.append(
                 ("det loop / default loop", m["embtable det"].loop_us / e.loop_us, 1.0)
             )
-        for name, r, goal in checks:
-            ok = "met" if r >= goal else "MISSED"
-            shown = 1 / r if name == "loop / back-to-back" else r
+        for name, ratio, goal in checks:
+            ok = "met" if ratio >= goal else "MISSED"
+            shown = 1 / ratio if name == "loop / back-to-back" else ratio
             want = "<= 1.10" if name == "loop / back-to-back" else ">= 1.00"
             out.append(f"- D={D} N={N:,}: {name} {shown:.2f} (goal {want}) {ok}")
     return "\n".join(out)

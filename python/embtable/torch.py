@@ -9,9 +9,10 @@ inside ``torch.autograd.Function``s. Dense gradients are dense tensors; with
 embtable's row gradient (sorted unique rows, their summed values).
 
 CPU float32 / float64 weights only: a tensor on another device is a ``TypeError``,
-a non-contiguous weight a ``ValueError``. Under ``torch.compile`` the functional
-forms run eagerly (``torch.compiler.disable``): the compiled code around them stays
-compiled, and results and gradients are the same.
+a non-contiguous weight a ``ValueError``. Under ``torch.compile`` the dense forms
+are ``torch.library`` custom ops (``torch.ops.embtable.*``: one graph, also with
+``fullgraph=True``, bitwise the eager results); ``sparse=True`` runs eagerly there
+(a graph break).
 
 Needs the optional ``torch`` (``pip install embtable[torch]``); ``import embtable``
 never imports it.
@@ -50,8 +51,8 @@ def _on_cpu(t: torch.Tensor, name: str) -> None:
         )
 
 
-def _check_weight(weight: Any) -> np.ndarray:
-    """The weight's own memory as a writable ndarray view."""
+def _check_weight_meta(weight: Any) -> None:
+    """What can be checked without the data (also while torch.compile traces)."""
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
     _on_cpu(weight, "weight")
@@ -72,11 +73,15 @@ def _check_weight(weight: Any) -> np.ndarray:
             "weight is not contiguous; embtable reads and writes it in place and "
             "never copies it: pass weight.contiguous() (a new tensor) instead"
         )
+
+
+def _check_weight(weight: Any) -> np.ndarray:
+    """The weight's own memory as a writable ndarray view."""
+    _check_weight_meta(weight)
     return weight.detach().numpy()
 
 
-def _check_ids(input: Any, V: int | None, name: str) -> np.ndarray:
-    """Ids as a native int32/int64 C-contiguous ndarray (a view when they are)."""
+def _check_ids_meta(input: Any, name: str) -> None:
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(input).__name__}")
     _on_cpu(input, name)
@@ -85,6 +90,11 @@ def _check_ids(input: Any, V: int | None, name: str) -> np.ndarray:
             f"{name} must be an integer tensor (torch.int64 or torch.int32), got "
             f"{input.dtype}"
         )
+
+
+def _check_ids(input: Any, V: int | None, name: str) -> np.ndarray:
+    """Ids as a native int32/int64 C-contiguous ndarray (a view when they are)."""
+    _check_ids_meta(input, name)
     return as_indices(input.detach().numpy(), V, name=name)
 
 
@@ -136,11 +146,10 @@ def _row_counts(ids: np.ndarray, V: int, pad: int, dtype: np.dtype) -> np.ndarra
 
 
 def _sparse_grad(
-    ctx: Any, rows: np.ndarray, values: np.ndarray, V: int, D: int
+    weight: torch.Tensor | None, rows: np.ndarray, values: np.ndarray, V: int, D: int
 ) -> torch.Tensor:
     """A coalesced COO gradient: rows come sorted and unique from the core."""
     vals = torch.from_numpy(values)
-    weight = ctx.weight_ref()
     if weight is not None:
         weight._embtable_grad_values = vals.data_ptr()
     return torch.sparse_coo_tensor(
@@ -157,8 +166,10 @@ _DENSE_GRADS: WeakIdKeyDictionary = WeakIdKeyDictionary()
 _DENSE_GRADS_LOCK = threading.Lock()
 
 
-def _dense_grad(ctx: Any, V: int, D: int, dtype: torch.dtype) -> torch.Tensor:
-    """A zeroed ``(V, D)`` gradient for the weight of ``ctx``.
+def _dense_grad(
+    weight: torch.Tensor | None, V: int, D: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """A zeroed ``(V, D)`` gradient for ``weight`` (None: a new one, not kept).
 
     ``optimizer.zero_grad()`` frees each step's gradient, so ``torch.zeros`` would
     map, fault and clear fresh pages every step: 75 ms for 1M x 64 float32 here,
@@ -169,7 +180,6 @@ def _dense_grad(ctx: Any, V: int, D: int, dtype: torch.dtype) -> torch.Tensor:
     made: no gradient a user can see is ever written again. A new one comes from
     ``np.zeros``, whose pages the kernel clears only when they are touched.
     """
-    weight = ctx.weight_ref()
     np_dtype = np.float32 if dtype == torch.float32 else np.float64
     with _DENSE_GRADS_LOCK:
         buf = _DENSE_GRADS.get(weight) if weight is not None else None
@@ -243,28 +253,49 @@ class _EmbeddingFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:
         ctx.saved_tensors  # noqa: B018 (raises if input was modified in place)
-        ids: np.ndarray = ctx.ids
         V, D = ctx.shape
-        pad = -1 if ctx.padding_idx is None else ctx.padding_idx
-        g = _grad_view(grad_output).reshape(*ids.shape, D)
-        if ctx.sparse or ctx.scale_grad_by_freq:
-            rows, values = _core.rowgrad_coalesce(ids, g, V, pad)
-            if ctx.scale_grad_by_freq:
-                values /= _row_counts(ids, V, pad, values.dtype)
-            if ctx.sparse:
-                grad = _sparse_grad(ctx, rows, values, V, D)
-            else:
-                grad = _dense_grad(ctx, V, D, grad_output.dtype)
-                grad[torch.from_numpy(rows)] = torch.from_numpy(values)
-        else:
-            grad = _dense_grad(ctx, V, D, grad_output.dtype)
-            _core.scatter_add(grad.numpy(), ids, g, deterministic=True)
-            if ctx.padding_idx is not None:
-                grad[ctx.padding_idx] = 0
+        grad = _embedding_weight_grad(
+            ctx.weight_ref(),
+            grad_output,
+            ctx.ids,
+            V,
+            D,
+            ctx.padding_idx,
+            ctx.scale_grad_by_freq,
+            ctx.sparse,
+        )
         return grad, None, None, None, None, None
 
 
-@torch.compiler.disable
+def _embedding_weight_grad(
+    weight: torch.Tensor | None,
+    grad_output: torch.Tensor,
+    ids: np.ndarray,
+    V: int,
+    D: int,
+    padding_idx: int | None,
+    scale_grad_by_freq: bool,
+    sparse: bool,
+) -> torch.Tensor:
+    """The gradient of ``weight[ids]`` with respect to the ``(V, D)`` weight."""
+    pad = -1 if padding_idx is None else padding_idx
+    g = _grad_view(grad_output).reshape(*ids.shape, D)
+    if sparse or scale_grad_by_freq:
+        rows, values = _core.rowgrad_coalesce(ids, g, V, pad)
+        if scale_grad_by_freq:
+            values /= _row_counts(ids, V, pad, values.dtype)
+        if sparse:
+            return _sparse_grad(weight, rows, values, V, D)
+        grad = _dense_grad(weight, V, D, grad_output.dtype)
+        grad[torch.from_numpy(rows)] = torch.from_numpy(values)
+        return grad
+    grad = _dense_grad(weight, V, D, grad_output.dtype)
+    _core.scatter_add(grad.numpy(), ids, g, deterministic=True)
+    if padding_idx is not None:
+        grad[padding_idx] = 0
+    return grad
+
+
 def embedding(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -294,7 +325,32 @@ def embedding(
     -------
     torch.Tensor
         ``input.shape + (embedding_dim,)``, ``weight.dtype``.
+
+    Under ``torch.compile`` a dense layer is one custom op
+    (``torch.ops.embtable.embedding``, its backward
+    ``torch.ops.embtable.embedding_backward``): the graph does not break, also with
+    ``fullgraph=True``. ``sparse=True`` runs eagerly there (a graph break): torch
+    cannot trace a sparse gradient through a custom op.
     """
+    if torch.compiler.is_compiling() and not sparse:
+        return _embedding_traced(
+            input, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq
+        )
+    return _embedding_eager(
+        input, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse
+    )
+
+
+@torch.compiler.disable
+def _embedding_eager(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    padding_idx: Any,
+    max_norm: Any,
+    norm_type: Any,
+    scale_grad_by_freq: bool,
+    sparse: bool,
+) -> torch.Tensor:
     w = _check_weight(weight)
     V = int(w.shape[0])
     pad = _padding(padding_idx, V)
@@ -303,6 +359,29 @@ def embedding(
         _renorm(weight, w, ids, max_norm, norm_type)
     out: torch.Tensor = _EmbeddingFunction.apply(
         weight, input, ids, pad, bool(scale_grad_by_freq), bool(sparse)
+    )
+    return out
+
+
+def _embedding_traced(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    padding_idx: Any,
+    max_norm: Any,
+    norm_type: Any,
+    scale_grad_by_freq: bool,
+) -> torch.Tensor:
+    """What torch.compile traces: checks on metadata, then the custom ops."""
+    _check_weight_meta(weight)
+    _check_ids_meta(input, "input")
+    pad = _padding(padding_idx, weight.shape[0])
+    if max_norm is not None:
+        with torch.no_grad():
+            torch.ops.embtable.embedding_renorm_(
+                weight, input, float(max_norm), float(norm_type)
+            )
+    out: torch.Tensor = torch.ops.embtable.embedding(
+        weight, input, -1 if pad is None else pad, bool(scale_grad_by_freq)
     )
     return out
 
@@ -368,54 +447,102 @@ class _EmbeddingBagFunction(torch.autograd.Function):
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:
         weight, _ = ctx.saved_tensors
         V, D = weight.shape
-        g = _grad_view(grad_output)
-        ids, offsets, mode, pad = ctx.ids, ctx.offsets, ctx.mode, ctx.padding_idx
         grad_weight = grad_psw = None
         if ctx.needs_input_grad[0]:
-            psw = ctx.psw
-            if ctx.scale_grad_by_freq and mode != "max":
-                # Each id's share divided by its count in the batch: as sum-mode
-                # weights (mean's 1 / bag length folded in).
-                scale = 1.0 / _id_counts(ids)
-                if mode == "mean":
-                    scale = scale / np.maximum(
-                        _bag_lengths(ids, offsets, ctx.include_last_offset, pad), 1
-                    )
-                if psw is not None:
-                    scale = scale * psw
-                psw, mode = np.ascontiguousarray(scale, dtype=g.dtype), "sum"
-            args = dict(
-                mode=mode,
-                per_sample_weights=psw,
-                padding_idx=pad,
+            grad_weight = _bag_weight_grad(
+                ctx.weight_ref(),
+                grad_output,
+                ctx.ids,
+                ctx.offsets,
+                V,
+                D,
+                mode=ctx.mode,
+                psw=ctx.psw,
+                padding_idx=ctx.padding_idx,
                 include_last_offset=ctx.include_last_offset,
+                scale_grad_by_freq=ctx.scale_grad_by_freq,
                 argmax=ctx.argmax,
+                sparse=ctx.sparse,
             )
-            if ctx.sparse:
-                rows, values = _core.embedding_bag_backward_sparse(
-                    g, ids, offsets, num_embeddings=V, **args
-                )
-                grad_weight = _sparse_grad(ctx, rows, values, V, D)
-            else:
-                grad_weight = _dense_grad(ctx, V, D, weight.dtype)
-                _core.embedding_bag_backward(
-                    g, ids, offsets, target=grad_weight.numpy(), **args
-                )
         if ctx.needs_input_grad[1]:
-            grad_psw = torch.from_numpy(
-                _core.embedding_bag_per_sample_weights_backward(
-                    g,
-                    weight.detach().numpy(),
-                    ids,
-                    offsets,
-                    padding_idx=pad,
-                    include_last_offset=ctx.include_last_offset,
-                )
+            grad_psw = _bag_psw_grad(
+                grad_output,
+                weight,
+                ctx.ids,
+                ctx.offsets,
+                ctx.padding_idx,
+                ctx.include_last_offset,
             )
         return (grad_weight, grad_psw) + (None,) * 8
 
 
-@torch.compiler.disable
+def _bag_weight_grad(
+    weight: torch.Tensor | None,
+    grad_output: torch.Tensor,
+    ids: np.ndarray,
+    offsets: np.ndarray | None,
+    V: int,
+    D: int,
+    *,
+    mode: str,
+    psw: np.ndarray | None,
+    padding_idx: int | None,
+    include_last_offset: bool,
+    scale_grad_by_freq: bool,
+    argmax: np.ndarray | None,
+    sparse: bool,
+) -> torch.Tensor:
+    """The gradient of ``embedding_bag`` with respect to the ``(V, D)`` weight."""
+    g = _grad_view(grad_output)
+    if scale_grad_by_freq and mode != "max":
+        # Each id's share divided by its count in the batch: as sum-mode
+        # weights (mean's 1 / bag length folded in).
+        scale = 1.0 / _id_counts(ids)
+        if mode == "mean":
+            scale = scale / np.maximum(
+                _bag_lengths(ids, offsets, include_last_offset, padding_idx), 1
+            )
+        if psw is not None:
+            scale = scale * psw
+        psw, mode = np.ascontiguousarray(scale, dtype=g.dtype), "sum"
+    args: dict[str, Any] = dict(
+        mode=mode,
+        per_sample_weights=psw,
+        padding_idx=padding_idx,
+        include_last_offset=include_last_offset,
+        argmax=argmax,
+    )
+    if sparse:
+        rows, values = _core.embedding_bag_backward_sparse(
+            g, ids, offsets, num_embeddings=V, **args
+        )
+        return _sparse_grad(weight, rows, values, V, D)
+    grad = _dense_grad(weight, V, D, grad_output.dtype)
+    _core.embedding_bag_backward(g, ids, offsets, target=grad.numpy(), **args)
+    return grad
+
+
+def _bag_psw_grad(
+    grad_output: torch.Tensor,
+    weight: torch.Tensor,
+    ids: np.ndarray,
+    offsets: np.ndarray | None,
+    padding_idx: int | None,
+    include_last_offset: bool,
+) -> torch.Tensor:
+    """The gradient of ``embedding_bag`` with respect to ``per_sample_weights``."""
+    return torch.from_numpy(
+        _core.embedding_bag_per_sample_weights_backward(
+            _grad_view(grad_output),
+            weight.detach().numpy(),
+            ids,
+            offsets,
+            padding_idx=padding_idx,
+            include_last_offset=include_last_offset,
+        )
+    )
+
+
 def embedding_bag(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -444,27 +571,65 @@ def embedding_bag(
     -------
     torch.Tensor
         ``(B, embedding_dim)``, ``weight.dtype``.
+
+    Under ``torch.compile`` a dense layer is one custom op
+    (``torch.ops.embtable.embedding_bag``, its backward
+    ``torch.ops.embtable.embedding_bag_backward`` and
+    ``torch.ops.embtable.embedding_bag_psw_backward``): the graph does not break,
+    also with ``fullgraph=True``. ``sparse=True`` runs eagerly there (a graph
+    break): torch cannot trace a sparse gradient through a custom op.
     """
-    w = _check_weight(weight)
-    V = int(w.shape[0])
+    if torch.compiler.is_compiling() and not sparse:
+        return _embedding_bag_traced(
+            input,
+            weight,
+            offsets,
+            max_norm,
+            norm_type,
+            scale_grad_by_freq,
+            mode,
+            per_sample_weights,
+            include_last_offset,
+            padding_idx,
+        )
+    return _embedding_bag_eager(
+        input,
+        weight,
+        offsets,
+        max_norm,
+        norm_type,
+        scale_grad_by_freq,
+        mode,
+        sparse,
+        per_sample_weights,
+        include_last_offset,
+        padding_idx,
+    )
+
+
+def _check_mode(mode: Any) -> None:
     if mode not in _MODES:
         raise ValueError(f"mode has to be one of 'sum', 'mean' or 'max', got {mode!r}")
-    pad = _padding(padding_idx, V)
-    ids = _check_ids(input, V, "input")
-    if ids.ndim == 2 and offsets is not None:
+
+
+def _check_bag_args(
+    input: torch.Tensor,
+    offsets: torch.Tensor | None,
+    per_sample_weights: torch.Tensor | None,
+    mode: str,
+) -> None:
+    """torch's checks of the bag layout (shapes only: also while tracing)."""
+    if input.dim() == 2 and offsets is not None:
         raise ValueError(
             "if input is 2-D (B, L), offsets must be None (each row is one bag); got "
             f"offsets of shape {tuple(offsets.shape)}"
         )
-    if ids.ndim not in (1, 2):
+    if input.dim() not in (1, 2):
         raise ValueError(
             f"input has to be 1-D or 2-D, but got a tensor of shape {tuple(input.shape)}"
         )
-    if ids.ndim == 1 and offsets is None:
+    if input.dim() == 1 and offsets is None:
         raise ValueError("offsets has to be a 1-D tensor when input is 1-D")
-    offs = None if offsets is None else _check_ids(offsets, None, "offsets")
-    if offs is not None and offs.dtype != np.int64:
-        offs = offs.astype(np.int64)
     if per_sample_weights is not None:
         if not isinstance(per_sample_weights, torch.Tensor):
             raise TypeError("per_sample_weights must be a torch.Tensor or None")
@@ -477,6 +642,36 @@ def embedding_bag(
             raise ValueError(
                 f"per_sample_weights are only supported with mode='sum', got mode={mode!r}"
             )
+
+
+def _check_offsets(offsets: torch.Tensor | None) -> np.ndarray | None:
+    offs = None if offsets is None else _check_ids(offsets, None, "offsets")
+    if offs is not None and offs.dtype != np.int64:
+        offs = offs.astype(np.int64)
+    return offs
+
+
+@torch.compiler.disable
+def _embedding_bag_eager(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    offsets: torch.Tensor | None,
+    max_norm: Any,
+    norm_type: Any,
+    scale_grad_by_freq: bool,
+    mode: str,
+    sparse: bool,
+    per_sample_weights: torch.Tensor | None,
+    include_last_offset: bool,
+    padding_idx: Any,
+) -> torch.Tensor:
+    w = _check_weight(weight)
+    V = int(w.shape[0])
+    _check_mode(mode)
+    pad = _padding(padding_idx, V)
+    ids = _check_ids(input, V, "input")
+    _check_bag_args(input, offsets, per_sample_weights, mode)
+    offs = _check_offsets(offsets)
     if max_norm is not None:
         _renorm(weight, w, ids, max_norm, norm_type)
     out: torch.Tensor = _EmbeddingBagFunction.apply(
@@ -492,6 +687,372 @@ def embedding_bag(
         bool(sparse),
     )
     return out
+
+
+def _embedding_bag_traced(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    offsets: torch.Tensor | None,
+    max_norm: Any,
+    norm_type: Any,
+    scale_grad_by_freq: bool,
+    mode: str,
+    per_sample_weights: torch.Tensor | None,
+    include_last_offset: bool,
+    padding_idx: Any,
+) -> torch.Tensor:
+    """What torch.compile traces: checks on metadata, then the custom ops."""
+    _check_weight_meta(weight)
+    _check_mode(mode)
+    pad = _padding(padding_idx, weight.shape[0])
+    _check_ids_meta(input, "input")
+    _check_bag_args(input, offsets, per_sample_weights, mode)
+    if offsets is not None:
+        _check_ids_meta(offsets, "offsets")
+    if max_norm is not None:
+        with torch.no_grad():
+            torch.ops.embtable.embedding_renorm_(
+                weight, input, float(max_norm), float(norm_type)
+            )
+    out, _ = torch.ops.embtable.embedding_bag(
+        weight,
+        input,
+        offsets,
+        per_sample_weights,
+        mode,
+        -1 if pad is None else pad,
+        bool(include_last_offset),
+        bool(scale_grad_by_freq),
+    )
+    return out  # type: ignore[no-any-return]
+
+
+# --- torch.compile: the dense forms as custom ops ------------------------------------
+#
+# torch.compile traces through `embedding` / `embedding_bag` into these ops (the
+# eager calls above do not use them: autograd.Function costs less per call and keeps
+# the gradient buffer for reuse). Each op runs the same checks and kernels as the
+# eager path on its tensors' memory; its fake implementation gives the output's
+# shape and dtype; register_autograd wires the backward op. Padding is -1 for none.
+
+
+def _pad_or_none(padding_idx: int) -> int | None:
+    return None if padding_idx < 0 else padding_idx
+
+
+@torch.library.custom_op(
+    "embtable::embedding_renorm_",
+    mutates_args=("weight",),
+    schema="(Tensor(a!) weight, Tensor input, float max_norm, float norm_type) -> ()",
+)
+def _renorm_op(
+    weight: torch.Tensor, input: torch.Tensor, max_norm: float, norm_type: float
+) -> None:
+    w = _check_weight(weight)
+    _core.embedding_renorm(
+        w, _check_ids(input, int(w.shape[0]), "input"), max_norm, norm_type
+    )
+
+
+@_renorm_op.register_fake
+def _(
+    weight: torch.Tensor, input: torch.Tensor, max_norm: float, norm_type: float
+) -> None:
+    return None
+
+
+@torch.library.custom_op(
+    "embtable::embedding",
+    mutates_args=(),
+    schema="(Tensor weight, Tensor input, int padding_idx, bool scale_grad_by_freq) "
+    "-> Tensor",
+)
+def _embedding_op(
+    weight: torch.Tensor,
+    input: torch.Tensor,
+    padding_idx: int,
+    scale_grad_by_freq: bool,
+) -> torch.Tensor:
+    w = _check_weight(weight)
+    ids = _check_ids(input, int(w.shape[0]), "input")
+    out = torch.empty((*ids.shape, w.shape[1]), dtype=weight.dtype)
+    _core.gather(w, ids, out=out.numpy())
+    return out
+
+
+@_embedding_op.register_fake
+def _(
+    weight: torch.Tensor,
+    input: torch.Tensor,
+    padding_idx: int,
+    scale_grad_by_freq: bool,
+) -> torch.Tensor:
+    return weight.new_empty((*input.shape, weight.shape[1]))
+
+
+@torch.library.custom_op(
+    "embtable::embedding_backward",
+    mutates_args=(),
+    schema="(Tensor grad, Tensor input, SymInt num_weights, int padding_idx, "
+    "bool scale_grad_by_freq) -> Tensor",
+)
+def _embedding_backward_op(
+    grad: torch.Tensor,
+    input: torch.Tensor,
+    num_weights: int,
+    padding_idx: int,
+    scale_grad_by_freq: bool,
+) -> torch.Tensor:
+    ids = _check_ids(input, num_weights, "input")
+    D = int(grad.shape[-1])
+    return _embedding_weight_grad(
+        None,
+        grad,
+        ids,
+        num_weights,
+        D,
+        _pad_or_none(padding_idx),
+        scale_grad_by_freq,
+        sparse=False,
+    )
+
+
+@_embedding_backward_op.register_fake
+def _(
+    grad: torch.Tensor,
+    input: torch.Tensor,
+    num_weights: int,
+    padding_idx: int,
+    scale_grad_by_freq: bool,
+) -> torch.Tensor:
+    return grad.new_empty((num_weights, grad.shape[-1]))
+
+
+def _embedding_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    weight, input, padding_idx, scale_grad_by_freq = inputs
+    ctx.save_for_backward(input)
+    ctx.num_weights = weight.shape[0]
+    ctx.padding_idx, ctx.scale_grad_by_freq = padding_idx, scale_grad_by_freq
+
+
+def _embedding_backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+    (input,) = ctx.saved_tensors
+    grad_weight = torch.ops.embtable.embedding_backward(
+        grad, input, ctx.num_weights, ctx.padding_idx, ctx.scale_grad_by_freq
+    )
+    return grad_weight, None, None, None
+
+
+torch.library.register_autograd(
+    "embtable::embedding", _embedding_backward, setup_context=_embedding_setup
+)
+
+
+def _bag_op_args(
+    weight_rows: int,
+    input: torch.Tensor,
+    offsets: torch.Tensor | None,
+    per_sample_weights: torch.Tensor | None,
+    dtype: torch.dtype,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    ids = _check_ids(input, weight_rows, "input")
+    psw = (
+        None
+        if per_sample_weights is None
+        else _float_view(per_sample_weights, "per_sample_weights", dtype)
+    )
+    return ids, _check_offsets(offsets), psw
+
+
+@torch.library.custom_op(
+    "embtable::embedding_bag",
+    mutates_args=(),
+    schema="(Tensor weight, Tensor input, Tensor? offsets, Tensor? per_sample_weights, "
+    "str mode, int padding_idx, bool include_last_offset, bool scale_grad_by_freq) "
+    "-> (Tensor, Tensor)",
+)
+def _embedding_bag_op(
+    weight: torch.Tensor,
+    input: torch.Tensor,
+    offsets: torch.Tensor | None,
+    per_sample_weights: torch.Tensor | None,
+    mode: str,
+    padding_idx: int,
+    include_last_offset: bool,
+    scale_grad_by_freq: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    w = _check_weight(weight)
+    ids, offs, psw = _bag_op_args(
+        int(w.shape[0]), input, offsets, per_sample_weights, weight.dtype
+    )
+    out, argmax = _core.embedding_bag(
+        w,
+        ids,
+        offs,
+        mode=mode,
+        per_sample_weights=psw,
+        padding_idx=_pad_or_none(padding_idx),
+        include_last_offset=include_last_offset,
+        return_argmax=True,
+    )
+    if argmax is None:
+        return torch.from_numpy(out), torch.empty(0, dtype=torch.int64)
+    return torch.from_numpy(out), torch.from_numpy(argmax)
+
+
+def _bag_count(
+    input: torch.Tensor, offsets: torch.Tensor | None, include_last_offset: bool
+) -> Any:
+    if input.dim() == 2 or offsets is None:
+        return input.shape[0]
+    return offsets.shape[0] - (1 if include_last_offset else 0)
+
+
+@_embedding_bag_op.register_fake
+def _(
+    weight: torch.Tensor,
+    input: torch.Tensor,
+    offsets: torch.Tensor | None,
+    per_sample_weights: torch.Tensor | None,
+    mode: str,
+    padding_idx: int,
+    include_last_offset: bool,
+    scale_grad_by_freq: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    B = _bag_count(input, offsets, include_last_offset)
+    D = weight.shape[1]
+    argmax = input.new_empty((B, D) if mode == "max" else (0,), dtype=torch.int64)
+    return weight.new_empty((B, D)), argmax
+
+
+@torch.library.custom_op(
+    "embtable::embedding_bag_backward",
+    mutates_args=(),
+    schema="(Tensor grad, Tensor input, Tensor? offsets, Tensor? per_sample_weights, "
+    "Tensor argmax, SymInt num_weights, str mode, int padding_idx, "
+    "bool include_last_offset, bool scale_grad_by_freq) -> Tensor",
+)
+def _embedding_bag_backward_op(
+    grad: torch.Tensor,
+    input: torch.Tensor,
+    offsets: torch.Tensor | None,
+    per_sample_weights: torch.Tensor | None,
+    argmax: torch.Tensor,
+    num_weights: int,
+    mode: str,
+    padding_idx: int,
+    include_last_offset: bool,
+    scale_grad_by_freq: bool,
+) -> torch.Tensor:
+    ids, offs, psw = _bag_op_args(
+        num_weights, input, offsets, per_sample_weights, grad.dtype
+    )
+    return _bag_weight_grad(
+        None,
+        grad,
+        ids,
+        offs,
+        num_weights,
+        int(grad.shape[-1]),
+        mode=mode,
+        psw=psw,
+        padding_idx=_pad_or_none(padding_idx),
+        include_last_offset=include_last_offset,
+        scale_grad_by_freq=scale_grad_by_freq,
+        argmax=argmax.numpy() if mode == "max" else None,
+        sparse=False,
+    )
+
+
+@_embedding_bag_backward_op.register_fake
+def _(
+    grad: torch.Tensor,
+    input: torch.Tensor,
+    offsets: torch.Tensor | None,
+    per_sample_weights: torch.Tensor | None,
+    argmax: torch.Tensor,
+    num_weights: int,
+    mode: str,
+    padding_idx: int,
+    include_last_offset: bool,
+    scale_grad_by_freq: bool,
+) -> torch.Tensor:
+    return grad.new_empty((num_weights, grad.shape[-1]))
+
+
+@torch.library.custom_op(
+    "embtable::embedding_bag_psw_backward",
+    mutates_args=(),
+    schema="(Tensor grad, Tensor weight, Tensor input, Tensor? offsets, "
+    "int padding_idx, bool include_last_offset) -> Tensor",
+)
+def _embedding_bag_psw_backward_op(
+    grad: torch.Tensor,
+    weight: torch.Tensor,
+    input: torch.Tensor,
+    offsets: torch.Tensor | None,
+    padding_idx: int,
+    include_last_offset: bool,
+) -> torch.Tensor:
+    _check_weight_meta(weight)
+    ids = _check_ids(input, int(weight.shape[0]), "input")
+    return _bag_psw_grad(
+        grad,
+        weight,
+        ids,
+        _check_offsets(offsets),
+        _pad_or_none(padding_idx),
+        include_last_offset,
+    )
+
+
+@_embedding_bag_psw_backward_op.register_fake
+def _(
+    grad: torch.Tensor,
+    weight: torch.Tensor,
+    input: torch.Tensor,
+    offsets: torch.Tensor | None,
+    padding_idx: int,
+    include_last_offset: bool,
+) -> torch.Tensor:
+    return grad.new_empty(input.shape)
+
+
+def _embedding_bag_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    weight, input, offsets, psw, mode, padding_idx, include_last, scale = inputs
+    ctx.save_for_backward(weight, input, offsets, psw, output[1])
+    ctx.mode, ctx.padding_idx = mode, padding_idx
+    ctx.include_last_offset, ctx.scale_grad_by_freq = include_last, scale
+
+
+def _embedding_bag_backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple[Any, ...]:
+    weight, input, offsets, psw, argmax = ctx.saved_tensors
+    grad_weight = grad_psw = None
+    if ctx.needs_input_grad[0]:
+        grad_weight = torch.ops.embtable.embedding_bag_backward(
+            grad,
+            input,
+            offsets,
+            psw,
+            argmax,
+            weight.shape[0],
+            ctx.mode,
+            ctx.padding_idx,
+            ctx.include_last_offset,
+            ctx.scale_grad_by_freq,
+        )
+    if ctx.needs_input_grad[3]:
+        grad_psw = torch.ops.embtable.embedding_bag_psw_backward(
+            grad, weight, input, offsets, ctx.padding_idx, ctx.include_last_offset
+        )
+    return grad_weight, None, None, grad_psw, None, None, None, None
+
+
+torch.library.register_autograd(
+    "embtable::embedding_bag",
+    _embedding_bag_backward,
+    setup_context=_embedding_bag_setup,
+)
 
 
 # --- modules ------------------------------------------------------------------------

@@ -207,3 +207,15 @@ def test_compiled_errors_are_eager_errors():
     with pytest.raises(IndexError, match="index 7"):
         h(w, torch.tensor([1, 7]))
     exact(w, before)
+
+
+def test_torch_export_keeps_the_custom_op():
+    """torch.export (serving) captures the layer as one embtable op, results unchanged."""
+    torch.manual_seed(4)
+    layer = et.EmbeddingBag(50, 4, mode="mean", padding_idx=7)
+    ids = torch.randint(0, 50, (12,))
+    offsets = torch.tensor([0, 5, 9])
+    exported = torch.export.export(layer, (ids, offsets))
+    targets = [n.target for n in exported.graph.nodes if n.op == "call_function"]
+    assert torch.ops.embtable.embedding_bag.default in targets, targets
+    exact(exported.module()(ids, offsets), layer(ids, offsets))

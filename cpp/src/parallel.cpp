@@ -1,6 +1,12 @@
 // A persistent pool behind parallel_for. One job at a time owns the pool; the
 // caller starts on the job at once and the workers join as they arrive, each
 // claiming chunks until none are left, so a late worker delays nobody.
+// Each thread first claims chunks from its own home segment of the range (the
+// caller the first, worker k the (k+1)-th), then from the others': calls that
+// repeat the same range split it the same way when every thread is on time, so
+// the rows each thread touched last time are still in its own L1/L2 (as
+// OpenMP's static schedule gives numba and torch), while a late thread's
+// segment is still taken over chunk by chunk.
 // Between jobs a worker spins for about as long as the recent gaps between jobs
 // (capped by tuning().spin_ns), then parks on a condition variable: back-to-back
 // calls and a training loop's calls ~1 ms apart find it awake; an idle process
@@ -20,6 +26,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -80,20 +87,22 @@ bool spin_until(const Ready& ready, int64_t budget_ns) noexcept {
   }
 }
 
-// The job lives in the pool. Chunks are claimed with a CAS on `ticket_`
+// The job lives in the pool. Chunks are claimed with a CAS on a segment's ticket
 // (generation << 32 | next chunk): a claim succeeds only while the ticket still
-// holds this job's generation with chunks left, so a worker that wakes late
-// never touches a finished job, and the caller waits only for chunks that were
-// actually claimed (a descheduled worker that claimed nothing delays nobody).
+// holds this job's generation with chunks left in the segment, so a worker that
+// wakes late never touches a finished job, and the caller waits only for chunks
+// that were actually claimed (a descheduled worker that claimed nothing delays
+// nobody).
 class Pool {
  public:
   // Starts up to `workers` threads. A thread the system refuses (EAGAIN: a pids
   // limit, RLIMIT_NPROC) ends the loop: the pool runs with those it got.
-  explicit Pool(int workers) {
+  explicit Pool(int workers)
+      : tickets_(std::make_unique<Ticket[]>(static_cast<size_t>(std::max(workers, 0)) + 1)) {
     threads_.reserve(static_cast<size_t>(std::max(workers, 0)));
     for (int w = 0; w < workers; ++w) {
       try {
-        threads_.emplace_back([this] { loop(); });
+        threads_.emplace_back([this, w] { loop(w + 1); });
       } catch (const std::exception& e) {
         error_ = e.what();
         break;
@@ -111,6 +120,8 @@ class Pool {
       if (t.joinable()) t.join();
   }
   int workers() const noexcept { return static_cast<int>(threads_.size()); }
+  // Home segments: one per thread that exists (a refused thread has none).
+  uint32_t segments() const noexcept { return static_cast<uint32_t>(threads_.size()) + 1; }
   const std::string& error() const noexcept { return error_; }
   bool all_parked() const noexcept { return sleepers_.load() == workers(); }
 
@@ -133,14 +144,18 @@ class Pool {
     // ticket closed (below), so it cannot claim a chunk past that job's end.
     nchunks_.store(static_cast<uint32_t>(chunks), std::memory_order_release);
     done_.store(0, std::memory_order_relaxed);
-    ticket_.store(static_cast<uint64_t>(gen) << 32, std::memory_order_release);
+    const uint32_t segs = segments();
+    for (uint32_t s = 0; s < segs; ++s)
+      tickets_[s].v.store((static_cast<uint64_t>(gen) << 32) |
+                              segment_begin(s, static_cast<uint32_t>(chunks)),
+                          std::memory_order_release);
     generation_.store(gen);  // seq_cst, paired with sleepers_ (no lost wake-up)
     if (sleepers_.load() > 0) {
       std::lock_guard<std::mutex> lock(m_);
       wake_.notify_all();
     }
     t_in_parallel = true;
-    work(gen);
+    work(gen, 0);
     t_in_parallel = false;
     const auto all = static_cast<uint32_t>(chunks);
     // Every chunk left is being run by a worker that claimed it: worth a spin.
@@ -151,10 +166,11 @@ class Pool {
       done_cv_.wait(lock, [&] { return done_.load() == all; });
       caller_sleeping_.store(false);
     }
-    // Close the ticket: no claim on this generation can succeed from now on,
+    // Close the tickets: no claim on this generation can succeed from now on,
     // even by a worker that reads the next job's chunk count.
-    ticket_.store((static_cast<uint64_t>(gen) << 32) | 0xFFFFFFFFu,
-                  std::memory_order_relaxed);
+    for (uint32_t s = 0; s < segs; ++s)
+      tickets_[s].v.store((static_cast<uint64_t>(gen) << 32) | 0xFFFFFFFFu,
+                          std::memory_order_relaxed);
     job.error = job_.error;
     last_end_ns_ = now_ns();
   }
@@ -174,24 +190,36 @@ class Pool {
     return std::clamp(gap + gap / 2, floor, cap);
   }
 
-  bool claim(uint32_t gen, uint32_t& index, uint32_t& chunks) noexcept {
-    uint64_t t = ticket_.load(std::memory_order_acquire);
+  // Segment s of `chunks` chunks: [segment_begin(s), segment_begin(s + 1)).
+  uint32_t segment_begin(uint32_t s, uint32_t chunks) const noexcept {
+    return static_cast<uint32_t>(static_cast<uint64_t>(s) * chunks / segments());
+  }
+
+  bool claim(uint32_t gen, uint32_t s, uint32_t& index, uint32_t& chunks) noexcept {
+    std::atomic<uint64_t>& ticket = tickets_[s].v;
+    uint64_t t = ticket.load(std::memory_order_acquire);
     for (;;) {
       if (static_cast<uint32_t>(t >> 32) != gen) return false;
       chunks = nchunks_.load(std::memory_order_acquire);
       const auto i = static_cast<uint32_t>(t);
-      if (i >= chunks) return false;
-      if (ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel,
-                                        std::memory_order_acquire)) {
+      if (i >= segment_begin(s + 1, chunks)) return false;
+      if (ticket.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel,
+                                       std::memory_order_acquire)) {
         index = i;
         return true;
       }
     }
   }
 
-  void work(uint32_t gen) noexcept {
+  // The home segment first, then the others' in turn.
+  void work(uint32_t gen, uint32_t home) noexcept {
+    const uint32_t segs = segments();
+    for (uint32_t k = 0; k < segs; ++k) work_segment(gen, (home + k) % segs);
+  }
+
+  void work_segment(uint32_t gen, uint32_t s) noexcept {
     uint32_t i = 0, chunks = 0;
-    while (claim(gen, i, chunks)) {
+    while (claim(gen, s, i, chunks)) {
       // The claim keeps this job alive: its fields are stable until done_ counts it.
       const int64_t b = job_.begin + static_cast<int64_t>(i) * job_.chunk;
       const int64_t e = std::min(job_.end, b + job_.chunk);
@@ -208,7 +236,7 @@ class Pool {
     }
   }
 
-  void loop() noexcept {
+  void loop(uint32_t home) noexcept {
     t_in_parallel = true;
     uint32_t seen = 0;
     for (;;) {
@@ -228,7 +256,7 @@ class Pool {
       }
       seen = g;
       if (stop_.load(std::memory_order_relaxed)) return;
-      work(g);
+      work(g, home);
     }
   }
 
@@ -236,7 +264,11 @@ class Pool {
   uint32_t gen_ = 0;  // the caller's generation count
   int64_t last_end_ns_ = 0;  // the caller's: end of the previous job
   std::atomic<int64_t> recent_gap_ns_{0};
-  std::atomic<uint64_t> ticket_{0};
+  // One ticket per home segment, each on its own cache line.
+  struct alignas(64) Ticket {
+    std::atomic<uint64_t> v{0};
+  };
+  std::unique_ptr<Ticket[]> tickets_;
   std::atomic<uint32_t> nchunks_{0};
   std::atomic<uint32_t> done_{0};
   std::atomic<uint32_t> generation_{0};

@@ -16,6 +16,7 @@ import concurrent.futures
 import json
 import os
 import platform
+import random
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -97,12 +98,15 @@ def time_rotated(
     """Median ms per call of each method, timed round-robin in one process.
 
     Every round times each method once (a batch of back-to-back calls lasting
-    about `sample_s`), in an order rotated by one each round, so drift of the
-    machine (other processes, frequency, a peer's spinning workers) falls on
-    every method alike. A method whose samples already took `budget_s` stops
-    after 3 samples.
+    about `sample_s`), in a new order each round (a seeded shuffle), so drift of
+    the machine (other processes, frequency, a peer's spinning workers) falls on
+    every method alike, and no method always runs after the same one: a plain
+    rotation keeps the neighbours, and a method that always follows another
+    that leaves the same rows in the right core's cache is favoured for it. A
+    method whose samples already took `budget_s` stops after 3 samples.
     """
     names = list(methods)
+    order = random.Random(len(names))
     inner: dict[str, int] = {}
     for n in names:
         fn = methods[n]
@@ -113,9 +117,10 @@ def time_rotated(
         inner[n] = max(1, int(sample_s / max(first, 1e-7)))
     samples: dict[str, list[float]] = {n: [] for n in names}
     spent: dict[str, float] = dict.fromkeys(names, 0.0)
-    for r in range(rounds):
-        k = r % len(names)
-        for n in names[k:] + names[:k]:
+    for _ in range(rounds):
+        this_round = names[:]
+        order.shuffle(this_round)
+        for n in this_round:
             if len(samples[n]) >= 3 and spent[n] > budget_s:
                 continue
             fn, m = methods[n], inner[n]
@@ -379,7 +384,7 @@ def _time_case(
             Result(op, method, case, ms, nbytes / (ms * 1e-3) / 1e9 if ms > 0 else 0.0)
         )
 
-    # Every method of the case in one rotation (see time_rotated).
+    # Every method of the case in each round (see time_rotated).
     m: dict[tuple[str, str], Callable[[], object]] = {
         ("copy", "parallel copy"): lambda: pool.copy(out, src, case.threads),
         ("gather", "embtable"): lambda: embtable.gather(table, ids, out=out),
@@ -723,9 +728,11 @@ def _loop_case(
         for k in range(3):
             step(name, True, batches[k % 8])
     np.multiply(out, 1e-3, out=grad)
+    order = random.Random(len(names))
     for r in range(rounds):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
+        this_round = names[:]
+        order.shuffle(this_round)  # a new order each round (see time_rotated)
+        for name in this_round:
             for mode in (True, False) if r % 2 else (False, True):
                 dest = loop_t if mode else b2b_t
                 for s_ in range(steps):
@@ -757,7 +764,7 @@ def run_loop(
 ) -> list[LoopRow]:
     """The training-loop pattern: gather N ids, ~work_ms of NumPy work on the
     result, scatter_add of a gradient; time of the two calls per step, against
-    the same two calls back to back. Methods rotate each round; medians."""
+    the same two calls back to back. A new method order each round; medians."""
     peers = peers or _Peers()
     rng = np.random.default_rng(seed)
     threads = threads or embtable.get_num_threads()

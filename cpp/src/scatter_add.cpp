@@ -113,9 +113,19 @@ void scatter_add(Scalar* target, int64_t V, int64_t D, const Index* indices,
   if (n == 0 || D == 0) return;
   RangeGuard guard(target, target + V * D);
   const auto& ops = kernels::ops<Scalar, Index>();
-  const int64_t grain = grain_rows(D * static_cast<int64_t>(sizeof(Scalar)));
+  const int64_t row_bytes = D * static_cast<int64_t>(sizeof(Scalar));
+  const int64_t grain = grain_rows(row_bytes);
   const int threads = get_num_threads();
-  if (n <= grain || threads == 1) {
+  // The owners (below) each read every id: against one thread they save
+  // (T - 1) / T of the row work per id but pay a scan of it (the id read and a
+  // compacted position written). Worth the pool only when that saving, in
+  // bytes, exceeds what the pool costs (parallel_bytes): at D = 16 float32 this
+  // takes ~4x the rows gather needs, at D >= 64 about the same.
+  const int64_t scan_bytes = 2 * static_cast<int64_t>(sizeof(Index));
+  const int64_t saved_per_id = row_bytes * (threads - 1) / std::max(threads, 1) - scan_bytes;
+  const bool owners_pay =
+      saved_per_id > 0 && n > tuning().parallel_bytes.value / saved_per_id;
+  if (n <= grain || threads == 1 || (threads <= 8 && !owners_pay)) {
     ops.scatter_owned(target, D, indices, n, updates, 0, V,
                       V);  // in order: np.add.at exactly
     return;

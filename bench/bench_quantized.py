@@ -1,9 +1,14 @@
 """Quantized tables and embedding_bags: embtable vs PyTorch's quantized ops.
 
-Issue 12's measurements, printed as markdown tables (median wall time of
---repeats rounds; each round runs every method once, in a rotated order):
+Issue 12's measurements, printed as markdown tables: medians of --repeats
+rounds, every method timed in each round in a new (shuffled) order, as
+``python -m embtable bench`` does (embtable._bench.time_rotated): a sample is a
+batch of back-to-back calls lasting about 2 ms, the steady state of a serving
+loop. ``--calls single`` times one call per method per round instead (each
+call then starts from the cache state the previous method left: the float32
+bag's 26 MB of rows, or torch's threads).
 
-(--clock cpu times process CPU time instead of wall time.)
+(--clock cpu times process CPU time instead of wall time; it implies --calls single.)
 
 1. embedding_bag (mode sum) on a 1M x 64 table, B = 2,048 bags of 50 ids, at
    --threads threads: embtable on the int8 / int4 table vs
@@ -18,6 +23,7 @@ Issue 12's measurements, printed as markdown tables (median wall time of
     python bench/bench_quantized.py                 # the issue's sizes, 2 threads
     python bench/bench_quantized.py --repeats 50 --tables float32 int8
     python bench/bench_quantized.py --threads 1 --clock cpu   # under other load
+    python bench/bench_quantized.py --calls single  # one call per method per round
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from collections.abc import Callable
 
 import embtable
 import numpy as np
-from embtable._bench import set_peer_spin
+from embtable._bench import set_peer_spin, time_rotated
 
 # torch's idle OpenMP threads would spin on the cores of the method timed next
 # (see python -m embtable bench --help, --peer-spin): park them about 1 ms after
@@ -50,11 +56,15 @@ CRITEO_ROWS = [
 
 
 CLOCK = time.perf_counter
+SINGLE = False
 
 
 def medians_ms(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median time (ms) per method; round r starts at method r mod n, so the
-    cold-cache first slot of a round visits every method alike."""
+    """Median time (ms) per method: batches of back-to-back calls in a new
+    order each round (time_rotated), or with --calls single one call per method
+    per round, round r starting at method r mod n."""
+    if not SINGLE:
+        return time_rotated(fns, rounds=repeats)
     names = list(fns)
     for f in fns.values():  # warm-up: page faults, thread pools
         f()
@@ -171,9 +181,17 @@ def main() -> None:
         default="wall",
         help="cpu: process CPU time (with --threads 1, less sensitive to other load)",
     )
+    p.add_argument(
+        "--calls",
+        choices=["batch", "single"],
+        default="batch",
+        help="batch: ~2 ms batches of back-to-back calls (the default); single: "
+        "one call per method per round",
+    )
     args = p.parse_args()
-    global CLOCK
+    global CLOCK, SINGLE
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
+    SINGLE = args.calls == "single" or args.clock == "cpu"
     embtable.set_num_threads(args.threads)
     if torch is not None:
         torch.set_num_threads(args.threads)
@@ -181,7 +199,8 @@ def main() -> None:
     print(
         f"embtable {embtable.__version__}, torch {torch.__version__ if torch else '-'}, "
         f"SIMD {embtable.show_config(mode='dicts')['simd']['selected']}, "
-        f"{args.clock} clock, load average {load:.1f} at the start; {PEER_SPIN}"
+        f"{args.clock} clock, {'single calls' if SINGLE else '~2 ms batches of calls'}, "
+        f"load average {load:.1f} at the start; {PEER_SPIN}"
     )
     bench_single(args)
     if not args.skip_multi:

@@ -198,14 +198,14 @@ struct Row<QFormat::bfloat16> {
 // Pools positions [s, e) over columns [col, col + width) into out.
 template <Kind K, QFormat F, int64_t W, class Index>
 inline void pool_block(const QBagArgs<Index>& a, int64_t s, int64_t e, int64_t col,
-                       int64_t width, int64_t pf_end, float* __restrict out) noexcept {
+                       int64_t width, int64_t pf_end, int64_t ahead,
+                       float* __restrict out) noexcept {
   const int64_t w = W > 0 ? W : width;
   const QTable& t = a.t;
   const int64_t D = t.D, rb = t.row_bytes;
   const int64_t pad = a.padding_idx;
   const Index* idx = a.indices;
   const uint8_t* base = t.data;
-  const int64_t ahead = prefetch_ahead(rb);
   const bool prefetch = col == 0 && ahead > 0;
   alignas(64) float acc[kBlock];
   alignas(64) float v[kBlock];
@@ -241,11 +241,9 @@ inline void pool_block(const QBagArgs<Index>& a, int64_t s, int64_t e, int64_t c
     typedef float Vec __attribute__((vector_size(kVecBytes)));
     Vec sum[kParts] = {};
     int64_t count = 0;
-    for (int64_t i = s; i < e; ++i) {
-      if (prefetch && i + ahead < pf_end)
-        prefetch_bytes(base + static_cast<int64_t>(idx[i + ahead]) * rb, rb);
+    const auto body = [&](int64_t i) __attribute__((always_inline)) {
       const int64_t r = static_cast<int64_t>(idx[i]);
-      if (r == pad) continue;
+      if (r == pad) return;
       ++count;
       Vec xs[kParts];
       if constexpr (F == QFormat::int8 && kVecBytes >= 32) {
@@ -280,7 +278,17 @@ inline void pool_block(const QBagArgs<Index>& a, int64_t s, int64_t e, int64_t c
           sum[k] += xs[k];
         }
       }
+    };
+    // Two loops, so the one that prefetches has no bounds test per id.
+    int64_t i = s;
+    if (prefetch) {
+      const int64_t mid = std::clamp(pf_end - ahead, s, e);
+      for (; i < mid; ++i) {
+        prefetch_bytes(base + static_cast<int64_t>(idx[i + ahead]) * rb, rb);
+        body(i);
+      }
     }
+    for (; i < e; ++i) body(i);
     std::memcpy(acc, sum, sizeof(sum));
     if constexpr (K == Kind::mean) {
       if (count > 0) {
@@ -321,15 +329,16 @@ void bag_kind(const QBagArgs<Index>& a, int64_t b0, int64_t b1) {
   const int64_t D = a.t.D;
   const Bags& bags = *a.bags;
   const int64_t pf_end = bags.end(b1 - 1);
+  const int64_t ahead = prefetch_ahead(a.t.row_bytes);  // once per range, not per bag
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t s = bags.begin(b), e = bags.end(b);
     for (int64_t col = 0; col < D; col += kBlock) {
       const int64_t width = std::min(kBlock, D - col);
       float* out = a.out + b * a.out_stride + col;
       if (width == kBlock)
-        pool_block<K, F, kBlock>(a, s, e, col, width, pf_end, out);
+        pool_block<K, F, kBlock>(a, s, e, col, width, pf_end, ahead, out);
       else
-        pool_block<K, F, 0>(a, s, e, col, width, pf_end, out);
+        pool_block<K, F, 0>(a, s, e, col, width, pf_end, ahead, out);
     }
   }
 }

@@ -1,4 +1,5 @@
-"""A/B of the layer kernels: fused optimizers, RowGrad building, embedding_bag, sgns.
+"""A/B of the layer kernels: fused optimizers, RowGrad building, embedding_bag
+(float and quantized), sgns.
 
 Each case runs under every variant in one process, round-robin with the order
 rotated each round; a cell is the median over --repeats rounds (ms). Variants:
@@ -14,7 +15,7 @@ rotated each round; a cell is the median over --repeats rounds (ms). Variants:
 
 Plain ``python bench/bench_kernels.py`` takes about a minute and prints a
 Markdown table (cases x variants, then ratios against the first column).
-``--only optim,rowgrad,bag,sgns`` picks sections; ``--threads 1,2``.
+``--only optim,rowgrad,bag,qbag,sgns`` picks sections; ``--threads 1,2``.
 """
 
 from __future__ import annotations
@@ -177,6 +178,26 @@ def bag_cases(rng: np.random.Generator):
         yield f"bag backward sparse {tag}", bwd_sparse
 
 
+def qbag_cases(rng: np.random.Generator):
+    """The quantized bag (issue 12's shape): int8 and int4 rows, sum and mean."""
+    V, D, B, L = 1_000_000, 64, 2_048, 50
+    table = rng.standard_normal((V, D), dtype=np.float32)
+    ids = rng.integers(0, V, B * L)
+    offsets = np.arange(0, B * L, L, dtype=np.int64)
+    out = np.empty((B, D), np.float32)
+    for fmt in ("int8", "int4"):
+        data = embtable.quantize(table, fmt).data
+        for mode in ("sum", "mean"):
+
+            def case(mod, data=data, fmt=fmt, mode=mode):
+                return lambda: mod.qembedding_bag(
+                    data, fmt, D, ids, offsets, mode=mode, per_sample_weights=None,
+                    padding_idx=None, include_last_offset=False, out=out,
+                )  # fmt: skip
+
+            yield f"quantized bag {fmt} {mode} V={V:,} D={D} B={B:,} L={L}", case
+
+
 def sgns_cases(rng: np.random.Generator):
     V, D, n = 20_000, 100, 50_000
     tokens = np.minimum(rng.zipf(1.3, n) - 1, V - 1).astype(np.int32)
@@ -196,6 +217,7 @@ SECTIONS = {
     "optim": optim_cases,
     "rowgrad": rowgrad_cases,
     "bag": bag_cases,
+    "qbag": qbag_cases,
     "sgns": sgns_cases,
 }
 

@@ -26,8 +26,8 @@
 #include <condition_variable>
 #include <cstring>
 #include <exception>
-#include <memory>
 #include <fstream>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
@@ -98,7 +98,8 @@ class Pool {
   // Starts up to `workers` threads. A thread the system refuses (EAGAIN: a pids
   // limit, RLIMIT_NPROC) ends the loop: the pool runs with those it got.
   explicit Pool(int workers)
-      : tickets_(std::make_unique<Ticket[]>(static_cast<size_t>(std::max(workers, 0)) + 1)) {
+      : tickets_(
+            std::make_unique<Ticket[]>(static_cast<size_t>(std::max(workers, 0)) + 1)) {
     threads_.reserve(static_cast<size_t>(std::max(workers, 0)));
     for (int w = 0; w < workers; ++w) {
       try {
@@ -121,7 +122,9 @@ class Pool {
   }
   int workers() const noexcept { return static_cast<int>(threads_.size()); }
   // Home segments: one per thread that exists (a refused thread has none).
-  uint32_t segments() const noexcept { return static_cast<uint32_t>(threads_.size()) + 1; }
+  uint32_t segments() const noexcept {
+    return static_cast<uint32_t>(threads_.size()) + 1;
+  }
   const std::string& error() const noexcept { return error_; }
   bool all_parked() const noexcept { return sleepers_.load() == workers(); }
 

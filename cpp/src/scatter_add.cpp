@@ -122,7 +122,8 @@ void scatter_add(Scalar* target, int64_t V, int64_t D, const Index* indices,
   // bytes, exceeds what the pool costs (parallel_bytes): at D = 16 float32 this
   // takes ~4x the rows gather needs, at D >= 64 about the same.
   const int64_t scan_bytes = 2 * static_cast<int64_t>(sizeof(Index));
-  const int64_t saved_per_id = row_bytes * (threads - 1) / std::max(threads, 1) - scan_bytes;
+  const int64_t saved_per_id =
+      row_bytes * (threads - 1) / std::max(threads, 1) - scan_bytes;
   const bool owners_pay =
       saved_per_id > 0 && n > tuning().parallel_bytes.value / saved_per_id;
   if (n <= grain || threads == 1 || (threads <= 8 && !owners_pay)) {

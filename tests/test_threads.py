@@ -148,6 +148,32 @@ def test_cgroup_quota_rounds_up(contents, cpus):
     assert _core.cpus_from_cgroup_cpu_max(contents) == cpus
 
 
+@pytest.mark.parametrize("threads", [2, 3, 5, 16])
+def test_every_piece_of_a_range_runs_exactly_once(rng, threads):
+    # Each thread works its home segment first and then takes over the others':
+    # a piece skipped would leave NaN in `out`, a piece run twice would add its
+    # rows twice. Sizes that split unevenly into pieces and segments, repeated
+    # (the second call reuses the split), at thread counts above the cores.
+    saved = embtable.get_num_threads()
+    embtable.set_num_threads(threads)
+    try:
+        for V, D, N in ((5_000, 8, 99_991), (300, 16, 20_011), (50_000, 64, 7_777)):
+            table = rng.standard_normal((V, D)).astype(np.float32)
+            ids = rng.integers(0, V, size=N)
+            updates = rng.standard_normal((N, D)).astype(np.float32)
+            want = np.zeros((V, D))
+            np.add.at(want, ids, updates.astype(np.float64))
+            for _ in range(2):
+                out = np.full((N, D), np.nan, np.float32)
+                embtable.gather(table, ids, out=out)
+                np.testing.assert_array_equal(out, table[ids])
+                target = np.zeros((V, D), np.float32)
+                embtable.scatter_add(target, ids, updates)  # split by ids above 8
+                np.testing.assert_allclose(target, want, rtol=1e-4, atol=1e-4)
+    finally:
+        embtable.set_num_threads(saved)
+
+
 def test_many_threads_requested_work(rng):
     embtable.set_num_threads(16)
     table = rng.standard_normal((300, 8)).astype(np.float32)

@@ -219,3 +219,52 @@ def test_torch_export_keeps_the_custom_op():
     targets = [n.target for n in exported.graph.nodes if n.op == "call_function"]
     assert torch.ops.embtable.embedding_bag.default in targets, targets
     exact(exported.module()(ids, offsets), layer(ids, offsets))
+
+
+# After the graph break, dynamo reads .grad of the eager output while it wraps it
+# (torch's own warning, silent outside pytest's warnings-as-errors).
+@pytest.mark.filterwarnings(
+    "ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning"
+)
+@pytest.mark.parametrize("bag", [False, True])
+def test_compiled_sparse_layer_runs_eagerly_and_matches(bag):
+    """sparse=True under torch.compile: a graph break, then the eager kernels; the
+    output and the sparse gradient are the eager ones, bit for bit."""
+    torch.manual_seed(5)
+    V, D = 30, 4
+    ids = torch.randint(0, V, (11,))
+    offsets = torch.tensor([0, 4, 4, 9])
+    results = []
+    for compile_it in (True, False):
+        torch.manual_seed(6)
+        layer = (
+            et.EmbeddingBag(V, D, mode="sum", sparse=True)
+            if bag
+            else et.Embedding(V, D, sparse=True)
+        )
+
+        def step(ids, layer=layer):
+            out = layer(ids, offsets) if bag else layer(ids)
+            return (out * torch.arange(out.numel()).reshape(out.shape)).sum(), out
+
+        fn = torch.compile(step) if compile_it else step
+        loss, out = fn(ids)
+        loss.backward()
+        g = layer.weight.grad
+        assert g.is_sparse
+        results.append((out.detach(), g.coalesce().to_dense()))
+    exact(results[0][0], results[1][0])
+    exact(results[0][1], results[1][1])
+
+
+def test_import_does_not_load_dynamo():
+    """`import embtable.torch` costs what `import torch` does: torch._dynamo (about a
+    second) loads only when something compiles."""
+    import subprocess
+    import sys
+
+    code = "import sys, torch, embtable.torch; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False", out.stderr

@@ -24,6 +24,7 @@ import operator
 import sys
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -336,12 +337,32 @@ def embedding(
         return _embedding_traced(
             input, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq
         )
-    return _embedding_eager(
+    eager = (
+        _outside_compile(_embedding_eager)
+        if torch.compiler.is_compiling()
+        else _embedding_eager
+    )
+    return eager(
         input, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse
     )
 
 
-@torch.compiler.disable
+_NOT_COMPILED: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+
+def _outside_compile(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch.compiler.disable(fn)``, made on first use under ``torch.compile``.
+
+    Decorating at import would import ``torch._dynamo`` (about a second) for every
+    user of this module; under compile it is loaded already. Calls outside compile
+    run ``fn`` itself.
+    """
+    disabled = _NOT_COMPILED.get(fn)
+    if disabled is None:
+        disabled = _NOT_COMPILED[fn] = torch.compiler.disable(fn)
+    return disabled
+
+
 def _embedding_eager(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -592,7 +613,12 @@ def embedding_bag(
             include_last_offset,
             padding_idx,
         )
-    return _embedding_bag_eager(
+    eager = (
+        _outside_compile(_embedding_bag_eager)
+        if torch.compiler.is_compiling()
+        else _embedding_bag_eager
+    )
+    return eager(
         input,
         weight,
         offsets,
@@ -651,7 +677,6 @@ def _check_offsets(offsets: torch.Tensor | None) -> np.ndarray | None:
     return offs
 
 
-@torch.compiler.disable
 def _embedding_bag_eager(
     input: torch.Tensor,
     weight: torch.Tensor,

@@ -116,17 +116,21 @@ void scatter_add(Scalar* target, int64_t V, int64_t D, const Index* indices,
   const int64_t row_bytes = D * static_cast<int64_t>(sizeof(Scalar));
   const int64_t grain = grain_rows(row_bytes);
   const int threads = get_num_threads();
-  // The owners (below) each read every id: against one thread they save
-  // (T - 1) / T of the row work per id but pay a scan of it (the id read and a
-  // compacted position written). Worth the pool only when that saving, in
-  // bytes, exceeds what the pool costs (parallel_bytes): at D = 16 float32 this
-  // takes ~4x the rows gather needs, at D >= 64 about the same.
+  // Up to kLockedAbove threads the owners (below) take every balanced call. They
+  // each read every id: against one thread they save (T - 1) / T of the row
+  // work per id but pay a scan of it (the id read and a compacted position
+  // written). Worth the pool only when that saving, in bytes, exceeds what the
+  // pool costs (parallel_bytes): at D = 16 float32 this takes ~4x the rows
+  // gather needs, at D >= 64 about the same. Such a call stays inline before
+  // the ids are sampled, so the locked path below is not tried for it either
+  // (at 2 threads that path needs one row holding about half the ids, which the
+  // contention rule gives to the owners anyway).
+  constexpr int kLockedAbove = 8;
   const int64_t scan_bytes = 2 * static_cast<int64_t>(sizeof(Index));
-  const int64_t saved_per_id =
-      row_bytes * (threads - 1) / std::max(threads, 1) - scan_bytes;
+  const int64_t saved_per_id = row_bytes * (threads - 1) / threads - scan_bytes;
   const bool owners_pay =
       saved_per_id > 0 && n > tuning().parallel_bytes.value / saved_per_id;
-  if (n <= grain || threads == 1 || (threads <= 8 && !owners_pay)) {
+  if (n <= grain || threads == 1 || (threads <= kLockedAbove && !owners_pay)) {
     ops.scatter_owned(target, D, indices, n, updates, 0, V,
                       V);  // in order: np.add.at exactly
     return;
@@ -143,7 +147,7 @@ void scatter_add(Scalar* target, int64_t V, int64_t D, const Index* indices,
   const auto parts = static_cast<int64_t>(bounds.size()) - 1;
   const bool balanced = heaviest * threads <= 1.5;
   const bool contended = (threads - 1) * collision > 0.25;
-  if (!deterministic && (threads > 8 || !balanced) && !contended) {
+  if (!deterministic && (threads > kLockedAbove || !balanced) && !contended) {
     kernels::RowLocks& locks = kernels::row_locks();
     parallel_for(0, n, grain, [&](int64_t b, int64_t e) {
       ops.scatter_locked(target, D, indices, b, e, updates, locks);

@@ -99,6 +99,42 @@ def test_time_rotated_times_every_method() -> None:
     assert all(n >= 2 + 3 for n in calls.values())  # warm-up, probe, 3 rounds
 
 
+def test_time_alternated_reverses_the_order_every_other_round() -> None:
+    seq: list[str] = []
+    fns = [lambda k=k: seq.append(k) for k in "abc"]
+    out = _bench.time_alternated(*fns, rounds=4, sample_s=0.0)
+    assert len(out) == 3 and all(v >= 0 for v in out)
+    # warm-up a b c, probe a, then one call per batch
+    assert "".join(seq) == "abc" + "a" + "abc" + "cba" + "abc" + "cba"
+
+
+def _det_case(det_ms: float, again_ms: float, rotated_det_ms: float) -> str:
+    c = Case(V=1_000, D=16, N=4_096, dist="zipf", threads=2)
+    det = Result("scatter_add", "embtable det", c, rotated_det_ms, 1.0)
+    det.extra["paired"] = (1.0, det_ms, again_ms)  # default, det, default again
+    default = Result("scatter_add", "embtable", c, 1.0, 1.0)
+    cases = {c: {("scatter_add", "embtable"): default,
+                 ("scatter_add", "embtable det"): det}}  # fmt: skip
+    return _bench.det_goal(cases)
+
+
+def test_det_goal_compares_det_time_over_default_time() -> None:
+    # deterministic=True twice as slow as the default: met (the old check
+    # divided the other way round and reported the best cell as the worst).
+    text = _det_case(2.0, 1.0, 2.0)
+    assert "worst 2.00 (goal >= 1) met;" in text
+    assert "in the shuffled rounds worst 2.00" in text
+    # the default slower beyond the A/A noise: missed
+    text = _det_case(0.5, 1.02, 0.9)
+    assert "worst 0.50 (goal >= 1) MISSED" in text
+    assert "(default 1000.0 us, det 500.0 us)" in text
+    assert "default / default worst 0.98" in text
+    assert "in the shuffled rounds worst 0.90" in text
+    # slower by less than the default differs from itself: noise
+    assert "met within the timing noise" in _det_case(0.97, 1.05, 1.0)
+    assert "MISSED" in _det_case(0.94, 1.05, 1.0)
+
+
 def test_loop_table_format() -> None:
     rows = [
         _bench.LoopRow(64, 4096, "embtable", 50.0, 45.0),

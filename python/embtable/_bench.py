@@ -137,6 +137,44 @@ def time_rotated(
     return out
 
 
+def time_alternated(
+    *fns: Callable[[], object],
+    rounds: int = 9,
+    sample_s: float = 1e-3,
+    budget_s: float = 1.0,
+) -> tuple[float, ...]:
+    """Median ms per call of each of `fns`, timed in alternation: a batch of
+    each in turn, the order reversed every other round (a b c, c b a, ...).
+
+    For variants of one operation on the same data (scatter_add's default and
+    deterministic modes): each batch follows a batch of another variant, so
+    none inherits a cache state the others do not. In time_rotated's shuffled
+    rounds a variant follows whatever method came before, which for two calls
+    of the same kernel showed differences of up to 1.3x either way. Passing the
+    same function twice (an A/A pair) measures the noise that remains.
+    """
+    for fn in fns:
+        fn()
+    t0 = time.perf_counter()
+    fns[0]()
+    m = max(1, int(sample_s / max(time.perf_counter() - t0, 1e-7)))
+    samples: list[list[float]] = [[] for _ in fns]
+    spent = 0.0
+    for r in range(rounds):
+        if r >= 3 and spent > budget_s:
+            break
+        order = range(len(fns)) if r % 2 == 0 else range(len(fns) - 1, -1, -1)
+        for k in order:
+            fn = fns[k]
+            t0 = time.perf_counter()
+            for _ in range(m):
+                fn()
+            dt = time.perf_counter() - t0
+            spent += dt
+            samples[k].append(dt / m)
+    return tuple(float(np.median(v)) * 1e3 for v in samples)
+
+
 # ---------------------------------------------------------------- optional peers
 
 
@@ -438,6 +476,16 @@ def _time_case(
         if (op, meth) in numpy_methods:
             once[f"{op}/{meth}"] = ms
         add(op, meth, ms)
+    # scatter_add's two modes alternated batch by batch, with the default mode
+    # timed twice (an A/A pair: the noise left): the goal "deterministic=False
+    # never slower than deterministic=True" compares these.
+    default = m[("scatter_add", "embtable")]
+    paired = time_alternated(
+        default, m[("scatter_add", "embtable det")], default, rounds=repeats
+    )
+    for r in res:
+        if r.op == "scatter_add" and r.method == "embtable det":
+            r.extra["paired"] = paired
     if "numpy" not in once:
         once["numpy"] = 1.0
     else:
@@ -838,6 +886,12 @@ def summarize_loop(rows: list[LoopRow]) -> str:
             shown = 1 / ratio if name == "loop / back-to-back" else ratio
             want = "<= 1.10" if name == "loop / back-to-back" else ">= 1.00"
             out.append(f"- D={D} N={N:,}: {name} {shown:.2f} (goal {want}) {ok}")
+    out += [
+        "",
+        "(At these sizes both modes run the same kernel, the owners', up to 8 "
+        "threads, so det / default measures timing noise; the grid's alternated "
+        "timing reports it against an A/A pair.)",
+    ]
     return "\n".join(out)
 
 
@@ -867,6 +921,44 @@ def pool_report() -> str:
                 "wake_ns",
             )
         )
+    )
+
+
+def det_goal(cases: dict[Case, dict[tuple[str, str], Result]]) -> str:
+    """deterministic=False never slower than deterministic=True: the worst cell
+    of det time / default time from the alternated timing (time_alternated),
+    against the A/A noise of that timing (the default mode against itself,
+    worst cell either way), and the same ratio from the shuffled rounds."""
+    worst: tuple[float, Case | None, float, float] = (float("inf"), None, 0.0, 0.0)
+    noise = rotated = float("inf")
+    c: Case | None
+    for c, m in cases.items():
+        d = m.get(("scatter_add", "embtable det"))
+        e = m.get(("scatter_add", "embtable"))
+        if d is None or e is None:
+            continue
+        rotated = min(rotated, d.ms / e.ms)
+        if "paired" in d.extra:
+            default_ms, det_ms, again_ms = d.extra["paired"]
+            noise = min(noise, again_ms / default_ms, default_ms / again_ms)
+            if det_ms / default_ms < worst[0]:
+                worst = (det_ms / default_ms, c, default_ms, det_ms)
+    r, c, default_ms, det_ms = worst
+    name = "scatter_add det time / default time (alternated)"
+    if c is None:
+        return f"- {name}: not measured"
+    if r >= 1:
+        ok = "met"
+    elif r >= noise:
+        ok = "met within the timing noise"
+    else:
+        ok = "MISSED"
+    where = f"V={c.V} D={c.D} N={c.N} {c.dist} threads={c.threads}"
+    return (
+        f"- {name}: worst {r:.2f} (goal >= 1) {ok}; at {where} "
+        f"(default {default_ms * 1e3:.1f} us, det {det_ms * 1e3:.1f} us); "
+        f"timing noise: default / default worst {noise:.2f}; "
+        f"in the shuffled rounds worst {rotated:.2f}"
     )
 
 
@@ -947,8 +1039,7 @@ def summarize(results: list[Result]) -> str:
             worst("scatter_add", fastest_peer("scatter_add")),
         )
     )
-    det = worst("scatter_add", ms("scatter_add", "embtable"), mine="embtable det")
-    out.append(fmt("scatter_add atomic time / det time", 1 / 1.5, det))
+    out.append(det_goal(cases))
 
     def big(c: Case) -> bool:
         return c.D >= 64 and c.V <= 10_000 and c.N >= 65_536

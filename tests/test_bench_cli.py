@@ -141,8 +141,13 @@ def test_loop_table_format() -> None:
         _bench.LoopRow(64, 4096, "torch", 110.0, 83.0),
     ]
     text = _bench.format_loop(rows)
-    assert "| 64 | 4,096 | embtable | 50.0 | 45.0 | 1.11 | 1.00x |" in text
-    assert "| 64 | 4,096 | torch | 110.0 | 83.0 | 1.33 | 2.20x |" in text
+    assert "| 64 | 4,096 | embtable | 50.0 | 45.0 | 1.11 | 1.00x | - | - |" in text
+    assert "| 64 | 4,096 | torch | 110.0 | 83.0 | 1.33 | 2.20x | - | - |" in text
+    rows[0].pause_us = 49.5
+    text = _bench.format_loop(rows)
+    assert "| embtable | 50.0 | 45.0 | 1.11 | 1.00x | 49.5 | 1.10 |" in text
+    assert "D=64 N=4,096: idle pause / back-to-back 1.10 (no goal" in text
+    assert "D=64 N=4,096: loop / back-to-back 1.11 (goal <= 1.10) MISSED" in text
 
 
 def test_loop_runs_a_tiny_case() -> None:
@@ -158,6 +163,21 @@ def test_loop_runs_a_tiny_case() -> None:
     )
     assert [r.method for r in rows] == ["embtable", "embtable det"]
     assert all(r.D == 8 and r.N == 64 and r.loop_us > 0 and r.b2b_us > 0 for r in rows)
+    assert all(r.pause_us == 0 for r in rows)  # no work, so no pause either
+
+
+def test_loop_times_the_idle_pause() -> None:
+    rows = _bench.run_loop(
+        ((8, 64),),
+        V=1_000,
+        threads=1,
+        rounds=2,
+        steps=2,
+        work_ms=0.05,
+        peers=_bench._Peers(use_torch=False, use_numba=False),
+        progress=False,
+    )
+    assert all(r.pause_us > 0 for r in rows)
 
 
 def test_loop_with_peers_when_installed() -> None:

@@ -689,6 +689,9 @@ class LoopRow:
     method: str
     loop_us: float
     b2b_us: float
+    # the loop with an idle pause as long as the NumPy work in its place (a
+    # spin on the clock, no memory touched): what the pause alone costs
+    pause_us: float = 0.0
 
 
 def _numpy_work(ms: float) -> Callable[[], None]:
@@ -712,6 +715,18 @@ def _numpy_work(ms: float) -> Callable[[], None]:
     return work
 
 
+def _pause(seconds: float) -> Callable[[], None]:
+    """An idle wait: a spin on the clock (the core stays awake, as during NumPy
+    work, and touches no memory)."""
+
+    def pause() -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    return pause
+
+
 def _loop_case(
     D: int,
     N: int,
@@ -722,6 +737,7 @@ def _loop_case(
     work: Callable[[], None],
     peers: _Peers,
     rng: np.random.Generator,
+    pause: Callable[[], None] | None = None,
 ) -> list[LoopRow]:
     table = np.empty((V, D), np.float32)
     rows_ = rng.random((4096, D), dtype=np.float32)
@@ -758,15 +774,20 @@ def _loop_case(
     names = list(fns)
     loop_t: dict[str, list[float]] = {n: [] for n in names}
     b2b_t: dict[str, list[float]] = {n: [] for n in names}
+    pause_t: dict[str, list[float]] = {n: [] for n in names}
+    between = {"loop": work, "b2b": None, "pause": pause}
+    times = {"loop": loop_t, "b2b": b2b_t, "pause": pause_t}
+    modes = [k for k, v in between.items() if k == "b2b" or v is not None]
 
-    def step(name: str, with_work: bool, i: np.ndarray) -> float:
+    def step(name: str, mode: str, i: np.ndarray) -> float:
         g, sc = fns[name]
+        fill = between[mode]
         t0 = time.perf_counter()
         g(i)
         t1 = time.perf_counter()
-        if with_work:
+        if fill is not None:
             np.multiply(out, 1e-3, out=grad)  # the gradient of the result
-            work()
+            fill()
         t2 = time.perf_counter()
         sc(i)
         t3 = time.perf_counter()
@@ -774,17 +795,16 @@ def _loop_case(
 
     for name in names:  # warm-up (JIT, pools, page faults)
         for k in range(3):
-            step(name, True, batches[k % 8])
+            step(name, "loop", batches[k % 8])
     np.multiply(out, 1e-3, out=grad)
     order = random.Random(len(names))
     for r in range(rounds):
         this_round = names[:]
         order.shuffle(this_round)  # a new order each round (see time_rotated)
         for name in this_round:
-            for mode in (True, False) if r % 2 else (False, True):
-                dest = loop_t if mode else b2b_t
+            for mode in modes if r % 2 else modes[::-1]:
                 for s_ in range(steps):
-                    dest[name].append(step(name, mode, batches[s_ % 8]))
+                    times[mode][name].append(step(name, mode, batches[s_ % 8]))
     rows = []
     for name in names:
         rows.append(
@@ -794,6 +814,7 @@ def _loop_case(
                 name,
                 float(np.median(loop_t[name])) * 1e6,
                 float(np.median(b2b_t[name])) * 1e6,
+                float(np.median(pause_t[name])) * 1e6 if pause_t[name] else 0.0,
             )
         )
     return rows
@@ -820,28 +841,30 @@ def run_loop(
     embtable.set_num_threads(threads)
     peers.set_threads(threads)
     work = _numpy_work(work_ms)
+    pause = _pause(work_ms * 1e-3) if work_ms > 0 else None
     rows: list[LoopRow] = []
     try:
         for D, N in cases:
             if progress:
                 sys.stderr.write(f"loop D={D} N={N}...\n")
-            rows += _loop_case(D, N, V, threads, rounds, steps, work, peers, rng)
+            rows += _loop_case(D, N, V, threads, rounds, steps, work, peers, rng, pause)
     finally:
         embtable.set_num_threads(saved)
     return rows
 
 
 def format_loop(rows: list[LoopRow], V: int = 1_000_000, work_ms: float = 1.0) -> str:
-    """The --loop table: per (D, N), each method's time per step in the loop and
-    back to back, and embtable's standing (goal: loop within 10 % of back to
-    back, and ahead of torch and numba in the loop)."""
+    """The --loop table: per (D, N), each method's time per step in the loop,
+    back to back, and with an idle pause in place of the work, and embtable's
+    standing (goal: loop within 10 % of back to back, and ahead of torch and
+    numba in the loop)."""
     lines = [
         f"### training-loop pattern (V = {V:,}; gather, ~{work_ms:g} ms of NumPy "
         "work, scatter_add; us per step for the two calls; medians)",
         "",
         "| D | N | method | loop us | back-to-back us | loop / b2b | "
-        "method loop / embtable loop |",
-        "|---" * 7 + "|",
+        "method loop / embtable loop | idle pause us | pause / b2b |",
+        "|---" * 9 + "|",
     ]
     by: dict[tuple[int, int], dict[str, LoopRow]] = {}
     for r in rows:
@@ -850,9 +873,14 @@ def format_loop(rows: list[LoopRow], V: int = 1_000_000, work_ms: float = 1.0) -
         e = m.get("embtable")
         for name, r in m.items():
             rel = f"{r.loop_us / e.loop_us:.2f}x" if e and e.loop_us > 0 else "-"
+            pause = (
+                f"{r.pause_us:.1f} | {r.pause_us / r.b2b_us:.2f}"
+                if r.pause_us > 0
+                else "- | -"
+            )
             lines.append(
                 f"| {D} | {N:,} | {name} | {r.loop_us:.1f} | {r.b2b_us:.1f} | "
-                f"{r.loop_us / r.b2b_us:.2f} | {rel} |"
+                f"{r.loop_us / r.b2b_us:.2f} | {rel} | {pause} |"
             )
     lines.append("")
     lines.append(summarize_loop(rows))
@@ -872,6 +900,13 @@ def summarize_loop(rows: list[LoopRow]) -> str:
         if e is None:
             continue
         checks = [("loop / back-to-back", e.b2b_us / e.loop_us, 1 / 1.1)]
+        if e.pause_us > 0:
+            out.append(
+                f"- D={D} N={N:,}: idle pause / back-to-back "
+                f"{e.pause_us / e.b2b_us:.2f} (no goal: the same pause with no "
+                "work in it; close to loop / back-to-back when the pause itself "
+                "costs the time, as rows leave the caches while the core waits)"
+            )
         for peer in ("torch", "numba"):
             if peer in m:
                 checks.append(

@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "bag_kernels.hpp"
+#include "prefetch.hpp"
 
 namespace embtable::kernels {
 namespace {
@@ -25,10 +26,9 @@ constexpr int64_t kBlock = 64;  // columns pooled at once (256 B of float32)
 enum class Kind { sum, wsum, mean, max, max_arg };
 
 template <class Scalar>
-inline void prefetch_cols(const Scalar* row, int64_t width) noexcept {
-  const char* p = reinterpret_cast<const char*>(row);
-  const int64_t bytes = width * static_cast<int64_t>(sizeof(Scalar));
-  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
+[[gnu::always_inline]] inline void prefetch_cols(const Scalar* row,
+                                                 int64_t width) noexcept {
+  prefetch_lines<0>(row, width * static_cast<int64_t>(sizeof(Scalar)));
 }
 
 // body(i) for i in [b, e); when `on`, the row of id i + ahead is prefetched first

@@ -130,10 +130,9 @@ inline int64_t row_prefetch(int64_t D, int64_t scalar_bytes) noexcept {
 }
 
 template <class Scalar>
-inline void prefetch_write(const Scalar* row, int64_t D) noexcept {
-  const char* p = reinterpret_cast<const char*>(row);
-  const int64_t bytes = D * static_cast<int64_t>(sizeof(Scalar));
-  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 1, 3);
+[[gnu::always_inline]] inline void prefetch_write(const Scalar* row,
+                                                  int64_t D) noexcept {
+  prefetch_lines<1>(row, D * static_cast<int64_t>(sizeof(Scalar)));
 }
 
 // Sum/mean updates of bags [b0, b1) to rows in [lo, hi), in index order:

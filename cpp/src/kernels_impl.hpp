@@ -16,6 +16,7 @@
 
 #include "embtable/tuning.hpp"
 #include "kernels.hpp"
+#include "prefetch.hpp"
 
 namespace embtable::kernels {
 namespace {
@@ -65,11 +66,10 @@ inline int64_t prefetch_rows(int64_t row_bytes) noexcept {
 }
 
 // RB: row bytes when known at compile time (the fast paths), 0 for any size.
+// Every line the row touches, also when it does not start a line (prefetch.hpp).
 template <int RB, int RW>
-inline void prefetch_row(const void* row, int64_t rb) noexcept {
-  const char* p = static_cast<const char*>(row);
-  const int64_t bytes = RB ? RB : rb;
-  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, RW, 3);
+[[gnu::always_inline]] inline void prefetch_row(const void* row, int64_t rb) noexcept {
+  prefetch_lines<RW>(row, RB ? RB : rb);
 }
 
 template <int RB>

@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "optim_kernels.hpp"
+#include "prefetch.hpp"
 
 namespace embtable::optim_kernels {
 namespace {
@@ -89,11 +90,11 @@ inline Scalar* at(Scalar* base, int64_t off) noexcept {
   return base == nullptr ? nullptr : base + off;
 }
 
+// A row of the table or of a state array; state arrays a variant lacks are null.
 template <class Scalar>
-inline void prefetch_row(const Scalar* row, int64_t bytes) noexcept {
-  if (row == nullptr) return;
-  const char* p = reinterpret_cast<const char*>(row);
-  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 1, 3);
+[[gnu::always_inline]] inline void prefetch_row(const Scalar* row,
+                                                int64_t bytes) noexcept {
+  if (row != nullptr) prefetch_lines<1>(row, bytes);
 }
 
 template <Variant V, class Scalar>

@@ -19,6 +19,7 @@
 #endif
 
 #include "embtable/tuning.hpp"
+#include "prefetch.hpp"
 #include "qbag_kernels.hpp"
 
 namespace embtable::kernels {
@@ -44,13 +45,12 @@ inline int64_t prefetch_ahead(int64_t row_bytes) noexcept {
 
 enum class Kind { sum, wsum, mean, max };
 
-// Every cache line of [p, p + bytes): packed rows are rarely line-aligned (36
-// bytes for int4 D = 64) and the scale and bias sit at the row's end. The count
-// of prefetches depends on `bytes` only, not on the row's alignment: a loop over
-// the lines a row touches would mispredict its exit on every other row.
-inline void prefetch_bytes(const uint8_t* p, int64_t bytes) noexcept {
-  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
-  if (bytes > 0) __builtin_prefetch(p + (bytes - 1), 0, 3);
+// Every cache line of [p, p + bytes) (prefetch.hpp): packed rows are rarely
+// line-aligned (36 bytes for int4 D = 64) and the scale and bias sit at the
+// row's end.
+[[gnu::always_inline]] inline void prefetch_bytes(const uint8_t* p,
+                                                  int64_t bytes) noexcept {
+  prefetch_lines<0>(p, bytes);
 }
 
 // float16 bits to float32: F16C where compiled in, else the exact bit recipe.

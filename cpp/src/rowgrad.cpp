@@ -21,9 +21,9 @@ void add_row(Scalar* dst, const Scalar* src, int64_t D) {
 }
 
 template <class Scalar>
-inline void prefetch_read(const Scalar* row, int64_t bytes) noexcept {
-  const char* p = reinterpret_cast<const char*>(row);
-  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
+[[gnu::always_inline]] inline void prefetch_read(const Scalar* row,
+                                                 int64_t bytes) noexcept {
+  prefetch_lines<0>(row, bytes);
 }
 
 // Fallback when (id range, position) do not fit one 64-bit value together (beyond

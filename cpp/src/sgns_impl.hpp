@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels.hpp"
+#include "prefetch.hpp"
 #include "sgns_kernels.hpp"
 #include "sgns_window.hpp"
 
@@ -39,10 +40,8 @@ inline Scalar dot(const Scalar* __restrict a, const Scalar* __restrict b,
 }
 
 template <class Scalar>
-inline void prefetch_row(const Scalar* row, int64_t D) noexcept {
-  const char* p = reinterpret_cast<const char*>(row);
-  const int64_t bytes = D * static_cast<int64_t>(sizeof(Scalar));
-  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 1, 3);
+[[gnu::always_inline]] inline void prefetch_row(const Scalar* row, int64_t D) noexcept {
+  prefetch_lines<1>(row, D * static_cast<int64_t>(sizeof(Scalar)));
 }
 
 // y += g * x

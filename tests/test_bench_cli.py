@@ -129,6 +129,7 @@ def test_det_goal_compares_det_time_over_default_time() -> None:
     assert "worst 0.50 (goal >= 1) MISSED" in text
     assert "(default 1000.0 us, det 500.0 us)" in text
     assert "default / default worst 0.98" in text
+    assert "over all 1 cells geometric mean 0.50" in text
     assert "in the shuffled rounds worst 0.90" in text
     # slower by less than the default differs from itself: noise
     assert "met within the timing noise" in _det_case(0.97, 1.05, 1.0)

@@ -1,5 +1,5 @@
-"""A/B of the layer kernels: fused optimizers, RowGrad building, embedding_bag
-(float and quantized), sgns.
+"""A/B of the kernels: gather and scatter_add, fused optimizers, RowGrad
+building, embedding_bag (float and quantized), sgns.
 
 Each case runs under every variant in one process, round-robin with the order
 rotated each round; a cell is the median over --repeats rounds (ms). Variants:
@@ -15,7 +15,7 @@ rotated each round; a cell is the median over --repeats rounds (ms). Variants:
 
 Plain ``python bench/bench_kernels.py`` takes about a minute and prints a
 Markdown table (cases x variants, then ratios against the first column).
-``--only optim,rowgrad,bag,qbag,sgns`` picks sections; ``--threads 1,2``.
+``--only core,optim,rowgrad,bag,qbag,sgns`` picks sections; ``--threads 1,2``.
 """
 
 from __future__ import annotations
@@ -91,6 +91,32 @@ def time_case(
             if r:  # the first round warms up (page faults, pool threads)
                 times[k].append(dt)
     return [1e3 * statistics.median(t) for t in times]
+
+
+def core_cases(rng: np.random.Generator):
+    """gather and scatter_add on NumPy's own arrays, which start 16 bytes into
+    a cache line when large (as a user's table does): rows in DRAM (V = 1M) and
+    in cache (V = 10k)."""
+    for V, D, n in (
+        (1_000_000, 16, 262_144),
+        (1_000_000, 64, 262_144),
+        (1_000_000, 256, 65_536),
+        (1_000_000, 64, 4_096),
+        (10_000, 64, 262_144),
+    ):
+        table = rng.standard_normal((V, D), dtype=np.float32)
+        ids = rng.integers(0, V, n)
+        out = np.empty((n, D), np.float32)
+        updates = rng.standard_normal((n, D), dtype=np.float32)
+
+        def gather(mod, table=table, ids=ids, out=out):
+            return lambda: mod.gather(table, ids, out=out)
+
+        def scatter(mod, table=table, ids=ids, updates=updates):
+            return lambda: mod.scatter_add(table, ids, updates)
+
+        yield f"gather V={V:,} D={D} n={n:,}", gather
+        yield f"scatter_add V={V:,} D={D} n={n:,}", scatter
 
 
 def optim_cases(rng: np.random.Generator):
@@ -214,6 +240,7 @@ def sgns_cases(rng: np.random.Generator):
 
 
 SECTIONS = {
+    "core": core_cases,
     "optim": optim_cases,
     "rowgrad": rowgrad_cases,
     "bag": bag_cases,

@@ -32,10 +32,11 @@ inline int64_t prefetch_ahead(int64_t bytes_per_row) noexcept {
 //
 // Always inlined, and so must be every helper that wraps it: GCC's IPA finds a
 // function made only of prefetches free of side effects ("const"), and deletes
-// every call of it that was not inlined. That silently removed all the
-// prefetches of the optimizer kernels (whose large loop body did not inline
-// their helper) and of a variant of the quantized bag's helper. After changing
-// any of them, count them: `objdump -d obj.o | grep -cE '\sprefetch'`.
+// every call of it that was not inlined (`-fdump-ipa-pure-const` shows it).
+// That silently removed all the prefetches of the optimizer kernels, whose
+// large loop body did not inline their helper (and most likely those of a
+// quantized-bag variant tried earlier). After changing any of them, count
+// them: `objdump -d obj.o | grep -cE '\sprefetch'`.
 template <int RW = 0>
 [[gnu::always_inline]] inline void prefetch_lines(const void* p, int64_t bytes) noexcept {
   const char* c = static_cast<const char*>(p);

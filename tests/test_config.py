@@ -45,7 +45,7 @@ def test_show_config_lists_every_tuned_value_with_its_source():
     names = {
         "cpus", "line_bytes", "l1d_bytes", "l2_bytes", "llc_bytes", "stream_bytes",
         "parallel_bytes", "prefetch_bytes", "bag_prefetch_bytes", "block_bytes", "spin_ns", "handoff_ns",
-        "wake_ns", "copy_bytes_per_us", "radix_bits",
+        "wake_ns", "copy_bytes_per_us", "owner_scan_bytes", "radix_bits",
     }  # fmt: skip
     assert set(tuning) == names
     for name, v in tuning.items():
@@ -95,6 +95,8 @@ def test_results_do_not_depend_on_the_tuned_sizes(restore_tuning, rng, threads):
             ("bag_prefetch_bytes", 0),
             ("bag_prefetch_bytes", 1 << 20),
             ("spin_ns", 0),  # workers park at once
+            ("owner_scan_bytes", 0),  # scatter_add's owners take every call
+            ("owner_scan_bytes", 1 << 20),  # none: inline
         ]:
             embtable._core.set_tuned(name, value, "test")
             tuning = embtable.show_config(mode="dicts")["tuning"]
@@ -140,6 +142,8 @@ def test_derived_values_follow_the_measurements(restore_tuning):
     # 8 hand-offs' worth of copying, within [L1, L2]
     assert t["parallel_bytes"]["value"] == min(max(8 * 1000 * 20_000 // 1000, l1), l2)
     assert t["spin_ns"]["value"] == 128 * 10_000
+    if t["owner_scan_bytes"]["source"] == "derived":  # unmeasured: two 8-byte accesses
+        assert t["owner_scan_bytes"]["value"] == 16
     core.set_tuned("parallel_bytes", 12345, "test")  # explicit wins over derived
     assert embtable.show_config(mode="dicts")["tuning"]["parallel_bytes"] == {
         "value": 12345,
@@ -174,11 +178,12 @@ def test_tuning_cache_is_read_and_tune_0_skips_it(tmp_path):
     with open(path, "w") as f:
         json.dump(
             {
-                "format": 1,
+                "format": embtable._config._CACHE_FORMAT,
                 "measured": {
                     "handoff_ns": 777,
                     "wake_ns": 12_345,
                     "copy_bytes_per_us": 9999,
+                    "owner_scan_bytes": 41,
                 },
             },
             f,
@@ -186,6 +191,7 @@ def test_tuning_cache_is_read_and_tune_0_skips_it(tmp_path):
     tuned = json.loads(_run(show, XDG_CACHE_HOME=str(tmp_path), EMBTABLE_TUNE="1"))
     assert tuned["handoff_ns"] == {"value": 777, "source": "cache"}
     assert tuned["wake_ns"] == {"value": 12_345, "source": "cache"}
+    assert tuned["owner_scan_bytes"] == {"value": 41, "source": "cache"}
     assert tuned["spin_ns"]["source"] == "derived"
     tuned = json.loads(_run(show, **env))
     assert tuned["handoff_ns"]["source"] == "fallback"
@@ -193,3 +199,15 @@ def test_tuning_cache_is_read_and_tune_0_skips_it(tmp_path):
     with open(path, "w") as f:
         f.write("{not json")
     _run(show, XDG_CACHE_HOME=str(tmp_path), EMBTABLE_TUNE="1")
+
+
+def test_calibrate_measures_the_owners_scan(restore_tuning):
+    # calibrate() times the owners' and the inline scatter_add of the same ids;
+    # the scan of an id is worth at least a byte and at most 64 of the 64-byte
+    # rows it was measured on (clamped), and 0 only when nothing was measured.
+    m = embtable._core.calibrate()
+    assert set(m) == {"handoff_ns", "wake_ns", "copy_bytes_per_us", "owner_scan_bytes"}
+    assert m["copy_bytes_per_us"] > 0
+    if embtable.get_num_threads() < 2 or m["handoff_ns"] == 0:
+        return  # one thread, or a machine too busy to time the pool
+    assert 1 <= m["owner_scan_bytes"] <= 64 * 64

@@ -153,9 +153,11 @@ void register_core(py::module_& m) {
         d["handoff_ns"] = c.handoff_ns;
         d["wake_ns"] = c.wake_ns;
         d["copy_bytes_per_us"] = c.copy_bytes_per_us;
+        d["owner_scan_bytes"] = c.owner_scan_bytes;
         return d;
       },
-      "Measures the pool's hand-off and wake-up latency and the copy rate now.");
+      "Measures the pool's hand-off and wake-up latency, the copy rate and the "
+      "owners' scan of an id now.");
   m.def("cpus_from_cgroup_cpu_max", &cpus_from_cgroup_cpu_max, py::arg("contents"));
   m.def("config", &config_py);
   m.def(

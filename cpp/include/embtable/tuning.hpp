@@ -57,6 +57,12 @@ struct Tuning {
   Tuned handoff_ns;  // a job reaching a spinning worker (measured)
   Tuned wake_ns;     // a job reaching a parked worker (measured)
   Tuned copy_bytes_per_us;  // single-core copy bandwidth of L2-resident rows (measured)
+  // What reading and sorting out one id costs each owner of the owners'
+  // scatter_add (every owner reads every id), in bytes of row work: the owners
+  // pay when the row bytes they save per id exceed it (measured: the owners'
+  // and the inline scatter of 64-byte rows timed in turn; else 16, the two
+  // 8-byte accesses).
+  Tuned owner_scan_bytes;
 
   // The layer kernels (RowGrad building, the bag's sparse backward).
   // Digit bits of a radix-sort pass: its bucket counters (8 bytes each) fill at
@@ -89,6 +95,7 @@ struct Calibration {
   int64_t handoff_ns = 0;
   int64_t wake_ns = 0;
   int64_t copy_bytes_per_us = 0;
+  int64_t owner_scan_bytes = 0;
 };
 Calibration calibrate();
 

@@ -960,7 +960,8 @@ def pool_report() -> str:
     return (
         f"pool hand-off measured now: spinning worker {c['handoff_ns'] / 1e3:.2f} us, "
         f"parked worker {c['wake_ns'] / 1e3:.1f} us (0: not measurable, 1 thread "
-        f"or a busy machine); copy {c['copy_bytes_per_us'] / 1e3:.1f} GB/s\n\n"
+        f"or a busy machine); copy {c['copy_bytes_per_us'] / 1e3:.1f} GB/s; "
+        f"an id to scatter_add's owners {c['owner_scan_bytes']} bytes of rows\n\n"
         "tuning in use: "
         + ", ".join(
             v(k)
@@ -972,6 +973,7 @@ def pool_report() -> str:
                 "spin_ns",
                 "handoff_ns",
                 "wake_ns",
+                "owner_scan_bytes",
             )
         )
     )

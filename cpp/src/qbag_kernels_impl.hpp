@@ -239,18 +239,27 @@ inline void pool_block(const QBagArgs<Index>& a, int64_t s, int64_t e, int64_t c
     constexpr int kLanes = kVecBytes / 4;
     constexpr int kParts = kBlock / kLanes;
     typedef float Vec __attribute__((vector_size(kVecBytes)));
+    // One loop and no lambdas: with the id's work in a lambda called from two
+    // loops (one prefetching, one not), GCC 12 kept the sums in memory, a store
+    // and a reload on every id's chain, at every SIMD level (6.5 ns per id on
+    // Zen 3 in cache, against FBGEMM's 3.9). Nor may their address be taken:
+    // they are copied out at the end.
     Vec sum[kParts] = {};
     int64_t count = 0;
-    const auto body = [&](int64_t i) __attribute__((always_inline)) {
+    const int64_t mid = prefetch ? std::clamp(pf_end - ahead, s, e) : s;
+    for (int64_t i = s; i < e; ++i) {
+      if (i < mid) prefetch_bytes(base + static_cast<int64_t>(idx[i + ahead]) * rb, rb);
       const int64_t r = static_cast<int64_t>(idx[i]);
-      if (r == pad) return;
+      if (r == pad) continue;
       ++count;
-      Vec xs[kParts];
       if constexpr (F == QFormat::int8 && kVecBytes >= 32) {
-        // Decoded in registers: float(code) * scale + bias, as Row<int8>::decode.
+        // Decoded in registers: float(code) * scale + bias, as Row<int8>::decode,
+        // and each part added as soon as it is decoded (all 8 parts decoded
+        // first, beside 8 sums, would need more than AVX2's 16 registers).
         const Row<F> row(base + r * rb, D);
         Vec sv, bv;  // broadcasts (0 + x would turn a -0.0 scale into +0.0)
         for (int j = 0; j < kLanes; ++j) sv[j] = row.scale, bv[j] = row.bias;
+#pragma GCC unroll 16
         for (int k = 0; k < kParts; ++k) {
           const uint8_t* c = row.codes + col + kLanes * k;
 #if defined(__AVX512F__)
@@ -265,31 +274,32 @@ inline void pool_block(const QBagArgs<Index>& a, int64_t s, int64_t e, int64_t c
 #endif
           Vec f;
           std::memcpy(&f, &x, sizeof(f));
-          xs[k] = sv * f + bv;
+          const Vec xk = sv * f + bv;
+          if constexpr (K == Kind::wsum) {
+            sum[k] += a.weights[i] * xk;
+          } else {
+            sum[k] += xk;
+          }
         }
       } else {
         Row<F>(base + r * rb, D).template decode<W>(col, w, v);
-        std::memcpy(xs, v, sizeof(xs));
-      }
-      for (int k = 0; k < kParts; ++k) {
-        if constexpr (K == Kind::wsum) {
-          sum[k] += a.weights[i] * xs[k];
-        } else {
-          sum[k] += xs[k];
+#pragma GCC unroll 16
+        for (int k = 0; k < kParts; ++k) {
+          Vec xk;
+          std::memcpy(&xk, v + kLanes * k, sizeof(Vec));
+          if constexpr (K == Kind::wsum) {
+            sum[k] += a.weights[i] * xk;
+          } else {
+            sum[k] += xk;
+          }
         }
       }
-    };
-    // Two loops, so the one that prefetches has no bounds test per id.
-    int64_t i = s;
-    if (prefetch) {
-      const int64_t mid = std::clamp(pf_end - ahead, s, e);
-      for (; i < mid; ++i) {
-        prefetch_bytes(base + static_cast<int64_t>(idx[i + ahead]) * rb, rb);
-        body(i);
-      }
     }
-    for (; i < e; ++i) body(i);
-    std::memcpy(acc, sum, sizeof(sum));
+#pragma GCC unroll 16
+    for (int k = 0; k < kParts; ++k) {
+      const Vec part = sum[k];
+      std::memcpy(acc + kLanes * k, &part, sizeof(Vec));
+    }
     if constexpr (K == Kind::mean) {
       if (count > 0) {
         const auto c = static_cast<float>(count);

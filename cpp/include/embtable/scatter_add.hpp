@@ -33,8 +33,8 @@ void scatter_add_ref(Scalar* target, int64_t D, const Index* indices, int64_t n,
                      const Scalar* updates);
 
 // tuning().owner_scan_bytes measured now on the current threads (0 with one
-// thread): the owners' and the inline scatter of the same 16,384 ids into
-// 64-byte rows, the best of 9 calls of each, in turn. About 1 ms.
+// thread): the owners' and the inline scatter of the same 65,536 ids into
+// 64-byte rows, the best of 9 calls of each, in turn. About 4 ms.
 int64_t calibrate_owner_scan_bytes();
 
 // Holds the byte range [begin, end) exclusively for the guard's lifetime: a

@@ -221,7 +221,7 @@ int64_t calibrate_owner_scan_bytes() {
   // processes' time in it as the machine allows.
   int64_t inline_ns = INT64_MAX, owners_ns = INT64_MAX;
   for (int r = 0; r < 10; ++r) {
-    int64_t t0 = now();
+    const int64_t t0 = now();
     ops.scatter_owned(target.data(), D, ids.data(), n, updates.data(), 0, V, V);
     const int64_t t1 = now();
     scatter_by_owners(target.data(), V, D, ids.data(), n, updates.data(), bounds);

@@ -177,13 +177,13 @@ void derive(Tuning& t, const std::map<std::string, Tuned>& explicit_values) {
     set("parallel_bytes", &Tuning::parallel_bytes,
         std::clamp<int64_t>(t.l2_bytes.value / 4, 64 * KiB, 1024 * KiB));
   }
+  // Unmeasured, an owner's scan of an id is its two 8-byte accesses (the id
+  // read, its position written).
+  set("owner_scan_bytes", &Tuning::owner_scan_bytes, 16);
   // Spinning between jobs keeps a worker's hand-off at h instead of the wake-up
   // w. The pool spins for about the recent gaps between jobs, up to this cap:
   // 128 wake-ups' worth (a loop that calls every millisecond keeps its workers
   // awake when a wake-up costs >= 8 us), within [200 us, 5 ms]. Unmeasured: 2 ms.
-  // Unmeasured, an owner's scan of an id is its two 8-byte accesses (the id
-  // read, its position written).
-  set("owner_scan_bytes", &Tuning::owner_scan_bytes, 16);
   const int64_t w = t.wake_ns.value;
   set("spin_ns", &Tuning::spin_ns,
       w > 0 ? std::clamp<int64_t>(128 * w, 200'000, 5'000'000) : 2'000'000);

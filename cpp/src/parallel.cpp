@@ -51,11 +51,7 @@ thread_local bool t_in_parallel = false;
 // Calibration: while set, workers park as soon as a job is done (no spin).
 std::atomic<bool> g_park_now{false};
 
-inline int64_t now_ns() noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
+using detail::now_ns;
 
 inline void spin_pause() noexcept {
 #if defined(__x86_64__) || defined(__i386__)

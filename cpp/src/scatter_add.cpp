@@ -3,7 +3,6 @@
 #include <pthread.h>
 
 #include <algorithm>
-#include <chrono>
 #include <climits>
 #include <condition_variable>
 #include <mutex>
@@ -212,20 +211,16 @@ int64_t calibrate_owner_scan_bytes() {
   std::vector<int64_t> sample;
   const std::vector<int64_t> bounds =
       owner_bounds(ids.data(), n, V, threads, &heaviest, sample);
-  auto now = [] {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(
-               std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-  };
+  using detail::now_ns;
   // The best of 9 calls of each, in turn: the floor, as little of other
   // processes' time in it as the machine allows.
   int64_t inline_ns = INT64_MAX, owners_ns = INT64_MAX;
   for (int r = 0; r < 10; ++r) {
-    const int64_t t0 = now();
+    const int64_t t0 = now_ns();
     ops.scatter_owned(target.data(), D, ids.data(), n, updates.data(), 0, V, V);
-    const int64_t t1 = now();
+    const int64_t t1 = now_ns();
     scatter_by_owners(target.data(), V, D, ids.data(), n, updates.data(), bounds);
-    const int64_t t2 = now();
+    const int64_t t2 = now_ns();
     if (r > 0) {  // the first of each: page faults and cold caches
       inline_ns = std::min(inline_ns, t1 - t0);
       owners_ns = std::min(owners_ns, t2 - t1);

@@ -11,6 +11,7 @@
 // an exception that escapes anyway is re-thrown on the calling thread.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -54,6 +55,12 @@ using RangeFn = void (*)(const void* ctx, int64_t begin, int64_t end);
 void parallel_run(int64_t begin, int64_t end, int64_t grain, RangeFn fn,
                   const void* ctx);
 bool in_parallel_region() noexcept;
+// The steady clock in nanoseconds (the pool's probes and the calibrations).
+inline int64_t now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 }  // namespace detail
 
 template <class F>

@@ -30,9 +30,11 @@ struct BagArgs {
 // block (64 columns; the kernel prefetches that much of each row) in flight.
 template <class Scalar>
 inline int64_t bag_prefetch_ids(int64_t D) {
-  const int64_t pf_bytes = std::min<int64_t>(D, 64) * static_cast<int64_t>(sizeof(Scalar));
+  const int64_t pf_bytes =
+      std::min<int64_t>(D, 64) * static_cast<int64_t>(sizeof(Scalar));
   const int64_t budget = tuning().bag_prefetch_bytes.value;
-  return budget <= 0 || pf_bytes <= 0 ? 0 : std::clamp<int64_t>(budget / pf_bytes, 4, 32);
+  return budget <= 0 || pf_bytes <= 0 ? 0
+                                      : std::clamp<int64_t>(budget / pf_bytes, 4, 32);
 }
 
 // Pools bags [b0, b1) into out (and argmax).

@@ -125,7 +125,8 @@ void check_mode_inputs(BagMode mode, const void* weights, const int64_t* argmax)
 // Measured (mean, 1 thread, B = 2,048 x 50 ids): D = 64 2.05 ms with
 // prefetch_bytes, 1.59 with twice; D = 256 (B = 512) 1.32 and 1.06 ms.
 inline int64_t row_prefetch(int64_t D, int64_t scalar_bytes) noexcept {
-  const int64_t ahead = prefetch_ahead(D * scalar_bytes, tuning().bag_prefetch_bytes.value);
+  const int64_t ahead =
+      prefetch_ahead(D * scalar_bytes, tuning().bag_prefetch_bytes.value);
   return ahead == 0 ? 0 : std::max<int64_t>(16, ahead);
 }
 
@@ -298,7 +299,8 @@ void embedding_bag(const Scalar* table, int64_t V, int64_t D, const Index* indic
       out,
       mode == BagMode::max ? argmax : nullptr,
       sizeof(Scalar) == 8 || V <= int64_t{INT32_MAX} + 1,
-      pf_ids, D};
+      pf_ids,
+      D};
   const auto fn = kernels::bag_forward<Scalar, Index>();
   // A task covers about tuning().parallel_bytes of table rows.
   const int64_t grain = std::max<int64_t>(1, grain_rows(row_bytes) / per_bag);
@@ -403,8 +405,7 @@ void embedding_bag_backward(const Scalar* grad_out, int64_t V, int64_t D,
       const Scalar w_bag = mode == BagMode::mean ? sc[b] : Scalar(1);
       for (int64_t i = bags.begin(b); i < e; ++i) {
         if (pf_rows > 0 && i + pf_rows < last)
-          prefetch_write(target + static_cast<int64_t>(indices[i + pf_rows]) * D,
-                         D);
+          prefetch_write(target + static_cast<int64_t>(indices[i + pf_rows]) * D, D);
         const int64_t r = static_cast<int64_t>(indices[i]);
         if (r == padding_idx) continue;
         const Scalar w = per_sample_weights ? per_sample_weights[i] : w_bag;

@@ -24,8 +24,8 @@ template <Variant V, class Scalar>
 inline void update(const Coefs<Scalar>& c, Scalar* __restrict w,
                    const Scalar* __restrict g, Scalar* __restrict s1,
                    Scalar* __restrict s2, Scalar* __restrict s3, int64_t n) noexcept {
-  const Scalar lr = c.lr, mom = c.mom, eps = c.eps, rho = c.rho,
-               omr = c.one_minus_rho, c1 = c.c1, c2 = c.c2, alpha = c.alpha;
+  const Scalar lr = c.lr, mom = c.mom, eps = c.eps, rho = c.rho, omr = c.one_minus_rho,
+               c1 = c.c1, c2 = c.c2, alpha = c.alpha;
   if constexpr (V == Variant::sgd) {
     for (int64_t d = 0; d < n; ++d) w[d] -= g[d] * lr;
   } else if constexpr (V == Variant::sgd_momentum) {

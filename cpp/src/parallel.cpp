@@ -15,7 +15,6 @@
 // and builds a new one on first use. A thread the system refuses to create
 // leaves a smaller working pool, never an abort.
 #include "embtable/parallel.hpp"
-#include "embtable/scatter_add.hpp"
 
 #include <pthread.h>
 #include <sched.h>
@@ -35,6 +34,8 @@
 #include <system_error>
 #include <thread>
 #include <vector>
+
+#include "embtable/scatter_add.hpp"
 
 namespace embtable {
 namespace {
@@ -260,8 +261,8 @@ class Pool {
     }
   }
 
-  Job job_;           // written by the caller before the ticket is published
-  uint32_t gen_ = 0;  // the caller's generation count
+  Job job_;                  // written by the caller before the ticket is published
+  uint32_t gen_ = 0;         // the caller's generation count
   int64_t last_end_ns_ = 0;  // the caller's: end of the previous job
   std::atomic<int64_t> recent_gap_ns_{0};
   // One ticket per home segment, each on its own cache line.
@@ -398,10 +399,9 @@ void set_num_threads(int n) {
                                 std::to_string(n));
   const int limit = max_threads();
   if (n > limit)
-    throw std::invalid_argument("number of threads must be <= " +
-                                std::to_string(limit) +
-                                " (4 per online CPU, at least 64), got " +
-                                std::to_string(n));
+    throw std::invalid_argument(
+        "number of threads must be <= " + std::to_string(limit) +
+        " (4 per online CPU, at least 64), got " + std::to_string(n));
   g_threads.store(n, std::memory_order_relaxed);
 }
 

@@ -38,7 +38,8 @@ inline int64_t prefetch_ahead(int64_t bytes_per_row) noexcept {
 // quantized-bag variant tried earlier). After changing any of them, count
 // them: `objdump -d obj.o | grep -cE '\sprefetch'`.
 template <int RW = 0>
-[[gnu::always_inline]] inline void prefetch_lines(const void* p, int64_t bytes) noexcept {
+[[gnu::always_inline]] inline void prefetch_lines(const void* p,
+                                                  int64_t bytes) noexcept {
   const char* c = static_cast<const char*>(p);
   for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off, RW, 3);
   if (bytes > 0) __builtin_prefetch(c + (bytes - 1), RW, 3);

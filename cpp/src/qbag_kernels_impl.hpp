@@ -229,8 +229,7 @@ inline void pool_block(const QBagArgs<Index>& a, int64_t s, int64_t e, int64_t c
       }
     }
     for (int64_t d = 0; d < w; ++d) out[d] = acc[d];
-  } else if constexpr (W == kBlock &&
-                       (F == QFormat::int8 || F == QFormat::int4)) {
+  } else if constexpr (W == kBlock && (F == QFormat::int8 || F == QFormat::int4)) {
     // A full block of int8 / int4 codes: the sums live in vector registers
     // across the bag (an array in memory would put a store-to-load round trip
     // on every id's chain), as wide as this unit's registers. Same operations in
@@ -263,11 +262,11 @@ inline void pool_block(const QBagArgs<Index>& a, int64_t s, int64_t e, int64_t c
         for (int k = 0; k < kParts; ++k) {
           const uint8_t* c = row.codes + col + kLanes * k;
 #if defined(__AVX512F__)
-          const __m512 x = _mm512_cvtepi32_ps(
-              _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c))));
+          const __m512 x = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(c))));
 #elif defined(__AVX2__)
-          const __m256 x = _mm256_cvtepi32_ps(
-              _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(c))));
+          const __m256 x = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+              _mm_loadl_epi64(reinterpret_cast<const __m128i*>(c))));
 #else
           const Vec x = {};  // not reached: kVecBytes is 16 without AVX2
           (void)c;

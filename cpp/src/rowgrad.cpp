@@ -4,8 +4,8 @@
 #include <climits>
 #include <cstdint>
 #include <map>
-#include <utility>
 #include <stdexcept>
+#include <utility>
 
 #include "embtable/parallel.hpp"
 #include "embtable/validate.hpp"
@@ -106,8 +106,8 @@ RowGradPlan rowgrad_plan(const Index* indices, std::span<const int64_t> shape,
     for (int64_t i = b; i < e; ++i) {
       const auto id = static_cast<int64_t>(indices[i]);
       if (id == padding_idx) continue;
-      packed[at++] = static_cast<uint64_t>(id - lo) << pos_bits |
-                     static_cast<uint64_t>(i);
+      packed[at++] =
+          static_cast<uint64_t>(id - lo) << pos_bits | static_cast<uint64_t>(i);
     }
   });
   const uint64_t* sorted = radix::sort(packed, packed + m, m, pos_bits, key_bits);
@@ -167,7 +167,8 @@ void rowgrad_sum(const RowGradPlan& plan, const Scalar* grads, int64_t D,
       Scalar* out = values + u * D;
       const int64_t s = starts[u], t = starts[u + 1];
       for (int64_t k = s; k < t; ++k) {
-        if (ahead > 0 && k + ahead < last) prefetch_read(grads + order[k + ahead] * D, row_bytes);
+        if (ahead > 0 && k + ahead < last)
+          prefetch_read(grads + order[k + ahead] * D, row_bytes);
         const Scalar* g = grads + order[k] * D;
         if (k == s)
           std::copy_n(g, D, out);

@@ -24,7 +24,7 @@ constexpr int64_t KiB = 1024;
 // Fields by name, in declaration order (the order show_config prints).
 struct Field {
   const char* name;
-  Tuned Tuning::*member;
+  Tuned Tuning::* member;
 };
 constexpr Field kFields[] = {
     {"cpus", &Tuning::cpus},
@@ -56,9 +56,12 @@ int64_t parse_size(const std::string& s) noexcept {
   }
   if (i == 0) return 0;
   if (i < s.size()) {
-    if (s[i] == 'K') v *= KiB;
-    else if (s[i] == 'M') v *= KiB * KiB;
-    else if (s[i] == 'G') v *= KiB * KiB * KiB;
+    if (s[i] == 'K')
+      v *= KiB;
+    else if (s[i] == 'M')
+      v *= KiB * KiB;
+    else if (s[i] == 'G')
+      v *= KiB * KiB * KiB;
   }
   return v;
 }
@@ -143,7 +146,7 @@ Tuning read_machine() {
 
 // The values that follow from others, unless set explicitly.
 void derive(Tuning& t, const std::map<std::string, Tuned>& explicit_values) {
-  auto set = [&](const char* name, Tuned Tuning::*m, int64_t v) {
+  auto set = [&](const char* name, Tuned Tuning::* m, int64_t v) {
     if (!explicit_values.count(name)) t.*m = {v, "derived"};
   };
   // Radix-sort digits: the counters of a pass stay in L1 beside the values.
@@ -164,7 +167,8 @@ void derive(Tuning& t, const std::map<std::string, Tuned>& explicit_values) {
   // float16 bag 0.60 -> 0.45 ms, int8 bag 0.42 -> 0.37, float32 bag 0.99 ->
   // 0.94, bag backward 2.05 -> 1.59; gather and scatter_add were no faster).
   set("bag_prefetch_bytes", &Tuning::bag_prefetch_bytes, 2 * t.prefetch_bytes.value);
-  set("block_bytes", &Tuning::block_bytes, std::max<int64_t>(t.l2_bytes.value / 2, 64 * KiB));
+  set("block_bytes", &Tuning::block_bytes,
+      std::max<int64_t>(t.l2_bytes.value / 2, 64 * KiB));
   // The pool pays when the caller's saved half exceeds the hand-off: with a
   // measured hand-off h and copy rate c, a call of 8 h c bytes finishes in
   // about 4 h + h on two threads against 8 h on one. Without a measurement, a
@@ -191,9 +195,9 @@ void derive(Tuning& t, const std::map<std::string, Tuned>& explicit_values) {
 
 struct State {
   std::mutex m;
-  Tuning machine;                           // as read from the machine
-  std::map<std::string, Tuned> explicit_;   // set_tuned() values
-  std::vector<std::string> sources;         // keeps source strings alive
+  Tuning machine;                          // as read from the machine
+  std::map<std::string, Tuned> explicit_;  // set_tuned() values
+  std::vector<std::string> sources;        // keeps source strings alive
 };
 State& state() {
   static State* s = new State;  // leaked: outlives every caller

@@ -152,7 +152,7 @@ def _sparse_grad(
     """A coalesced COO gradient: rows come sorted and unique from the core."""
     vals = torch.from_numpy(values)
     if weight is not None:
-        weight._embtable_grad_values = vals.data_ptr()
+        setattr(weight, "_embtable_grad_values", vals.data_ptr())  # noqa: B010
     return torch.sparse_coo_tensor(
         torch.from_numpy(rows).unsqueeze(0),
         vals,
@@ -207,7 +207,7 @@ def _keep_coalesced(param: torch.Tensor) -> None:
     buffer), it is coalesced: say so. A sum with other gradients is left alone."""
     grad = param.grad
     ours = getattr(param, "_embtable_grad_values", None)
-    param._embtable_grad_values = None
+    setattr(param, "_embtable_grad_values", None)  # noqa: B010
     if (
         grad is not None
         and grad.is_sparse
@@ -222,7 +222,7 @@ def _watch_sparse_grad(ctx: Any, weight: torch.Tensor, sparse: bool) -> None:
     if sparse and weight.requires_grad and weight.is_leaf:
         if not getattr(weight, "_embtable_hooked", False):
             weight.register_post_accumulate_grad_hook(_keep_coalesced)
-            weight._embtable_hooked = True
+            setattr(weight, "_embtable_hooked", True)  # noqa: B010
 
 
 # --- Embedding ----------------------------------------------------------------------

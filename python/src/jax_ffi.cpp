@@ -111,7 +111,8 @@ void advise_huge_pages(void* data, size_t bytes) {
   const auto begin = reinterpret_cast<uintptr_t>(data);
   const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
   const uintptr_t last = (begin + bytes) & ~(kHuge - 1);
-  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+  if (last > first)
+    madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
 #else
   (void)data;
   (void)bytes;
@@ -122,13 +123,16 @@ void zero(void* data, int64_t bytes) {
   advise_huge_pages(data, static_cast<size_t>(bytes));
   // Parallel first touch: the gradient buffer is as large as the table.
   auto* p = static_cast<char*>(data);
-  const int64_t grain = std::max<int64_t>(embtable::tuning().parallel_bytes.value, 4096);
+  const int64_t grain =
+      std::max<int64_t>(embtable::tuning().parallel_bytes.value, 4096);
   embtable::parallel_for(0, bytes, grain, [&](int64_t b, int64_t e) {
     std::memset(p + b, 0, static_cast<size_t>(e - b));
   });
 }
 
-Shape tail(const Shape& s, size_t k) { return Shape(s.begin() + static_cast<std::ptrdiff_t>(k), s.end()); }
+Shape tail(const Shape& s, size_t k) {
+  return Shape(s.begin() + static_cast<std::ptrdiff_t>(k), s.end());
+}
 
 // out[..., i, :] = table[..., ids[..., i], :]
 ffi::Error gather_impl(ffi::AnyBuffer table, ffi::AnyBuffer ids,
@@ -138,7 +142,8 @@ ffi::Error gather_impl(ffi::AnyBuffer table, ffi::AnyBuffer ids,
     const size_t k = ts.size() - 2;
     const int64_t V = ts[k], D = ts[k + 1];
     const Batch batch({ts, is}, k);
-    const bool table_unbatched = product(Shape(ts.begin(), ts.begin() + static_cast<std::ptrdiff_t>(k))) == 1;
+    const bool table_unbatched =
+        product(Shape(ts.begin(), ts.begin() + static_cast<std::ptrdiff_t>(k))) == 1;
     dispatch(table.element_type(), ids.element_type(), [&](auto s, auto i) {
       using Scalar = decltype(s);
       using Index = decltype(i);
@@ -146,7 +151,8 @@ ffi::Error gather_impl(ffi::AnyBuffer table, ffi::AnyBuffer ids,
       const auto* idx = static_cast<const Index*>(ids.untyped_data());
       auto* o = static_cast<Scalar*>(out->untyped_data());
       advise_huge_pages(o, out->size_bytes());
-      if (table_unbatched && product(is) * D == static_cast<int64_t>(out->element_count())) {
+      if (table_unbatched &&
+          product(is) * D == static_cast<int64_t>(out->element_count())) {
         embtable::gather<Scalar, Index>(t, V, D, idx, is, o);
         return;
       }
@@ -154,7 +160,8 @@ ffi::Error gather_impl(ffi::AnyBuffer table, ffi::AnyBuffer ids,
       const int64_t n = product(it);
       for (int64_t b = 0; b < batch.count; ++b)
         embtable::gather<Scalar, Index>(t + batch.offset(ts, V * D, b), V, D,
-                                        idx + batch.offset(is, n, b), it, o + b * n * D);
+                                        idx + batch.offset(is, n, b), it,
+                                        o + b * n * D);
     });
   });
 }
@@ -178,10 +185,9 @@ ffi::Error scatter_impl(ffi::AnyBuffer ids, ffi::AnyBuffer updates,
       const Shape it = tail(is, k);
       const int64_t n = product(it);
       for (int64_t b = 0; b < batch.count; ++b)
-        embtable::scatter_add<Scalar, Index>(t + b * V * D, V, D,
-                                             idx + batch.offset(is, n, b), it,
-                                             u + batch.offset(us, n * D, b),
-                                             deterministic);
+        embtable::scatter_add<Scalar, Index>(
+            t + b * V * D, V, D, idx + batch.offset(is, n, b), it,
+            u + batch.offset(us, n * D, b), deterministic);
     });
   });
 }
@@ -308,11 +314,9 @@ ffi::Error bag_backward_impl(ffi::AnyBuffer grad, ffi::AnyBuffer ids,
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(EmbtableGather, gather_impl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    EmbtableGather, gather_impl,
+    ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(EmbtableScatterAdd, scatter_impl,
                               ffi::Ffi::Bind()
@@ -348,7 +352,8 @@ PYBIND11_MODULE(_jax_ffi, m) {
   m.def("handlers", [] {
     py::dict d;
     d["embtable_gather"] = py::capsule(reinterpret_cast<void*>(&EmbtableGather));
-    d["embtable_scatter_add"] = py::capsule(reinterpret_cast<void*>(&EmbtableScatterAdd));
+    d["embtable_scatter_add"] =
+        py::capsule(reinterpret_cast<void*>(&EmbtableScatterAdd));
     d["embtable_bag"] = py::capsule(reinterpret_cast<void*>(&EmbtableBag));
     d["embtable_bag_backward"] =
         py::capsule(reinterpret_cast<void*>(&EmbtableBagBackward));

@@ -4,8 +4,8 @@
 // cover [begin, end), each at least `grain / 4` long (but the last): the pool is
 // worth waking for more than `grain` items, and pieces a quarter of that let a
 // worker that arrives late (or is preempted) hold up the caller for little. Work
-// of at most `grain` items, a pool of one thread, a call from inside a pool job (nesting),
-// and a call made while another caller owns the pool all run inline on the
+// of at most `grain` items, a pool of one thread, a call from inside a pool job
+// (nesting), and a call made while another caller owns the pool all run inline on the
 // calling thread, so a small call never pays a thread wake-up and concurrent
 // callers never wait on each other. f must not throw (kernels validate first);
 // an exception that escapes anyway is re-thrown on the calling thread.

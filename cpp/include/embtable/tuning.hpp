@@ -53,9 +53,9 @@ struct Tuning {
   Tuned block_bytes;
 
   // The pool (times in nanoseconds).
-  Tuned spin_ns;     // longest a worker spins between jobs before it parks
-  Tuned handoff_ns;  // a job reaching a spinning worker (measured)
-  Tuned wake_ns;     // a job reaching a parked worker (measured)
+  Tuned spin_ns;            // longest a worker spins between jobs before it parks
+  Tuned handoff_ns;         // a job reaching a spinning worker (measured)
+  Tuned wake_ns;            // a job reaching a parked worker (measured)
   Tuned copy_bytes_per_us;  // single-core copy bandwidth of L2-resident rows (measured)
   // What reading and sorting out one id costs each owner of the owners'
   // scatter_add (every owner reads every id), in bytes of row work: the owners

@@ -100,10 +100,14 @@ def _check_ids(input: Any, V: int | None, name: str) -> np.ndarray:
     return as_indices(input.detach().numpy(), V, name=name)
 
 
-def _float_view(t: torch.Tensor, name: str, dtype: torch.dtype) -> np.ndarray:
+def _check_float_meta(t: torch.Tensor, name: str, dtype: torch.dtype) -> None:
     _on_cpu(t, name)
     if t.dtype != dtype:
         raise TypeError(f"{name} has dtype {t.dtype} but weight has dtype {dtype}")
+
+
+def _float_view(t: torch.Tensor, name: str, dtype: torch.dtype) -> np.ndarray:
+    _check_float_meta(t, name, dtype)
     return t.detach().contiguous().numpy()
 
 
@@ -471,7 +475,13 @@ def _bag_psw_grad_by_torch(
 
 def _functorch_wrapped(*tensors: Any) -> bool:
     """Whether a ``torch.func`` transform (grad, vmap, jacrev, ...) wrapped any of
-    these: such a tensor has no memory of its own for the kernels to read."""
+    these: such a tensor has no memory of its own for the kernels to read.
+
+    False while Dynamo traces: it cannot trace this check, and would fail on it in
+    a frame of the eager path that it looks at after a graph break.
+    """
+    if torch.compiler.is_compiling():
+        return False
     wrapped = torch._C._functorch.is_functorch_wrapped_tensor
     return any(isinstance(t, torch.Tensor) and wrapped(t) for t in tensors)
 
@@ -996,10 +1006,19 @@ def _embedding_bag_traced(
     _check_bag_args(input, offsets, per_sample_weights, mode)
     if offsets is not None:
         _check_ids_meta(offsets, "offsets")
+    if per_sample_weights is not None:
+        _check_float_meta(per_sample_weights, "per_sample_weights", weight.dtype)
     if max_norm is not None:
         with torch.no_grad():
+            # Given the offsets, the op checks them before it writes (the rest was
+            # checked above, on metadata).
             torch.ops.embtable.embedding_renorm_(
-                weight, input, float(max_norm), float(norm_type)
+                weight,
+                input,
+                float(max_norm),
+                float(norm_type),
+                offsets,
+                bool(include_last_offset),
             )
     out, _ = torch.ops.embtable.embedding_bag(
         weight,
@@ -1030,20 +1049,41 @@ def _pad_or_none(padding_idx: int) -> int | None:
 @torch.library.custom_op(
     "embtable::embedding_renorm_",
     mutates_args=("weight",),
-    schema="(Tensor(a!) weight, Tensor input, float max_norm, float norm_type) -> ()",
+    schema="(Tensor(a!) weight, Tensor input, float max_norm, float norm_type, "
+    "Tensor? offsets=None, bool include_last_offset=False) -> ()",
 )
 def _renorm_op(
-    weight: torch.Tensor, input: torch.Tensor, max_norm: float, norm_type: float
+    weight: torch.Tensor,
+    input: torch.Tensor,
+    max_norm: float,
+    norm_type: float,
+    offsets: torch.Tensor | None = None,
+    include_last_offset: bool = False,
 ) -> None:
+    """The renorm of a lookup, or of a bag's ids whose ``offsets`` are checked
+    first (by the bag kernel on a 0-column table): a bad bag leaves weight as is."""
     w = _check_weight(weight)
-    _core.embedding_renorm(
-        w, _check_ids(input, int(w.shape[0]), "input"), max_norm, norm_type
-    )
+    V = int(w.shape[0])
+    ids = _check_ids(input, V, "input")
+    if offsets is not None:
+        _core.embedding_bag(
+            np.empty((V, 0), dtype=w.dtype),
+            ids,
+            _check_offsets(offsets),
+            mode="sum",
+            include_last_offset=include_last_offset,
+        )
+    _core.embedding_renorm(w, ids, max_norm, norm_type)
 
 
 @_renorm_op.register_fake
 def _(
-    weight: torch.Tensor, input: torch.Tensor, max_norm: float, norm_type: float
+    weight: torch.Tensor,
+    input: torch.Tensor,
+    max_norm: float,
+    norm_type: float,
+    offsets: torch.Tensor | None = None,
+    include_last_offset: bool = False,
 ) -> None:
     return None
 

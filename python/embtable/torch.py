@@ -14,6 +14,10 @@ are ``torch.library`` custom ops (``torch.ops.embtable.*``: one graph, also with
 ``fullgraph=True``, bitwise the eager results); ``sparse=True`` runs eagerly there
 (a graph break).
 
+A backward with ``create_graph=True`` builds its gradients from torch's
+differentiable ops (higher-order gradients are right); under ``torch.func``
+transforms (``grad``, ``vmap``) the functions call ``torch.nn.functional``'s.
+
 Needs the optional ``torch`` (``pip install embtable[torch]``); ``import embtable``
 never imports it.
 """
@@ -241,7 +245,9 @@ def _has_coalesce_hook(weight: torch.Tensor) -> bool:
     keeps both).
     """
     hooks = getattr(weight, "_post_accumulate_grad_hooks", None)
-    return bool(hooks) and any(h is _keep_coalesced for h in hooks.values())
+    if not hooks:
+        return False
+    return any(h is _keep_coalesced for h in hooks.values())
 
 
 def _watch_sparse_grad(ctx: Any, weight: torch.Tensor, sparse: bool) -> None:
@@ -367,8 +373,8 @@ def _rows_sum_by_torch(
     return values.new_zeros((V, D)).index_add(0, torch.from_numpy(rows), values)
 
 
-def _np_dtype(dtype: torch.dtype) -> type:
-    return np.float32 if dtype == torch.float32 else np.float64
+def _np_dtype(dtype: torch.dtype) -> np.dtype:
+    return np.dtype(np.float32 if dtype == torch.float32 else np.float64)
 
 
 def _embedding_weight_grad_by_torch(
@@ -417,8 +423,8 @@ def _bag_weight_grad_by_torch(
         rows = argmax[bags, cols].astype(np.int64)
         values = grad_output[torch.from_numpy(bags), torch.from_numpy(cols)]
         if not sparse:
-            flat = grad_output.new_zeros(V * D)
-            return flat.index_add(0, torch.from_numpy(rows * D + cols), values).view(
+            dense = grad_output.new_zeros(V * D)
+            return dense.index_add(0, torch.from_numpy(rows * D + cols), values).view(
                 V, D
             )
         unique, inverse = np.unique(rows, return_inverse=True)
@@ -1500,8 +1506,10 @@ class SparseAdam(torch.optim.SparseAdam):
         beta1, beta2 = group["betas"]
         maximize = group.get("maximize", False)
         lr = float(group["lr"])
+        grad = p.grad
+        assert grad is not None
         if _fused_adam_ok(p, m, v):
-            grad = p.grad.coalesce()
+            grad = grad.coalesce()
             values = grad._values()
             if values.numel():
                 if maximize:
@@ -1521,7 +1529,7 @@ class SparseAdam(torch.optim.SparseAdam):
         else:
             torch.optim._functional.sparse_adam(
                 [p],
-                [p.grad],
+                [grad],
                 [m],
                 [v],
                 [step],

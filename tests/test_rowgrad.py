@@ -114,16 +114,37 @@ def test_coalesce_matches_scalar_ref(padding_idx):
     np.testing.assert_array_equal(values, rvalues)
 
 
-@pytest.mark.parametrize("p", [1.0, 2.0, 2.5, np.inf])
-def test_renorm_matches_scalar_ref(p):
+# (norm_type, max_norm): the -inf norm (min |x|) and p = -1 are small, 0 counts.
+@pytest.mark.parametrize(
+    ("p", "max_norm"),
+    [
+        (1.0, 1.0),
+        (2.0, 1.0),
+        (2.5, 1.0),
+        (np.inf, 1.0),
+        (-np.inf, 0.05),
+        (0.0, 10.0),
+        (0.5, 1.0),
+        (-1.0, 0.01),
+    ],
+)
+def test_renorm_matches_scalar_ref_and_numpy_norm(p, max_norm):
     rng = np.random.default_rng(10)
     t = rng.standard_normal((3000, 16))
+    t[::5, ::3] = 0  # zeros count for p = 0 and make the p = -1 norm 0
     ids = rng.integers(0, 3000, size=4000)
     a, b = t.copy(), t.copy()
     embtable.set_num_threads(2)
-    _core.embedding_renorm(a, ids, 1.0, p)
-    _core.embedding_renorm_ref(b, ids, 1.0, p)
+    _core.embedding_renorm(a, ids, max_norm, p)
+    _core.embedding_renorm_ref(b, ids, max_norm, p)
     np.testing.assert_array_equal(a, b)
+    expected = t.copy()
+    for r in np.unique(ids):
+        with np.errstate(divide="ignore"):  # |0| ** -1
+            n = np.linalg.norm(t[r], ord=p)
+        if n > max_norm:
+            expected[r] = t[r] * (max_norm / (n + 1e-7))
+    np.testing.assert_allclose(a, expected, rtol=1e-12, atol=0)
     assert not np.array_equal(a, t)
 
 

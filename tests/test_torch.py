@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy as copy_module
+import io
+import pickle
 import subprocess
 import sys
 
@@ -258,6 +261,32 @@ def test_embedding_bag_max_norm(dtype, mode):
     close(out, expected, dtype)
 
 
+@pytest.mark.parametrize(
+    "norm_type", [0.0, float("-inf"), float("inf"), 1.0, 2.0, 0.5, -1.0, 3.0]
+)
+@pytest.mark.parametrize("module", ["Embedding", "EmbeddingBag"])
+def test_max_norm_every_norm_type(module, norm_type):
+    """torch.embedding_renorm_ takes torch.norm's p: 0 counts non-zeros, -inf is
+    min |x|, a negative p is (sum |x|^p)^(1/p) (0 for a row with a zero)."""
+    max_norm = {0.0: 2.0, float("-inf"): 0.3, -1.0: 0.1}.get(norm_type, 1.0)
+    kw = dict(max_norm=max_norm, norm_type=norm_type)
+    if module == "EmbeddingBag":
+        kw["mode"] = "sum"
+    ours, ref = pair(
+        getattr(et, module), getattr(torch.nn, module), 12, 5, dtype=torch.float64, **kw
+    )
+    with torch.no_grad():
+        for m in (ours, ref):
+            m.weight[::3, ::2] = 0  # zeros: fewer non-zeros, a zero p = -1 norm
+    before = ours.weight.detach().clone()
+    ids = torch.tensor([[1, 3, 3], [7, 1, 11]])
+    out, expected = ours(ids), ref(ids)
+    close(ours.weight.detach(), ref.weight.detach(), torch.float64)
+    close(out, expected, torch.float64)
+    looked_up = torch.tensor([1, 3, 7, 11])
+    assert not torch.equal(ours.weight[looked_up], before[looked_up])  # renormed
+
+
 def test_embedding_bag_from_pretrained():
     w = torch.randn(5, 2, dtype=torch.float64)
     ours = et.EmbeddingBag.from_pretrained(w, mode="max", padding_idx=0)
@@ -265,6 +294,126 @@ def test_embedding_bag_from_pretrained():
     assert type(ours) is et.EmbeddingBag and ours.mode == "max"
     ids = torch.tensor([[0, 1, 4], [0, 0, 0]])
     torch.testing.assert_close(ours(ids), ref(ids))
+
+
+# --- what backward reads: saved, version-checked -------------------------------------
+
+
+def bag_call(mod, ids, offsets, psw, **kw):
+    torch.manual_seed(0)
+    bag = mod.EmbeddingBag(10, 2, mode="sum", **kw)
+    return bag, bag(ids, offsets, per_sample_weights=psw)
+
+
+@pytest.mark.parametrize("changed", ["input", "offsets", "per_sample_weights"])
+@pytest.mark.parametrize("psw_grad", [False, True])
+def test_bag_inputs_changed_in_place_before_backward_raise_as_in_torch(
+    changed, psw_grad
+):
+    # A refilled input buffer would silently change the gradient: torch raises.
+    for mod in (torch.nn, et):
+        ids = torch.tensor([1, 2, 3, 4])
+        offsets = torch.tensor([0, 2])
+        psw = torch.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=psw_grad)
+        bag, out = bag_call(mod, ids, offsets, psw)
+        with torch.no_grad():
+            {"input": ids, "offsets": offsets, "per_sample_weights": psw}[changed][
+                1
+            ] = 0
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            out[0].sum().backward()
+
+
+def test_embedding_input_changed_in_place_before_backward_raises():
+    for mod in (torch.nn, et):
+        ids = torch.tensor([1, 2, 1])
+        out = mod.Embedding(5, 3)(ids)
+        ids[0] = 4
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            out.sum().backward()
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_bag_weight_changed_after_forward_as_in_torch(mode):
+    """weight is saved only for the per_sample_weights gradient, as torch does: a
+    second max_norm call (renorming the table in place) before one backward works."""
+    ours, ref = pair(
+        et.EmbeddingBag, torch.nn.EmbeddingBag, 10, 3, dtype=torch.float64, mode=mode
+    )
+    for m in (ours, ref):
+        m.max_norm = 0.5
+        o1 = m(torch.tensor([[0, 1]]))
+        o2 = m(torch.tensor([[2, 3], [1, 5]]))  # renorms rows 2, 3, 5 in place
+        with torch.no_grad():
+            m.weight[9] = 7.0  # any in-place edit
+        (o1.sum() + (o2 * torch.arange(6.0).reshape(2, 3)).sum()).backward()
+    close(ours.weight.grad, ref.weight.grad, torch.float64)
+    close(ours.weight.detach(), ref.weight.detach(), torch.float64)
+
+
+def test_bag_weight_changed_before_per_sample_weights_grad_raises_as_in_torch():
+    for mod in (torch.nn, et):
+        psw = torch.tensor([[1.0, 2.0]], requires_grad=True)
+        bag, out = bag_call(mod, torch.tensor([[1, 2]]), None, psw)
+        with torch.no_grad():
+            bag.weight[5] = 1.0
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            out.sum().backward()
+
+
+BAD_BAG_CALLS = {
+    "first offset not 0": (dict(offsets=torch.tensor([1])), ValueError),
+    "offsets decrease": (dict(offsets=torch.tensor([0, 2, 1])), ValueError),
+    "offset past the end": (dict(offsets=torch.tensor([0, 4])), ValueError),
+    "last offset is not len": (
+        dict(offsets=torch.tensor([0, 1]), include_last_offset=True),
+        ValueError,
+    ),
+    "psw dtype": (
+        dict(per_sample_weights=torch.ones(3, dtype=torch.float64)),
+        TypeError,
+    ),
+    "psw shape": (dict(per_sample_weights=torch.ones(2)), ValueError),
+    "psw with mean": (dict(per_sample_weights=torch.ones(3), mode="mean"), ValueError),
+    "mode": (dict(mode="median"), ValueError),
+    "padding_idx": (dict(padding_idx=9), ValueError),
+    "id out of range": (dict(input=torch.tensor([0, 1, 5])), IndexError),
+    "float ids": (dict(input=torch.tensor([0.0, 1.0, 2.0])), TypeError),
+    "2-D ids with offsets": (dict(input=torch.tensor([[0, 1, 2]])), ValueError),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_BAG_CALLS))
+def test_bad_bag_call_with_max_norm_leaves_weight_unchanged(case):
+    """Every argument is checked before the max_norm renorm writes to weight."""
+    kw, error = BAD_BAG_CALLS[case]
+    args = dict(input=torch.tensor([0, 1, 2]), offsets=torch.tensor([0, 1]), mode="sum")
+    args.update(kw)
+    w = torch.randn(5, 3, generator=torch.Generator().manual_seed(0)) * 10
+    before = w.clone()
+    with pytest.raises(error):
+        et.embedding_bag(weight=w, max_norm=1.0, **args)
+    assert torch.equal(w, before)
+    # The same call without the mistake renorms.
+    et.embedding_bag(torch.tensor([0, 1, 2]), w, torch.tensor([0, 1]), max_norm=1.0)
+    assert not torch.equal(w, before)
+
+
+@pytest.mark.parametrize(
+    ("kw", "error"),
+    [
+        (dict(input=torch.tensor([0, 5])), IndexError),
+        (dict(padding_idx=7), ValueError),
+        (dict(input=torch.tensor([0.0])), TypeError),
+    ],
+)
+def test_bad_embedding_call_with_max_norm_leaves_weight_unchanged(kw, error):
+    args = {"input": torch.tensor([0, 1]), **kw}
+    w = torch.randn(5, 3, generator=torch.Generator().manual_seed(0)) * 10
+    before = w.clone()
+    with pytest.raises(error):
+        et.embedding(weight=w, max_norm=1.0, **args)
+    assert torch.equal(w, before)
 
 
 # --- zero copy ----------------------------------------------------------------------
@@ -476,6 +625,120 @@ def test_sparse_adam_other_params_use_torch_s_update_and_dense_grads_raise():
         o1.step()
 
 
+def test_sparse_adam_fully_sparse_grad_takes_torch_s_update():
+    # A 2-D parameter with a sparse_dim() == 2 gradient (element-wise COO, not rows).
+    grad = torch.sparse_coo_tensor(
+        torch.tensor([[0, 1, 4, 1], [0, 2, 1, 2]]),
+        torch.tensor([1.0, 2.0, 3.0, 0.5]),
+        (6, 3),
+        check_invariants=True,
+    )
+    params = []
+    for cls in (et.SparseAdam, torch.optim.SparseAdam):
+        p = torch.nn.Parameter(
+            torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+        )
+        opt = cls([p], lr=0.1)
+        for _ in range(2):
+            p.grad = grad.clone()
+            opt.step()
+        params.append((p, opt.state[p]))
+    (p, s), (q, t) = params
+    torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=0)
+    assert s["step"] == t["step"] == 2
+    torch.testing.assert_close(s["exp_avg"], t["exp_avg"], rtol=0, atol=0)
+
+
+def test_sparse_adam_checks_every_gradient_before_updating_any():
+    """A dense gradient anywhere: RuntimeError, and no parameter or state changed
+    (torch would already have made and counted the state of earlier parameters)."""
+    gen = torch.Generator().manual_seed(1)
+    a = torch.nn.Parameter(torch.randn(4, 2, generator=gen))
+    b = torch.nn.Parameter(torch.randn(4, 2, generator=gen))
+    c = torch.nn.Parameter(torch.randn(4, 2, generator=gen))
+    opt = et.SparseAdam([{"params": [a, b]}, {"params": [c]}], lr=0.1)
+    row = torch.sparse_coo_tensor(
+        torch.tensor([[1]]), torch.ones(1, 2), (4, 2), check_invariants=True
+    )
+    a.grad, b.grad, c.grad = row.clone(), row.clone(), row.clone()
+    opt.step()  # every parameter has state now
+    before = [x.detach().clone() for x in (a, b, c)]
+    states = [
+        {k: v.clone() if torch.is_tensor(v) else v for k, v in opt.state[x].items()}
+        for x in (a, b, c)
+    ]
+    for dense in (b, c):  # later in the group, in a later group
+        a.grad, b.grad, c.grad = row.clone(), row.clone(), row.clone()
+        dense.grad = torch.ones(4, 2)
+        with pytest.raises(RuntimeError, match="dense gradients"):
+            opt.step()
+        for x, x0, s0 in zip((a, b, c), before, states, strict=True):
+            assert torch.equal(x.detach(), x0)
+            assert opt.state[x]["step"] == s0["step"] == 1
+            assert torch.equal(opt.state[x]["exp_avg"], s0["exp_avg"])
+    # A first step that fails makes no state.
+    fresh = et.SparseAdam([a, b], lr=0.1)
+    a.grad, b.grad = row.clone(), torch.ones(4, 2)
+    with pytest.raises(RuntimeError, match="dense gradients"):
+        fresh.step()
+    assert len(fresh.state) == 0 and torch.equal(a.detach(), before[0])
+
+
+def test_sparse_adam_failed_fused_update_changes_no_state():
+    p = torch.nn.Parameter(torch.zeros(4, 2))
+    opt = et.SparseAdam([p], lr=0.1)
+    # A row past the end (torch's invariant checks are off by default).
+    p.grad = torch.sparse_coo_tensor(
+        torch.tensor([[1, 9]]), torch.ones(2, 2), (4, 2), check_invariants=False
+    )
+    with pytest.raises(IndexError):
+        opt.step()
+    assert len(opt.state) == 0 and not p.detach().any()
+
+
+# --- the coalesced flag of sparse gradients -------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["pickle", "torch.save", "deepcopy"])
+@pytest.mark.parametrize("module", ["Embedding", "EmbeddingBag"])
+def test_sparse_grad_stays_coalesced_after_the_module_is_copied(module, how):
+    layer = getattr(et, module)(6, 3, sparse=True)
+    ids = torch.tensor([[1, 2, 1]])
+    layer(ids).sum().backward()  # the hook is registered
+    if how == "pickle":
+        copy_ = pickle.loads(pickle.dumps(layer))
+    elif how == "deepcopy":
+        copy_ = copy_module.deepcopy(layer)
+    else:
+        buf = io.BytesIO()
+        torch.save(layer, buf)
+        buf.seek(0)
+        copy_ = torch.load(buf, weights_only=False)
+    for m in (layer, copy_):
+        m.zero_grad()
+        m(ids).sum().backward()
+        assert m.weight.grad.is_coalesced()
+        hooks = m.weight._post_accumulate_grad_hooks.values()
+        assert sum(h is et._keep_coalesced for h in hooks) == 1
+
+
+def test_a_gradient_that_never_reached_grad_leaves_no_stale_reference():
+    """torch.autograd.grad frees our sparse gradient: nothing about it is kept that a
+    later gradient at the same address could be mistaken for."""
+    emb = et.Embedding(10, 4, sparse=True)
+    (g,) = torch.autograd.grad(emb(torch.tensor([1, 2])).sum(), emb.weight)
+    ref = et._GRAD_VALUES[emb.weight]
+    assert not ref.expired()
+    del g
+    assert ref.expired()
+    # A later uncoalesced gradient made by torch stays uncoalesced.
+    torch.nn.functional.embedding(
+        torch.tensor([3, 3]), emb.weight, sparse=True
+    ).sum().backward()
+    assert not emb.weight.grad.is_coalesced()
+    assert emb.weight.grad._indices().tolist() == [[3, 3]]
+
+
 # --- gradcheck ----------------------------------------------------------------------
 
 
@@ -505,6 +768,175 @@ def test_gradcheck_embedding_bag(mode, layout):
             ),
             (w, psw),
         )
+
+
+# --- double backward (create_graph=True) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("padding_idx", "scale_grad_by_freq"), [(None, False), (2, False), (None, True)]
+)
+def test_gradgradcheck_embedding(padding_idx, scale_grad_by_freq):
+    gen = torch.Generator().manual_seed(12)
+    w = torch.randn(9, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    ids = torch.randint(0, 9, (4, 5), generator=gen)
+    ids[0, :2] = 2
+
+    def f(w):
+        return et.embedding(
+            ids, w, padding_idx=padding_idx, scale_grad_by_freq=scale_grad_by_freq
+        )
+
+    assert torch.autograd.gradgradcheck(f, (w,))
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+@pytest.mark.parametrize("layout", ["offsets", "last", "2d"])
+@pytest.mark.parametrize("scale_grad_by_freq", [False, True])
+def test_gradgradcheck_embedding_bag(mode, layout, scale_grad_by_freq):
+    gen = torch.Generator().manual_seed(13)
+    w = torch.randn(12, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    ids, offsets, last = bag_inputs(layout, 12, gen)
+    kw = dict(
+        mode=mode,
+        padding_idx=4,
+        include_last_offset=last,
+        scale_grad_by_freq=scale_grad_by_freq,
+    )
+    assert torch.autograd.gradgradcheck(
+        lambda w: et.embedding_bag(ids, w, offsets, **kw), (w,)
+    )
+    if mode == "sum":
+        psw = torch.rand(
+            ids.shape, dtype=torch.float64, generator=gen, requires_grad=True
+        )
+        assert torch.autograd.gradgradcheck(
+            lambda w, p: et.embedding_bag(ids, w, offsets, per_sample_weights=p, **kw),
+            (w, psw),
+        )
+
+
+def penalized_step(weight, lin, forward, sparse):
+    """A gradient penalty: loss + ||dloss/dweight||^2, backpropagated."""
+    loss = lin(forward(weight)).pow(2).sum()
+    (gw,) = torch.autograd.grad(loss, weight, create_graph=True)
+    assert gw.grad_fn is not None
+    assert gw.layout == (torch.sparse_coo if sparse else torch.strided)
+    penalty = (gw.to_dense() if sparse else gw).pow(2).sum()
+    (loss + penalty).backward()
+    return gw.detach()
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("module", ["Embedding", "sum", "mean", "max", "psw"])
+def test_gradient_penalty_as_with_torch(module, sparse):
+    """torch.nn.EmbeddingBag has no double backward (2.13: "the derivative for
+    '_embedding_bag_backward' is not implemented"); the oracle pools the rows of
+    torch.nn.functional.embedding with sum / mean / max over each bag instead."""
+    gen = torch.Generator().manual_seed(15)
+    w0 = torch.randn(8, 3, dtype=torch.float64, generator=gen)
+    ids = torch.tensor([[0, 1, 1], [4, 7, 1]])
+    psw0 = torch.linspace(0.5, 2.0, 6, dtype=torch.float64).reshape(2, 3)
+    mode = "sum" if module == "psw" else module
+    F = torch.nn.functional
+
+    def ours(w, p):
+        if module == "Embedding":
+            return et.embedding(ids, w, sparse=sparse)
+        return et.embedding_bag(ids, w, mode=mode, per_sample_weights=p, sparse=sparse)
+
+    def theirs(w, p):
+        rows = F.embedding(ids, w, sparse=sparse and module != "max")
+        if module == "Embedding":
+            return rows
+        if p is not None:
+            rows = rows * p.unsqueeze(-1)
+        if mode == "max":
+            return rows.max(1).values
+        return rows.sum(1) if mode == "sum" else rows.mean(1)
+
+    results = []
+    for fn in (ours, theirs):
+        torch.manual_seed(1)
+        lin = torch.nn.Linear(3, 2, dtype=torch.float64)
+        w = w0.clone().requires_grad_()
+        p = psw0.clone().requires_grad_() if module == "psw" else None
+        is_sparse = sparse and (fn is ours or module != "max")
+        gw = penalized_step(w, lin, lambda w, fn=fn, p=p: fn(w, p), is_sparse)
+        if is_sparse and fn is ours:
+            assert gw.is_coalesced()
+        results.append((gw, w.grad, lin.weight.grad, lin.bias.grad, p))
+    (gw, *rest, p), (rgw, *rrest, rp) = results
+    close(gw, rgw, torch.float64)
+    for got, want in zip(rest, rrest, strict=True):
+        close(got, want, torch.float64)
+    if p is not None:
+        close(p.grad, rp.grad, torch.float64)
+
+
+# --- torch.func -----------------------------------------------------------------------
+
+
+def func_loss(module, x, *rest):
+    def loss(params, x, *rest):
+        return torch.func.functional_call(module, params, (x, *rest)).pow(2).sum()
+
+    return loss
+
+
+# torch's own warning: its EmbeddingBag backward has no batching rule.
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
+@pytest.mark.parametrize("module", ["Embedding", "sum", "mean", "max"])
+def test_torch_func_grad_and_per_sample_grads(module):
+    """Under torch.func transforms torch's own kernels run: same results as torch.nn."""
+    if module == "Embedding":
+        args = (et.Embedding, torch.nn.Embedding, 6, 3)
+        kw = dict(padding_idx=1)
+    else:
+        args = (et.EmbeddingBag, torch.nn.EmbeddingBag, 6, 3)
+        kw = dict(mode=module, padding_idx=1)
+    ours, ref = pair(*args, dtype=torch.float64, **kw)
+    ids = torch.tensor([[0, 2, 2], [1, 3, 5]])
+    results = []
+    for m in (ours, ref):
+        params = {k: v.detach() for k, v in m.named_parameters()}
+        loss = func_loss(m, ids)
+        g = torch.func.grad(loss)(params, ids)["weight"]
+        per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(
+            params, ids.unsqueeze(1)
+        )["weight"]
+        results.append((g, per_sample))
+    for got, want in zip(results[0], results[1], strict=True):
+        torch.testing.assert_close(got, want)
+    assert results[0][1].shape == (2, 6, 3)
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
+def test_torch_func_functional_forms_with_per_sample_weights():
+    gen = torch.Generator().manual_seed(14)
+    w = torch.randn(7, 4, dtype=torch.float64, generator=gen)
+    ids = torch.tensor([0, 3, 3, 6, 1])
+    offsets = torch.tensor([0, 2])
+    psw = torch.rand(5, dtype=torch.float64, generator=gen)
+    for fn in (et.embedding_bag, torch.nn.functional.embedding_bag):
+
+        def loss(w, p, fn=fn):
+            out = fn(ids, w, offsets, mode="sum", per_sample_weights=p)
+            return out.pow(2).sum()
+
+        got = torch.func.grad(loss, argnums=(0, 1))(w, psw)
+        jac = torch.func.jacrev(lambda w, fn=fn: fn(ids, w, offsets, mode="sum"))(w)
+        if fn is et.embedding_bag:
+            ours = (got, jac)
+        else:
+            theirs = (got, jac)
+    torch.testing.assert_close(ours[0][0], theirs[0][0])
+    torch.testing.assert_close(ours[0][1], theirs[0][1])
+    torch.testing.assert_close(ours[1], theirs[1])
+    g = torch.func.grad(lambda w: et.embedding(ids, w, max_norm=None).sum())(w)
+    torch.testing.assert_close(
+        g, torch.func.grad(lambda w: torch.nn.functional.embedding(ids, w).sum())(w)
+    )
 
 
 # --- errors -------------------------------------------------------------------------

@@ -181,6 +181,10 @@ def test_custom_ops_pass_opcheck():
         (ops.embedding_bag.default, (w, ids1, offsets, None, "max", -1, False, False)),
         (ops.embedding_bag.default, (w, ids2, None, None, "mean", 1, False, False)),
         (ops.embedding_renorm_.default, (torch.randn(20, 5), ids2, 1.0, 2.0)),
+        (
+            ops.embedding_renorm_.default,
+            (torch.randn(20, 5), ids1, 1.0, 0.0, last, True),
+        ),
     ]
     for op, args in cases:
         report = opcheck(op, args)
@@ -206,6 +210,39 @@ def test_compiled_errors_are_eager_errors():
     before = w.clone()
     with pytest.raises(IndexError, match="index 7"):
         h(w, torch.tensor([1, 7]))
+    exact(w, before)
+
+
+@pytest.mark.parametrize(
+    ("kw", "error"),
+    [
+        (dict(offsets=torch.tensor([1, 2])), ValueError),  # offsets[0] != 0
+        (dict(offsets=torch.tensor([0, 3, 2])), ValueError),  # decreasing
+        (dict(offsets=torch.tensor([0, 2]), include_last_offset=True), ValueError),
+        (dict(per_sample_weights=torch.ones(4, dtype=torch.float64)), TypeError),
+        (dict(input=torch.tensor([0, 1, 9, 3])), IndexError),
+    ],
+)
+def test_compiled_bad_bag_with_max_norm_leaves_weight_unchanged(kw, error):
+    """Every argument is checked before the renorm writes, as in eager."""
+    args = {"input": torch.tensor([0, 1, 2, 3]), "offsets": torch.tensor([0, 2])}
+    args.update(kw)
+
+    def f(w, input, offsets, per_sample_weights=None, include_last_offset=False):
+        return et.embedding_bag(
+            input,
+            w,
+            offsets,
+            max_norm=1.0,
+            mode="sum",
+            per_sample_weights=per_sample_weights,
+            include_last_offset=include_last_offset,
+        )
+
+    w = torch.randn(5, 3, generator=torch.Generator().manual_seed(0)) * 10
+    before = w.clone()
+    with pytest.raises(error):
+        torch.compile(f)(w, **args)
     exact(w, before)
 
 

@@ -12,12 +12,23 @@
 namespace embtable {
 namespace {
 
+// torch.norm(row, p) for every p torch.embedding_renorm_ takes (see renorm.hpp).
 template <class Scalar>
 double row_norm(const Scalar* row, int64_t D, double p) {
   double acc = 0.0;
-  if (std::isinf(p)) {
+  if (p == std::numeric_limits<double>::infinity()) {
     for (int64_t d = 0; d < D; ++d)
       acc = std::max(acc, std::abs(static_cast<double>(row[d])));
+    return acc;
+  }
+  if (p == -std::numeric_limits<double>::infinity()) {
+    acc = std::numeric_limits<double>::infinity();
+    for (int64_t d = 0; d < D; ++d)
+      acc = std::min(acc, std::abs(static_cast<double>(row[d])));
+    return acc;
+  }
+  if (p == 0.0) {  // not a power: (sum |x|^0)^(1/0) would be inf
+    for (int64_t d = 0; d < D; ++d) acc += row[d] != Scalar(0) ? 1.0 : 0.0;
     return acc;
   }
   if (p == 2.0) {
@@ -29,6 +40,7 @@ double row_norm(const Scalar* row, int64_t D, double p) {
     for (int64_t d = 0; d < D; ++d) acc += std::abs(static_cast<double>(row[d]));
     return acc;
   }
+  // Negative p: a zero element gives |0|^p = inf and a norm of 0, as in torch.
   for (int64_t d = 0; d < D; ++d)
     acc += std::pow(std::abs(static_cast<double>(row[d])), p);
   return std::pow(acc, 1.0 / p);

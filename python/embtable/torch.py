@@ -14,6 +14,10 @@ are ``torch.library`` custom ops (``torch.ops.embtable.*``: one graph, also with
 ``fullgraph=True``, bitwise the eager results); ``sparse=True`` runs eagerly there
 (a graph break).
 
+A backward with ``create_graph=True`` builds its gradients from torch's
+differentiable ops (higher-order gradients are right); under ``torch.func``
+transforms (``grad``, ``vmap``) the functions call ``torch.nn.functional``'s.
+
 Needs the optional ``torch`` (``pip install embtable[torch]``); ``import embtable``
 never imports it.
 """
@@ -29,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.weak import WeakIdKeyDictionary
 
 from . import _core
@@ -99,10 +104,14 @@ def _check_ids(input: Any, V: int | None, name: str) -> np.ndarray:
     return as_indices(input.detach().numpy(), V, name=name)
 
 
-def _float_view(t: torch.Tensor, name: str, dtype: torch.dtype) -> np.ndarray:
+def _check_float_meta(t: torch.Tensor, name: str, dtype: torch.dtype) -> None:
     _on_cpu(t, name)
     if t.dtype != dtype:
         raise TypeError(f"{name} has dtype {t.dtype} but weight has dtype {dtype}")
+
+
+def _float_view(t: torch.Tensor, name: str, dtype: torch.dtype) -> np.ndarray:
+    _check_float_meta(t, name, dtype)
     return t.detach().contiguous().numpy()
 
 
@@ -146,13 +155,22 @@ def _row_counts(ids: np.ndarray, V: int, pad: int, dtype: np.dtype) -> np.ndarra
     return _core.rowgrad_coalesce(ids, ones, V, pad)[1]
 
 
+# The values' storage of the last sparse gradient made for each weight, for
+# _keep_coalesced. A weak reference to the storage, not its address: a gradient that
+# never reaches .grad (torch.autograd.grad) is freed, and another tensor may get the
+# same address. Not a weakref to the values tensor: that Python object dies while
+# the sparse gradient keeps its storage. Not a Parameter attribute: those are pickled
+# and copied with the Parameter.
+_GRAD_VALUES: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
 def _sparse_grad(
     weight: torch.Tensor | None, rows: np.ndarray, values: np.ndarray, V: int, D: int
 ) -> torch.Tensor:
     """A coalesced COO gradient: rows come sorted and unique from the core."""
     vals = torch.from_numpy(values)
     if weight is not None:
-        setattr(weight, "_embtable_grad_values", vals.data_ptr())  # noqa: B010
+        _GRAD_VALUES[weight] = StorageWeakRef(vals.untyped_storage())
     return torch.sparse_coo_tensor(
         torch.from_numpy(rows).unsqueeze(0),
         vals,
@@ -203,26 +221,40 @@ def _dense_grad(
 def _keep_coalesced(param: torch.Tensor) -> None:
     """Post-accumulate hook: AccumulateGrad adopts a fresh sparse gradient by
     rebuilding it without its coalesced flag (and every optimizer would then sort
-    it again). When ``param.grad`` is exactly the gradient we made (same values
-    buffer), it is coalesced: say so. A sum with other gradients is left alone."""
+    it again). When ``param.grad`` is exactly the gradient we made (its values in
+    the storage we made, still alive), it is coalesced: say so. A sum with other
+    gradients is left alone."""
     grad = param.grad
-    ours = getattr(param, "_embtable_grad_values", None)
-    setattr(param, "_embtable_grad_values", None)  # noqa: B010
+    ours = _GRAD_VALUES.pop(param, None)
     if (
-        grad is not None
+        ours is not None
+        and not ours.expired()
+        and grad is not None
         and grad.is_sparse
         and not grad.is_coalesced()
-        and grad._values().data_ptr() == ours
+        and StorageWeakRef(grad._values().untyped_storage()) == ours
     ):
         grad._coalesced_(True)
+
+
+def _has_coalesce_hook(weight: torch.Tensor) -> bool:
+    """Whether ``_keep_coalesced`` is registered on ``weight`` now.
+
+    Asked of the hooks themselves, not remembered in an attribute: pickling or
+    ``torch.save`` keeps a Parameter's attributes but drops its hooks (a deep copy
+    keeps both).
+    """
+    hooks = getattr(weight, "_post_accumulate_grad_hooks", None)
+    if not hooks:
+        return False
+    return any(h is _keep_coalesced for h in hooks.values())
 
 
 def _watch_sparse_grad(ctx: Any, weight: torch.Tensor, sparse: bool) -> None:
     ctx.weight_ref = weakref.ref(weight)
     if sparse and weight.requires_grad and weight.is_leaf:
-        if not getattr(weight, "_embtable_hooked", False):
+        if not _has_coalesce_hook(weight):
             weight.register_post_accumulate_grad_hook(_keep_coalesced)
-            setattr(weight, "_embtable_hooked", True)  # noqa: B010
 
 
 # --- Embedding ----------------------------------------------------------------------
@@ -255,6 +287,17 @@ class _EmbeddingFunction(torch.autograd.Function):
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:
         ctx.saved_tensors  # noqa: B018 (raises if input was modified in place)
         V, D = ctx.shape
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient
+            grad = _embedding_weight_grad_by_torch(
+                grad_output,
+                ctx.ids,
+                V,
+                D,
+                ctx.padding_idx,
+                ctx.scale_grad_by_freq,
+                ctx.sparse,
+            )
+            return grad, None, None, None, None, None
         grad = _embedding_weight_grad(
             ctx.weight_ref(),
             grad_output,
@@ -295,6 +338,158 @@ def _embedding_weight_grad(
     if padding_idx is not None:
         grad[padding_idx] = 0
     return grad
+
+
+# --- gradients as torch ops (backward under create_graph=True) ------------------------
+#
+# With create_graph=True the backward runs in grad mode and its result must carry a
+# grad_fn (gradient penalties, gradgradcheck). The kernels above write NumPy memory
+# that autograd cannot see, so there the gradient is built from torch's own
+# differentiable ops instead: index_select and a multiply per position, then
+# index_add into the rows. The integer bookkeeping (rows, bags, counts) is NumPy;
+# it carries no gradient.
+
+
+def _rows_sum_by_torch(
+    rows: np.ndarray, values: torch.Tensor, V: int, D: int, sparse: bool
+) -> torch.Tensor:
+    """``values[k]`` added into row ``rows[k]`` of a ``(V, D)`` gradient.
+
+    ``sparse``: a coalesced COO tensor over the sorted unique rows, like the
+    kernels' (rows = [4, 1, 4] -> indices [1, 4], values [v1, v0 + v2]).
+    """
+    if sparse:
+        unique, inverse = np.unique(rows, return_inverse=True)
+        summed = values.new_zeros((unique.shape[0], D)).index_add(
+            0, torch.from_numpy(inverse.reshape(-1)), values
+        )
+        return torch.sparse_coo_tensor(
+            torch.from_numpy(unique).unsqueeze(0),
+            summed,
+            (V, D),
+            is_coalesced=True,
+            check_invariants=False,
+        )
+    return values.new_zeros((V, D)).index_add(0, torch.from_numpy(rows), values)
+
+
+def _np_dtype(dtype: torch.dtype) -> np.dtype:
+    return np.dtype(np.float32 if dtype == torch.float32 else np.float64)
+
+
+def _embedding_weight_grad_by_torch(
+    grad_output: torch.Tensor,
+    ids: np.ndarray,
+    V: int,
+    D: int,
+    padding_idx: int | None,
+    scale_grad_by_freq: bool,
+    sparse: bool,
+) -> torch.Tensor:
+    """``_embedding_weight_grad`` from differentiable torch ops."""
+    flat = ids.reshape(-1).astype(np.int64, copy=False)
+    pos = (
+        np.arange(flat.shape[0])
+        if padding_idx is None
+        else np.flatnonzero(flat != padding_idx)
+    )
+    values = grad_output.reshape(-1, D).index_select(0, torch.from_numpy(pos))
+    if scale_grad_by_freq:
+        scale = (1.0 / _id_counts(flat)[pos]).astype(_np_dtype(grad_output.dtype))
+        values = values * torch.from_numpy(scale).unsqueeze(1)
+    return _rows_sum_by_torch(flat[pos], values, V, D, sparse)
+
+
+def _bag_weight_grad_by_torch(
+    grad_output: torch.Tensor,
+    psw: torch.Tensor | None,
+    ids: np.ndarray,
+    offsets: np.ndarray | None,
+    V: int,
+    D: int,
+    *,
+    mode: str,
+    padding_idx: int | None,
+    include_last_offset: bool,
+    scale_grad_by_freq: bool,
+    argmax: np.ndarray | None,
+    sparse: bool,
+) -> torch.Tensor:
+    """``_bag_weight_grad`` from differentiable torch ops (also in ``psw``)."""
+    if mode == "max":
+        # Each (bag, column) sends its gradient to the row that won it (-1: none).
+        assert argmax is not None
+        bags, cols = np.nonzero(argmax >= 0)
+        rows = argmax[bags, cols].astype(np.int64)
+        values = grad_output[torch.from_numpy(bags), torch.from_numpy(cols)]
+        if not sparse:
+            dense = grad_output.new_zeros(V * D)
+            return dense.index_add(0, torch.from_numpy(rows * D + cols), values).view(
+                V, D
+            )
+        unique, inverse = np.unique(rows, return_inverse=True)
+        summed = grad_output.new_zeros(unique.shape[0] * D).index_add(
+            0, torch.from_numpy(inverse.reshape(-1) * D + cols), values
+        )
+        return torch.sparse_coo_tensor(
+            torch.from_numpy(unique).unsqueeze(0),
+            summed.view(-1, D),
+            (V, D),
+            is_coalesced=True,
+            check_invariants=False,
+        )
+    flat = ids.reshape(-1).astype(np.int64, copy=False)
+    bag = _bag_of_positions(ids, offsets, include_last_offset)
+    pos = (
+        np.arange(flat.shape[0])
+        if padding_idx is None
+        else np.flatnonzero(flat != padding_idx)
+    )
+    scale = np.ones(pos.shape[0])
+    if scale_grad_by_freq:
+        scale /= _id_counts(flat)[pos]
+    if mode == "mean":
+        lengths = _bag_lengths(ids, offsets, include_last_offset, padding_idx)
+        scale /= np.maximum(lengths.reshape(-1)[pos], 1)
+    scale_t = torch.from_numpy(scale.astype(_np_dtype(grad_output.dtype)))
+    if psw is not None:
+        scale_t = scale_t * psw.reshape(-1)[torch.from_numpy(pos)]
+    values = grad_output.index_select(0, torch.from_numpy(bag[pos]))
+    return _rows_sum_by_torch(flat[pos], values * scale_t.unsqueeze(1), V, D, sparse)
+
+
+def _bag_psw_grad_by_torch(
+    grad_output: torch.Tensor,
+    weight: torch.Tensor,
+    ids: np.ndarray,
+    offsets: np.ndarray | None,
+    padding_idx: int | None,
+    include_last_offset: bool,
+) -> torch.Tensor:
+    """``_bag_psw_grad`` from differentiable torch ops (also in ``weight``):
+    each position's gradient is its bag's output gradient dotted with its row."""
+    flat = torch.from_numpy(ids.reshape(-1).astype(np.int64, copy=False))
+    bag = torch.from_numpy(_bag_of_positions(ids, offsets, include_last_offset))
+    grad = (grad_output.index_select(0, bag) * weight.index_select(0, flat)).sum(1)
+    if padding_idx is not None:
+        grad = grad * (flat != padding_idx).to(grad.dtype)
+    return grad.reshape(ids.shape)
+
+
+# --- torch.func ---------------------------------------------------------------------
+
+
+def _functorch_wrapped(*tensors: Any) -> bool:
+    """Whether a ``torch.func`` transform (grad, vmap, jacrev, ...) wrapped any of
+    these: such a tensor has no memory of its own for the kernels to read.
+
+    False while Dynamo traces: it cannot trace this check, and would fail on it in
+    a frame of the eager path that it looks at after a graph break.
+    """
+    if torch.compiler.is_compiling():
+        return False
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    return any(isinstance(t, torch.Tensor) and wrapped(t) for t in tensors)
 
 
 def embedding(
@@ -372,6 +567,20 @@ def _embedding_eager(
     scale_grad_by_freq: bool,
     sparse: bool,
 ) -> torch.Tensor:
+    if _functorch_wrapped(input, weight):
+        # Under torch.func the inputs have no storage: torch's own kernels run.
+        _check_weight_meta(weight)
+        _check_ids_meta(input, "input")
+        _padding(padding_idx, weight.shape[0])
+        return torch.nn.functional.embedding(
+            input,
+            weight,
+            padding_idx,
+            max_norm,
+            norm_type,
+            bool(scale_grad_by_freq),
+            bool(sparse),
+        )
     w = _check_weight(weight)
     V = int(w.shape[0])
     pad = _padding(padding_idx, V)
@@ -419,10 +628,24 @@ def _bag_lengths(
         n = keep.sum(axis=1, keepdims=True)
         return np.broadcast_to(n, ids.shape)
     assert offsets is not None
-    bounds = offsets if include_last else np.append(offsets, ids.shape[0])
-    bag = np.repeat(np.arange(bounds.shape[0] - 1), np.diff(bounds))
-    counts = np.bincount(bag[keep], minlength=bounds.shape[0] - 1)
+    bag = _bag_of_positions(ids, offsets, include_last)
+    num_bags = offsets.shape[0] - (1 if include_last else 0)
+    counts = np.bincount(bag[keep], minlength=num_bags)
     return counts[bag]
+
+
+def _bag_of_positions(
+    ids: np.ndarray, offsets: np.ndarray | None, include_last: bool
+) -> np.ndarray:
+    """The bag of each position of ``ids``, flattened (int64).
+
+    offsets = [0, 2, 2] over 5 ids -> [0, 0, 2, 2, 2] (bag 1 is empty).
+    """
+    if ids.ndim == 2:
+        return np.repeat(np.arange(ids.shape[0], dtype=np.int64), ids.shape[1])
+    assert offsets is not None
+    bounds = offsets if include_last else np.append(offsets, ids.shape[0])
+    return np.repeat(np.arange(bounds.shape[0] - 1, dtype=np.int64), np.diff(bounds))
 
 
 class _EmbeddingBagFunction(torch.autograd.Function):
@@ -432,33 +655,39 @@ class _EmbeddingBagFunction(torch.autograd.Function):
         weight: torch.Tensor,
         per_sample_weights: torch.Tensor | None,
         input: torch.Tensor,
+        offsets: torch.Tensor | None,
         ids: np.ndarray,
-        offsets: np.ndarray | None,
+        offs: np.ndarray | None,
+        psw: np.ndarray | None,
         mode: str,
         padding_idx: int | None,
         include_last_offset: bool,
         scale_grad_by_freq: bool,
         sparse: bool,
     ) -> torch.Tensor:
+        # ids, offs and psw are views of input, offsets and per_sample_weights (or
+        # copies): the tensors are saved so that autograd's version check raises if
+        # one is changed in place before backward. weight is read by backward only
+        # for the per_sample_weights gradient (as torch); saving it otherwise would
+        # fail that check after a later max_norm renorm or any in-place edit.
         w = weight.detach().numpy()
-        psw = (
-            None
-            if per_sample_weights is None
-            else _float_view(per_sample_weights, "per_sample_weights", weight.dtype)
-        )
         out, argmax = _core.embedding_bag(
             w,
             ids,
-            offsets,
+            offs,
             mode=mode,
             per_sample_weights=psw,
             padding_idx=padding_idx,
             include_last_offset=include_last_offset,
             return_argmax=True,
         )
-        ctx.save_for_backward(weight, input)
+        psw_needs_grad = ctx.needs_input_grad[1]
+        ctx.save_for_backward(
+            input, offsets, per_sample_weights, weight if psw_needs_grad else None
+        )
         _watch_sparse_grad(ctx, weight, sparse)
-        ctx.ids, ctx.offsets, ctx.argmax, ctx.psw = ids, offsets, argmax, psw
+        ctx.ids, ctx.offsets, ctx.argmax, ctx.psw = ids, offs, argmax, psw
+        ctx.shape = tuple(w.shape)
         ctx.mode, ctx.padding_idx = mode, padding_idx
         ctx.include_last_offset = include_last_offset
         ctx.scale_grad_by_freq, ctx.sparse = scale_grad_by_freq, sparse
@@ -466,27 +695,38 @@ class _EmbeddingBagFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:
-        weight, _ = ctx.saved_tensors
-        V, D = weight.shape
+        # Unpacking runs the version check of everything saved.
+        _, _, per_sample_weights, weight = ctx.saved_tensors
+        V, D = ctx.shape
+        by_torch = torch.is_grad_enabled()  # create_graph=True
         grad_weight = grad_psw = None
         if ctx.needs_input_grad[0]:
-            grad_weight = _bag_weight_grad(
-                ctx.weight_ref(),
-                grad_output,
-                ctx.ids,
-                ctx.offsets,
-                V,
-                D,
+            args: dict[str, Any] = dict(
                 mode=ctx.mode,
-                psw=ctx.psw,
                 padding_idx=ctx.padding_idx,
                 include_last_offset=ctx.include_last_offset,
                 scale_grad_by_freq=ctx.scale_grad_by_freq,
                 argmax=ctx.argmax,
                 sparse=ctx.sparse,
             )
+            if by_torch:
+                grad_weight = _bag_weight_grad_by_torch(
+                    grad_output, per_sample_weights, ctx.ids, ctx.offsets, V, D, **args
+                )
+            else:
+                grad_weight = _bag_weight_grad(
+                    ctx.weight_ref(),
+                    grad_output,
+                    ctx.ids,
+                    ctx.offsets,
+                    V,
+                    D,
+                    psw=ctx.psw,
+                    **args,
+                )
         if ctx.needs_input_grad[1]:
-            grad_psw = _bag_psw_grad(
+            psw_grad = _bag_psw_grad_by_torch if by_torch else _bag_psw_grad
+            grad_psw = psw_grad(
                 grad_output,
                 weight,
                 ctx.ids,
@@ -494,7 +734,7 @@ class _EmbeddingBagFunction(torch.autograd.Function):
                 ctx.padding_idx,
                 ctx.include_last_offset,
             )
-        return (grad_weight, grad_psw) + (None,) * 8
+        return (grad_weight, grad_psw) + (None,) * 10
 
 
 def _bag_weight_grad(
@@ -690,6 +930,26 @@ def _embedding_bag_eager(
     include_last_offset: bool,
     padding_idx: Any,
 ) -> torch.Tensor:
+    if _functorch_wrapped(input, weight, offsets, per_sample_weights):
+        # Under torch.func the inputs have no storage: torch's own kernels run.
+        _check_weight_meta(weight)
+        _check_mode(mode)
+        _padding(padding_idx, weight.shape[0])
+        _check_ids_meta(input, "input")
+        _check_bag_args(input, offsets, per_sample_weights, mode)
+        return torch.nn.functional.embedding_bag(
+            input,
+            weight,
+            offsets,
+            max_norm,
+            norm_type,
+            bool(scale_grad_by_freq),
+            mode,
+            bool(sparse),
+            per_sample_weights,
+            bool(include_last_offset),
+            padding_idx,
+        )
     w = _check_weight(weight)
     V = int(w.shape[0])
     _check_mode(mode)
@@ -697,14 +957,32 @@ def _embedding_bag_eager(
     ids = _check_ids(input, V, "input")
     _check_bag_args(input, offsets, per_sample_weights, mode)
     offs = _check_offsets(offsets)
+    psw = (
+        None
+        if per_sample_weights is None
+        else _float_view(per_sample_weights, "per_sample_weights", weight.dtype)
+    )
     if max_norm is not None:
+        # Every check first (offsets and shapes by the kernel itself, on a 0-column
+        # table): a bad call raises before the renorm writes to weight.
+        _core.embedding_bag(
+            np.empty((V, 0), dtype=w.dtype),
+            ids,
+            offs,
+            mode=mode,
+            per_sample_weights=psw,
+            padding_idx=pad,
+            include_last_offset=bool(include_last_offset),
+        )
         _renorm(weight, w, ids, max_norm, norm_type)
     out: torch.Tensor = _EmbeddingBagFunction.apply(
         weight,
         per_sample_weights,
         input,
+        offsets,
         ids,
         offs,
+        psw,
         mode,
         pad,
         bool(include_last_offset),
@@ -734,10 +1012,19 @@ def _embedding_bag_traced(
     _check_bag_args(input, offsets, per_sample_weights, mode)
     if offsets is not None:
         _check_ids_meta(offsets, "offsets")
+    if per_sample_weights is not None:
+        _check_float_meta(per_sample_weights, "per_sample_weights", weight.dtype)
     if max_norm is not None:
         with torch.no_grad():
+            # Given the offsets, the op checks them before it writes (the rest was
+            # checked above, on metadata).
             torch.ops.embtable.embedding_renorm_(
-                weight, input, float(max_norm), float(norm_type)
+                weight,
+                input,
+                float(max_norm),
+                float(norm_type),
+                offsets,
+                bool(include_last_offset),
             )
     out, _ = torch.ops.embtable.embedding_bag(
         weight,
@@ -768,20 +1055,41 @@ def _pad_or_none(padding_idx: int) -> int | None:
 @torch.library.custom_op(
     "embtable::embedding_renorm_",
     mutates_args=("weight",),
-    schema="(Tensor(a!) weight, Tensor input, float max_norm, float norm_type) -> ()",
+    schema="(Tensor(a!) weight, Tensor input, float max_norm, float norm_type, "
+    "Tensor? offsets=None, bool include_last_offset=False) -> ()",
 )
 def _renorm_op(
-    weight: torch.Tensor, input: torch.Tensor, max_norm: float, norm_type: float
+    weight: torch.Tensor,
+    input: torch.Tensor,
+    max_norm: float,
+    norm_type: float,
+    offsets: torch.Tensor | None = None,
+    include_last_offset: bool = False,
 ) -> None:
+    """The renorm of a lookup, or of a bag's ids whose ``offsets`` are checked
+    first (by the bag kernel on a 0-column table): a bad bag leaves weight as is."""
     w = _check_weight(weight)
-    _core.embedding_renorm(
-        w, _check_ids(input, int(w.shape[0]), "input"), max_norm, norm_type
-    )
+    V = int(w.shape[0])
+    ids = _check_ids(input, V, "input")
+    if offsets is not None:
+        _core.embedding_bag(
+            np.empty((V, 0), dtype=w.dtype),
+            ids,
+            _check_offsets(offsets),
+            mode="sum",
+            include_last_offset=include_last_offset,
+        )
+    _core.embedding_renorm(w, ids, max_norm, norm_type)
 
 
 @_renorm_op.register_fake
 def _(
-    weight: torch.Tensor, input: torch.Tensor, max_norm: float, norm_type: float
+    weight: torch.Tensor,
+    input: torch.Tensor,
+    max_norm: float,
+    norm_type: float,
+    offsets: torch.Tensor | None = None,
+    include_last_offset: bool = False,
 ) -> None:
     return None
 
@@ -1045,7 +1353,10 @@ def _(
 
 def _embedding_bag_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
     weight, input, offsets, psw, mode, padding_idx, include_last, scale = inputs
-    ctx.save_for_backward(weight, input, offsets, psw, output[1])
+    # weight only for the per_sample_weights gradient (see _EmbeddingBagFunction).
+    saved_weight = weight if ctx.needs_input_grad[3] else None
+    ctx.save_for_backward(saved_weight, input, offsets, psw, output[1])
+    ctx.num_weights = weight.shape[0]
     ctx.mode, ctx.padding_idx = mode, padding_idx
     ctx.include_last_offset, ctx.scale_grad_by_freq = include_last, scale
 
@@ -1060,7 +1371,7 @@ def _embedding_bag_backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple[Any, 
             offsets,
             psw,
             argmax,
-            weight.shape[0],
+            ctx.num_weights,
             ctx.mode,
             ctx.padding_idx,
             ctx.include_last_offset,
@@ -1154,8 +1465,10 @@ class SparseAdam(torch.optim.SparseAdam):
     (the bias correction is evaluated in the table's dtype).
 
     The kernel takes 2-D CPU float32 / float64 parameters whose moments are
-    C-contiguous (embedding tables); any other parameter is updated by torch's
-    own ``sparse_adam``.
+    C-contiguous (embedding tables) and gradients of whole rows (``sparse_dim() ==
+    1``); any other parameter is updated by torch's own ``sparse_adam``. Every
+    gradient is checked before any parameter changes: a dense one raises with
+    nothing updated.
     """
 
     @torch.no_grad()
@@ -1164,47 +1477,41 @@ class SparseAdam(torch.optim.SparseAdam):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # Every parameter is checked before any is updated: a failed step changes no
+        # parameter and no state (torch checks one group at a time, and makes and
+        # counts the state of the parameters it met before the bad one).
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            maximize = group.get("maximize", False)
-            lr = float(group["lr"])
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if not p.grad.is_sparse:
+                if p.grad is not None and not p.grad.is_sparse:
                     raise RuntimeError(
                         "SparseAdam does not support dense gradients, please consider "
                         "Adam instead"
                     )
-                state = self.state[p]
-                if len(state) == 0:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(
-                        p, memory_format=torch.preserve_format
-                    )
-                    state["exp_avg_sq"] = torch.zeros_like(
-                        p, memory_format=torch.preserve_format
-                    )
-                state["step"] += 1
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                if not _fused_adam_ok(p, m, v):
-                    torch.optim._functional.sparse_adam(
-                        [p],
-                        [p.grad],
-                        [m],
-                        [v],
-                        [state["step"]],
-                        eps=group["eps"],
-                        beta1=beta1,
-                        beta2=beta2,
-                        lr=lr,
-                        maximize=maximize,
-                    )
-                    continue
-                grad = p.grad.coalesce()
-                values = grad._values()
-                if values.numel() == 0:
-                    continue
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    self._update(p, group)
+        return loss
+
+    def _update(self, p: torch.Tensor, group: dict[str, Any]) -> None:
+        """One parameter's step; its state is stored only once the update succeeded."""
+        state = self.state.get(p)
+        if state:
+            m, v = state["exp_avg"], state["exp_avg_sq"]
+            step = state["step"] + 1
+        else:
+            m = torch.zeros_like(p, memory_format=torch.preserve_format)
+            v = torch.zeros_like(p, memory_format=torch.preserve_format)
+            step = 1
+        beta1, beta2 = group["betas"]
+        maximize = group.get("maximize", False)
+        lr = float(group["lr"])
+        grad = p.grad
+        assert grad is not None
+        if _fused_adam_ok(p, m, v):
+            grad = grad.coalesce()
+            values = grad._values()
+            if values.numel():
                 if maximize:
                     values = -values
                 _core.optim_step(
@@ -1217,9 +1524,25 @@ class SparseAdam(torch.optim.SparseAdam):
                     epsilon=group["eps"],
                     beta_1=beta1,
                     beta_2=beta2,
-                    step=int(state["step"]),
+                    step=int(step),
                 )
-        return loss
+        else:
+            torch.optim._functional.sparse_adam(
+                [p],
+                [grad],
+                [m],
+                [v],
+                [step],
+                eps=group["eps"],
+                beta1=beta1,
+                beta2=beta2,
+                lr=lr,
+                maximize=maximize,
+            )
+        if state:
+            state["step"] = step
+        else:
+            self.state[p] = {"step": step, "exp_avg": m, "exp_avg_sq": v}
 
 
 def _fused_adam_ok(p: torch.Tensor, m: torch.Tensor, v: torch.Tensor) -> bool:
@@ -1230,6 +1553,7 @@ def _fused_adam_ok(p: torch.Tensor, m: torch.Tensor, v: torch.Tensor) -> bool:
         and p.is_contiguous()
         and p.grad is not None
         and p.grad.dtype == p.dtype
+        and p.grad.sparse_dim() == 1  # rows; a fully sparse (2-D) COO goes to torch
         and all(
             s.dtype == p.dtype and s.is_contiguous() and s.shape == p.shape
             for s in (m, v)

@@ -1,7 +1,10 @@
 // max_norm renorm of looked-up rows, in place (torch.embedding_renorm_):
 //
 //   for r in unique(indices):
-//     norm = ||table[r, :]||_p              p = norm_type (inf: max |x|)
+//     norm = ||table[r, :]||_p              p = norm_type, as torch.norm:
+//                                             inf: max |x|, -inf: min |x|,
+//                                             0: the number of non-zeros,
+//                                             else (sum |x|^p)^(1/p)
 //     if norm > max_norm:
 //       table[r, :] *= max_norm / (norm + 1e-7)
 //

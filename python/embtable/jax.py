@@ -23,9 +23,9 @@ Bad ids and offsets are found by the kernels inside the XLA program, eagerly as 
 NumPy core's (``OUT_OF_RANGE: index 7 at position (1,) is out of bounds for a table
 with 5 rows``), at the call or, as JAX dispatches asynchronously, when the result is
 first used. A call whose output has no elements (``D = 0``, no ids, no bags) checks
-its inputs all the same. Host ids that 32-bit JAX integers would wrap (int64 or
-uint32 ids >= 2**31 without ``jax_enable_x64``) are checked before the conversion:
-``IndexError`` naming the value as given. (``jnp.take`` instead returns NaN rows for
+its inputs all the same. Concrete ids that 32-bit JAX integers would wrap (without
+``jax_enable_x64``: int64 ids beyond the int32 range, uint32 ids >= 2**31) are
+checked before the conversion: ``IndexError`` naming the id as given. (``jnp.take`` instead returns NaN rows for
 out-of-range ids.)
 
 Needs the optional ``jax`` (``pip install embtable[jax]``).
@@ -129,7 +129,7 @@ def _check_fits(host: np.ndarray, kind: np.dtype, name: str, V: int | None) -> N
     position = tuple(int(i) for i in np.unravel_index(k, host.shape))
     raise ValueError(
         f"{name} value {int(flat[k])} at position {position} does not fit {kind.name}"
-        + ("" if kind == np.int64 else "; enable jax_enable_x64 for int64 ids")
+        + ("" if kind == np.int64 else "; int64 needs jax_enable_x64")
     )
 
 

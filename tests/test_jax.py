@@ -212,3 +212,126 @@ def test_embedding_bag_errors(backend):
 
 def test_backend_is_reported():
     assert ej.BACKEND in ("ffi", "callback")
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_bag_gradient_with_zero_bags_is_zero(backend, mode):
+    table = rng_table(5, 3, np.float32)
+    layouts = [
+        (jnp.zeros((0,), jnp.int32), jnp.zeros((0,), jnp.int32)),
+        (jnp.zeros((0, 2), jnp.int32), None),
+    ]
+    for ids, offsets in layouts:
+
+        def loss(t, ids=ids, offsets=offsets):
+            return ej.embedding_bag(t, ids, offsets, mode=mode).sum()
+
+        for grad in (jax.grad(loss), jax.jit(jax.grad(loss))):
+            g = grad(table)
+            assert g.shape == (5, 3)
+            assert not np.asarray(g).any()
+
+
+# Calls whose output has no elements: XLA drops a pure call with only empty
+# outputs, so these go through a side-effecting call with the same checks.
+EMPTY_OUTPUT_ERRORS = {
+    "gather, D = 0": (0, lambda t: ej.gather(t, jnp.array([10])), r"index 10 at"),
+    "gather, D = 0, -1": (
+        0,
+        lambda t: ej.gather(t, jnp.array([[0], [-1]])),
+        r"index -1 at position \(1, 0\)",
+    ),
+    "bag, D = 0": (
+        0,
+        lambda t: ej.embedding_bag(t, jnp.array([[1, 10]]), mode="sum"),
+        r"index 10 at position \(0, 1\) is out of bounds for a table with 5 rows",
+    ),
+    "bag, zero bags": (
+        2,
+        lambda t: ej.embedding_bag(t, jnp.array([1, 2]), jnp.zeros(0, jnp.int32)),
+        r"offsets is empty \(zero bags\) but indices has 2 entries",
+    ),
+    "bag, D = 0, bad offsets": (
+        0,
+        lambda t: ej.embedding_bag(t, jnp.array([1, 2]), jnp.array([3]), mode="max"),
+        r"offsets\[0\] = 3 but the first bag must start at 0",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(EMPTY_OUTPUT_ERRORS))
+def test_empty_output_still_checks_inputs(backend, case):
+    D, call, match = EMPTY_OUTPUT_ERRORS[case]
+    table = jnp.ones((5, D), jnp.float32)
+    for f in (call, jax.jit(call), jax.jit(jax.grad(lambda t: call(t).sum()))):
+        with pytest.raises(jax.errors.JaxRuntimeError, match=match):
+            jax.block_until_ready(f(table))
+
+
+def test_empty_output_checks_under_vmap(backend):
+    t0 = jnp.zeros((5, 0), jnp.float32)
+    ids = jnp.array([[0, 1], [2, 7]])
+    for f in (jax.vmap(ej.gather, (None, 0)), jax.jit(jax.vmap(ej.gather, (None, 0)))):
+        with pytest.raises(jax.errors.JaxRuntimeError, match="index 7 at"):
+            jax.block_until_ready(f(t0, ids))
+    ok = jax.jit(jax.vmap(ej.gather, (None, 0)))(t0, ids % 5)
+    assert ok.shape == (2, 2, 0)
+
+
+def test_empty_outputs_without_errors(backend):
+    t0 = jnp.zeros((5, 0), jnp.float32)
+    t = rng_table(5, 2, np.float32)
+    assert jax.jit(ej.gather)(t0, jnp.array([4, 0])).shape == (2, 0)
+    assert ej.gather(t, jnp.zeros((3, 0), jnp.int32)).shape == (3, 0, 2)
+    for mode in ("sum", "mean", "max"):
+        out = ej.embedding_bag(t0, jnp.array([[1, 4]]), mode=mode)
+        assert out.shape == (1, 0)
+        out = jax.jit(lambda t, i, o, m=mode: ej.embedding_bag(t, i, o, mode=m))(
+            t, jnp.zeros(0, jnp.int32), jnp.zeros(0, jnp.int32)
+        )
+        assert out.shape == (0, 2)
+
+
+def test_bad_ids_raise_jax_runtime_error_eagerly(backend):
+    # The kernels check the ids inside the XLA program, eagerly too.
+    table = rng_table(5, 2, np.float32)
+    with pytest.raises(
+        jax.errors.JaxRuntimeError,
+        match=r"index 7 at position \(1,\) is out of bounds for a table with 5 rows",
+    ):
+        jax.block_until_ready(ej.gather(table, jnp.array([0, 7])))
+    with pytest.raises(jax.errors.JaxRuntimeError, match=r"index 9 at position"):
+        jax.block_until_ready(ej.embedding_bag(table, jnp.array([[0, 9]])))
+
+
+def test_ids_are_not_wrapped_to_32_bits(backend):
+    table = rng_table(5, 2, np.float32)
+    # Without x64 JAX integers have 32 bits: concrete ids are checked before.
+    with pytest.raises(
+        IndexError, match=r"^index 3000000000 at position \(0,\) is out of bounds"
+    ):
+        ej.gather(table, np.array([3_000_000_000], np.uint32))
+    with pytest.raises(IndexError, match=r"^index 4294967297 at position \(1,\)"):
+        ej.gather(table, np.array([1, 2**32 + 1]))  # int64: would become id 1
+    with pytest.raises(IndexError, match=r"^index 7 at position \(0, 0\)"):
+        ej.embedding_bag(table, np.array([[7, -(2**40)]]))  # the first bad id
+    with pytest.raises(
+        ValueError, match=r"offsets value 8589934592 at position \(1,\)"
+    ):
+        ej.embedding_bag(table, jnp.array([0, 1]), np.array([0, 2**33]))
+    with pytest.raises(IndexError, match=r"^index 3000000000 at"):
+        ej.gather(table, jnp.array([3_000_000_000], jnp.uint32))
+    with jax.enable_x64(True):
+        # uint32 ids become int64: the kernel names the id as given.
+        for f in (ej.gather, jax.jit(ej.gather)):
+            with pytest.raises(
+                jax.errors.JaxRuntimeError, match=r"index 3000000000 at"
+            ):
+                jax.block_until_ready(
+                    f(table, jnp.array([1, 3_000_000_000], jnp.uint32))
+                )
+            got = f(table, jnp.array([4, 0], jnp.uint32))
+            np.testing.assert_array_equal(got, np.asarray(table)[[4, 0]])
+        big = np.array([2**64 - 1], np.uint64)
+        with pytest.raises(IndexError, match=rf"^index {2**64 - 1} at position \(0,\)"):
+            ej.gather(table, big)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from . import _core
-from ._arrays import as_array
+from ._arrays import as_array, written
 from ._indices import as_indices, table_rows
 from ._prefetch import _maybe_prefetch
 from ._quant import QuantizedTable, _weights32
@@ -52,6 +52,14 @@ def _offsets(offsets: Any) -> np.ndarray | None:
 
 def _out(out: Any) -> Any:
     return None if out is None else as_array(out, "out", writable=True)
+
+
+def _result(result: np.ndarray, out: Any) -> Any:
+    """What a call with ``out`` returns: ``out`` itself, written into (see _out)."""
+    if out is None:
+        return result
+    written(out)
+    return out
 
 
 def _padding(padding_idx: Any) -> int | None:
@@ -111,7 +119,7 @@ def embedding_bag(
     if isinstance(table, QuantizedTable):
         idx = as_indices(as_array(indices, "indices"), len(table))
         _maybe_prefetch(table.data, idx)
-        return _core.qembedding_bag(  # type: ignore[no-any-return]
+        result = _core.qembedding_bag(
             *table._packed(),
             idx,
             _offsets(offsets),
@@ -119,8 +127,9 @@ def embedding_bag(
             per_sample_weights=_weights32(per_sample_weights),
             padding_idx=_padding(padding_idx),
             include_last_offset=bool(include_last_offset),
-            out=out,
+            out=_out(out),
         )
+        return _result(result, out)
     table = as_array(table, "table")
     idx = as_indices(as_array(indices, "indices"), table_rows(table))
     _maybe_prefetch(table, idx)
@@ -134,7 +143,7 @@ def embedding_bag(
         include_last_offset=bool(include_last_offset),
         out=_out(out),
     )
-    return result if out is None else out
+    return _result(result, out)
 
 
 def embedding_bag_forward(
@@ -168,7 +177,7 @@ def embedding_bag_forward(
         out=_out(out),
         return_argmax=True,
     )
-    return (result if out is None else out), argmax
+    return _result(result, out), argmax
 
 
 def embedding_bag_backward(
@@ -210,6 +219,7 @@ def embedding_bag_backward(
         target=target,
         deterministic=bool(deterministic),
     )
+    written(given)
     return given
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._arrays import as_array
+from ._arrays import as_array, written
 from ._indices import as_indices, table_rows
 from ._prefetch import _maybe_prefetch
 from ._quant import QuantizedTable, _gather
@@ -44,7 +44,10 @@ def gather(
     A :class:`embtable.QuantizedTable` gives float32 rows, exactly
     ``table.dequantize()[indices]`` (rows are dequantized in the kernel).
     Arrays may also be CPU torch tensors or JAX arrays (read in place through
-    DLPack); the result is an ndarray (or ``out`` itself).
+    DLPack); the result is an ndarray (or ``out`` itself). A torch ``out`` is
+    written in place and its version counter bumped, as torch's in-place ops do;
+    one that requires grad is a ``RuntimeError`` unless grad mode is off
+    (``torch.no_grad()``); a JAX ``out``, immutable, is a ``ValueError``.
 
     Examples
     --------
@@ -60,13 +63,19 @@ def gather(
     if _plain(table, indices) and (out is None or type(out) is _nd):
         return _core.gather(table, indices, out=out)
     if isinstance(table, QuantizedTable):
-        return _gather(table, as_array(indices, "indices"), out)
+        idx = as_array(indices, "indices")
+        if out is None or isinstance(out, np.ndarray):
+            return _gather(table, idx, out)
+        _gather(table, idx, as_array(out, "out", writable=True))
+        written(out)
+        return out
     table = as_array(table, "table")
     idx = as_indices(as_array(indices, "indices"), table_rows(table))
     _maybe_prefetch(table, idx)
     if out is None or isinstance(out, np.ndarray):
         return _core.gather(table, idx, out=out)
     _core.gather(table, idx, out=as_array(out, "out", writable=True))
+    written(out)
     return out
 
 
@@ -79,8 +88,9 @@ def scatter_add(
     ``deterministic=True`` is bitwise identical to ``np.add.at`` for any thread count;
     the default uses row-atomic updates across threads (summation order may vary).
     Every index is validated before the first write. ``target`` may be a CPU
-    torch tensor (updated in place); a JAX array, immutable, is a ``ValueError``.
-    Every index is validated before the first write.
+    torch tensor (updated in place, its version counter bumped; one that requires
+    grad is a ``RuntimeError`` unless grad mode is off); a JAX array, immutable,
+    is a ``ValueError``.
 
     Examples
     --------
@@ -107,4 +117,5 @@ def scatter_add(
         updates = np.asarray(updates, dtype=getattr(target, "dtype", None))
     _maybe_prefetch(target, idx)
     _core.scatter_add(target, idx, updates, deterministic=bool(deterministic))
+    written(given)
     return given

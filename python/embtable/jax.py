@@ -18,9 +18,15 @@ Set ``EMBTABLE_JAX_BACKEND=callback`` to force the fallback.
 Under ``jax.vmap`` a batched ``ids`` with an unbatched table is one kernel call over
 all the ids; other batchings loop over the batch.
 
-Bad ids raise inside the callback: eagerly an ``IndexError``; under ``jax.jit`` the
-same message arrives wrapped in JAX's runtime error. (``jnp.take`` instead returns
-NaN rows for out-of-range ids.)
+Bad ids and offsets are found by the kernels inside the XLA program, eagerly as under
+``jax.jit``: they raise ``jax.errors.JaxRuntimeError`` whose message ends with the
+NumPy core's (``OUT_OF_RANGE: index 7 at position (1,) is out of bounds for a table
+with 5 rows``), at the call or, as JAX dispatches asynchronously, when the result is
+first used. A call whose output has no elements (``D = 0``, no ids, no bags) checks
+its inputs all the same. Concrete ids that 32-bit JAX integers would wrap (without
+``jax_enable_x64``: int64 ids beyond the int32 range, uint32 ids >= 2**31) are
+checked before the conversion: ``IndexError`` naming the id as given. (``jnp.take`` instead returns NaN rows for
+out-of-range ids.)
 
 Needs the optional ``jax`` (``pip install embtable[jax]``).
 """
@@ -28,6 +34,7 @@ Needs the optional ``jax`` (``pip install embtable[jax]``).
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +42,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import io_callback
 
 from . import _core
 from ._indices import as_indices
@@ -72,14 +80,57 @@ def _check_table(table: Any) -> None:
         )
 
 
-def _as_ids(ids: Any, name: str) -> jax.Array:
-    """Integer ids as int32 / int64 (the kernels' index types)."""
+def _as_ids(ids: Any, name: str, V: int | None = None) -> jax.Array:
+    """Integer ids as int32 / int64 (the kernels' index types), never wrapped.
+
+    Without ``jax_enable_x64`` JAX integers have 32 bits. Concrete ids whose values
+    the conversion could wrap (int64 NumPy ids then; uint32 >= 2**31; uint64 >=
+    2**63) are checked first: ``IndexError`` naming the first id outside ``[0, V)``
+    as given, as the NumPy core does. Traced ids cannot be checked: a traced uint32
+    id >= 2**31 without x64 reaches the kernel as the negative int32 it wraps to.
+    """
+    x64 = jax.dtypes.canonicalize_dtype(np.int64) == np.int64
+    if not isinstance(ids, jax.core.Tracer):
+        arrays = (np.ndarray, jax.Array)
+        dtype = np.dtype(
+            ids.dtype if isinstance(ids, arrays) else np.asarray(ids).dtype
+        )
+        wide = dtype.itemsize == 8 or dtype.kind == "u"
+        kind = np.dtype(np.int64 if x64 and wide else np.int32)
+        if dtype.kind in "iu" and not np.can_cast(dtype, kind):
+            # Only then are the values read (for a JAX array, a sync and a view).
+            _check_fits(np.asarray(ids), kind, name, V)
     ids = jnp.asarray(ids)
     if not jnp.issubdtype(ids.dtype, jnp.integer):
         raise TypeError(f"{name} must be an array of integers, got dtype {ids.dtype}")
     if ids.dtype not in (jnp.int32, jnp.int64):
-        ids = ids.astype(jnp.int64 if ids.dtype.itemsize == 8 else jnp.int32)
+        # uint32 needs int64 (when there is one); int8/int16/uint8/uint16 fit int32.
+        wide = ids.dtype.itemsize == 8 or ids.dtype == jnp.uint32
+        ids = ids.astype(jnp.int64 if x64 and wide else jnp.int32)
     return ids
+
+
+def _check_fits(host: np.ndarray, kind: np.dtype, name: str, V: int | None) -> None:
+    """Raise when a value of ``host`` does not fit ``kind`` (the conversion would wrap)."""
+    flat = host.reshape(-1)
+    info = np.iinfo(kind)
+    fits = (flat >= info.min) & (flat <= info.max)
+    if fits.all():
+        return
+    if V is not None:
+        # What the kernel would say without the wrap: the first id outside [0, V).
+        bad = np.flatnonzero((flat < 0) | (flat >= V))
+        if bad.size:
+            k = int(bad[0])
+            raise IndexError(
+                _core.index_error_message(str(int(flat[k])), list(host.shape), k, V)
+            )
+    k = int(np.flatnonzero(~fits)[0])
+    position = tuple(int(i) for i in np.unravel_index(k, host.shape))
+    raise ValueError(
+        f"{name} value {int(flat[k])} at position {position} does not fit {kind.name}"
+        + ("" if kind == np.int64 else "; int64 needs jax_enable_x64")
+    )
 
 
 def _batched(
@@ -97,6 +148,30 @@ def _batched(
     full = [np.broadcast_to(a, batch + a.shape[k:]) for a in arrays]
     results = [one(*(a[i] for a in full)) for i in np.ndindex(batch)]
     return np.stack(results).reshape(batch + results[0].shape)
+
+
+def _empty(shapes: Any) -> bool:
+    """True when no output has an element.
+
+    XLA drops a side-effect-free call whose outputs are all empty, and with it the
+    kernel's checks of the ids and offsets. Shapes are static, so such a call is
+    made as a side-effecting one instead (same kernel, same checks and errors).
+    """
+    return all(math.prod(s.shape) == 0 for s in jax.tree.leaves(shapes))
+
+
+def _ffi_call(name: str, shapes: Any, *args: Any, **attrs: Any) -> Any:
+    return jax.ffi.ffi_call(
+        name, shapes, vmap_method="expand_dims", has_side_effect=_empty(shapes)
+    )(*args, **attrs)
+
+
+def _host_call(f: Callable[..., Any], shapes: Any, *args: Any, vmap_method: str) -> Any:
+    if _empty(shapes):
+        # Unordered: free to move, never dropped. Under vmap it loops over the
+        # batch, so f sees unbatched arguments.
+        return io_callback(f, shapes, *args)
+    return jax.pure_callback(f, shapes, *args, vmap_method=vmap_method)
 
 
 # --- gather -------------------------------------------------------------------------
@@ -130,15 +205,12 @@ def _scatter_host(V: int, r: int, ids: np.ndarray, grad: np.ndarray) -> np.ndarr
 
 
 def _gather_call(table: jax.Array, ids: jax.Array) -> jax.Array:
+    shape = jax.ShapeDtypeStruct((*ids.shape, table.shape[1]), table.dtype)
     if BACKEND == "ffi":
-        return jax.ffi.ffi_call(
-            "embtable_gather",
-            jax.ShapeDtypeStruct((*ids.shape, table.shape[1]), table.dtype),
-            vmap_method="expand_dims",
-        )(table, ids)
-    return jax.pure_callback(
+        return _ffi_call("embtable_gather", shape, table, ids)  # type: ignore[no-any-return]
+    return _host_call(  # type: ignore[no-any-return]
         functools.partial(_gather_host, ids.ndim),
-        jax.ShapeDtypeStruct((*ids.shape, table.shape[1]), table.dtype),
+        shape,
         table,
         ids,
         vmap_method="expand_dims",
@@ -155,16 +227,20 @@ def _gather_fwd(V: int, table: jax.Array, ids: jax.Array) -> tuple[jax.Array, An
 
 
 def _gather_bwd(V: int, ids: jax.Array, g: jax.Array) -> tuple[jax.Array, None]:
+    shape = jax.ShapeDtypeStruct((V, g.shape[-1]), g.dtype)
     if BACKEND == "ffi":
-        grad = jax.ffi.ffi_call(
+        grad = _ffi_call(
             "embtable_scatter_add",
-            jax.ShapeDtypeStruct((V, g.shape[-1]), g.dtype),
-            vmap_method="expand_dims",
-        )(ids, g, ids_rank=np.int64(ids.ndim), deterministic=True)
+            shape,
+            ids,
+            g,
+            ids_rank=np.int64(ids.ndim),
+            deterministic=True,
+        )
         return grad, None
-    grad = jax.pure_callback(
+    grad = _host_call(
         functools.partial(_scatter_host, V, ids.ndim),
-        jax.ShapeDtypeStruct((V, g.shape[-1]), g.dtype),
+        shape,
         ids,
         g,
         vmap_method="expand_dims",
@@ -183,7 +259,7 @@ def gather(table: jax.Array, ids: jax.Array) -> jax.Array:
     table : jax.Array
         ``(V, D)`` float32 or float64 (CPU).
     ids : jax.Array
-        Integer ids of any shape, in ``[0, V)`` (others raise ``IndexError``).
+        Integer ids of any shape, in ``[0, V)``.
 
     Returns
     -------
@@ -191,15 +267,25 @@ def gather(table: jax.Array, ids: jax.Array) -> jax.Array:
         ``ids.shape + (D,)``. Its gradient with respect to ``table`` is embtable's
         scatter-add of the output gradient (ids get no gradient).
 
+    Raises
+    ------
+    jax.errors.JaxRuntimeError
+        An id outside ``[0, V)`` (also when the output is empty, ``D = 0``): the
+        message ends with the NumPy core's ``IndexError`` message. Raised at the
+        call or when the result is first used (JAX dispatches asynchronously).
+    IndexError
+        Concrete ids that 32-bit JAX integers would wrap (see the module notes).
+
     >>> import jax, jax.numpy as jnp, embtable.jax
     >>> table = jnp.arange(6.0).reshape(3, 2)
     >>> embtable.jax.gather(table, jnp.array([2, 0]))
     Array([[4., 5.],
            [0., 1.]], dtype=float32)
     """
-    table, ids = jnp.asarray(table), _as_ids(ids, "ids")
+    table = jnp.asarray(table)
     _check_table(table)
-    return _gather(int(table.shape[0]), table, ids)
+    V = int(table.shape[0])
+    return _gather(V, table, _as_ids(ids, "ids", V))
 
 
 # --- embedding_bag ------------------------------------------------------------------
@@ -253,9 +339,9 @@ def _bag_call(
         jax.ShapeDtypeStruct((B, D) if mode == "max" else (0,), _argmax_dtype()),
     )
     if BACKEND == "ffi":
-        out, argmax = jax.ffi.ffi_call(
-            "embtable_bag", shapes, vmap_method="expand_dims"
-        )(
+        out, argmax = _ffi_call(
+            "embtable_bag",
+            shapes,
             table,
             ids,
             offsets,
@@ -263,7 +349,7 @@ def _bag_call(
             has_offsets=has_offsets,
         )
         return out, argmax
-    out, argmax = jax.pure_callback(
+    out, argmax = _host_call(
         functools.partial(_bag_host, mode, has_offsets),
         shapes,
         table,
@@ -294,9 +380,9 @@ def _bag_bwd(
     ids, offsets, argmax = res
     shape = jax.ShapeDtypeStruct((V, g.shape[-1]), g.dtype)
     if BACKEND == "ffi":
-        grad = jax.ffi.ffi_call(
-            "embtable_bag_backward", shape, vmap_method="expand_dims"
-        )(
+        grad = _ffi_call(
+            "embtable_bag_backward",
+            shape,
             g,
             ids,
             offsets,
@@ -306,7 +392,7 @@ def _bag_bwd(
             deterministic=True,
         )
     else:
-        grad = jax.pure_callback(
+        grad = _host_call(
             functools.partial(_bag_backward_host, mode, V, has_offsets),
             shape,
             g,
@@ -350,14 +436,25 @@ def embedding_bag(
     jax.Array
         ``(B, D)``.
 
+    Raises
+    ------
+    jax.errors.JaxRuntimeError
+        An id outside ``[0, V)`` or bad offsets (also when the output is empty):
+        the message ends with the NumPy core's ``IndexError`` / ``ValueError``
+        message. Raised at the call or when the result is first used.
+    IndexError
+        Concrete ids that 32-bit JAX integers would wrap (see the module notes).
+
     >>> import jax.numpy as jnp, embtable.jax
     >>> table = jnp.arange(8.0).reshape(4, 2)
     >>> embtable.jax.embedding_bag(table, jnp.array([0, 1, 3]), jnp.array([0, 2]), mode="sum")
     Array([[2., 4.],
            [6., 7.]], dtype=float32)
     """
-    table, ids = jnp.asarray(table), _as_ids(ids, "ids")
+    table = jnp.asarray(table)
     _check_table(table)
+    V = int(table.shape[0])
+    ids = _as_ids(ids, "ids", V)
     if mode not in _MODES:
         raise ValueError(f"mode must be 'sum', 'mean' or 'max', got {mode!r}")
     if ids.ndim == 2:
@@ -372,4 +469,4 @@ def embedding_bag(
             raise ValueError(f"offsets must be 1-D, got shape {offs.shape}")
     else:
         raise ValueError(f"ids must be 1-D or 2-D, got shape {ids.shape}")
-    return _bag(mode, int(table.shape[0]), offsets is not None, table, ids, offs)
+    return _bag(mode, V, offsets is not None, table, ids, offs)

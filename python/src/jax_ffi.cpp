@@ -284,7 +284,10 @@ ffi::Error bag_backward_impl(ffi::AnyBuffer grad, ffi::AnyBuffer ids,
     const Shape it = tail(is, k);
     const int64_t n = product(it);
     zero(target->untyped_data(), static_cast<int64_t>(target->size_bytes()));
-    std::vector<int64_t> winners(max_mode ? static_cast<size_t>(B * D) : 0);
+    // At least one element: with no bags (B * D == 0) an empty vector's data() may
+    // be null, which the core reads as a missing argmax.
+    std::vector<int64_t> winners(
+        max_mode ? static_cast<size_t>(std::max<int64_t>(B * D, 1)) : 0);
     dispatch(grad.element_type(), ids.element_type(), [&](auto s, auto i) {
       using Scalar = decltype(s);
       using Index = decltype(i);

@@ -83,7 +83,7 @@ def load_vectors(
     file) it is binary if the bytes after a row's word hold a NUL byte or
     invalid UTF-8, else text, so the error comes from the right reader. A file
     valid both ways is text: only a few rows whose values part takes exactly
-    ``4 * D`` bytes can be (``"1 2\na 12 34567\n"``); pass ``binary=True`` to
+    ``4 * D`` bytes can be (``"1 2\\na 12 34567\\n"``); pass ``binary=True`` to
     read such a file as binary.
 
     The result equals gensim's ``KeyedVectors.load_word2vec_format(path,

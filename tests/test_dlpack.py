@@ -64,6 +64,75 @@ def test_torch_tensors_in_place():
         embtable.gather(torch.empty(3, 2, device="meta"), [0])
 
 
+def test_embedding_bags_torch_tensors_in_place(monkeypatch):
+    # embedding_bags takes what embedding_bag takes, and copies none of it.
+    torch = pytest.importorskip("torch")
+    from embtable import _core
+
+    gen = torch.Generator().manual_seed(1)
+    tables = [torch.randn(10, 4, generator=gen, requires_grad=True), torch.randn(6, 3)]
+    quant = embtable.quantize(np.arange(10.0, dtype=np.float32).reshape(5, 2), "int8")
+    ids = [torch.randint(0, 10, (9,), generator=gen), torch.randint(0, 6, (9,))]
+    ids.append(torch.randint(0, 5, (9,), generator=gen))
+    offsets = [torch.tensor([0, 2, 2, 7])] * 3
+    psw = [torch.rand(9, generator=gen), None, torch.rand(9, generator=gen)]
+    seen = {}
+    real = _core.embedding_bags
+
+    def spy(packed, idx, offs, **kw):
+        seen.update(packed=packed, idx=idx, kw=kw)
+        return real(packed, idx, offs, **kw)
+
+    monkeypatch.setattr(_core, "embedding_bags", spy)
+    out = torch.empty(4, 9)
+    ptr = out.data_ptr()
+    got = embtable.embedding_bags(
+        [*tables, quant], ids, offsets, per_sample_weights=psw, out=out
+    )
+    assert got is out and out.data_ptr() == ptr
+    for t in range(2):
+        assert np.shares_memory(seen["packed"][t], tables[t].detach().numpy())
+    for t in range(3):
+        assert np.shares_memory(seen["idx"][t], ids[t].numpy())
+    w = seen["kw"]["per_sample_weights"]
+    assert np.shares_memory(w[0], psw[0].numpy()) and w[1] is None
+    assert np.shares_memory(w[2], psw[2].numpy())
+    want = np.concatenate(
+        [
+            embtable.embedding_bag(
+                tab, i.numpy(), o.numpy(), mode="sum", per_sample_weights=p
+            )
+            for tab, i, o, p in zip(
+                [t.detach().numpy() for t in tables] + [quant],
+                ids,
+                offsets,
+                [None if p is None else p.numpy() for p in psw],
+                strict=True,
+            )
+        ],
+        axis=1,
+    )
+    np.testing.assert_array_equal(out.numpy(), want)
+    ref = torch.nn.functional.embedding_bag(
+        ids[0], tables[0].detach(), offsets[0], mode="sum", per_sample_weights=psw[0]
+    )
+    np.testing.assert_allclose(out[:, :4].numpy(), ref.numpy(), rtol=1e-6)
+    # A tensor of shape (T, B, L) is a sequence of per-table ids.
+    stacked = torch.randint(0, 6, (2, 3, 5), generator=gen)
+    np.testing.assert_array_equal(
+        embtable.embedding_bags(tables, stacked, mode="max"),
+        np.concatenate(
+            [
+                embtable.embedding_bag(t.detach().numpy(), i.numpy(), mode="max")
+                for t, i in zip(tables, stacked, strict=True)
+            ],
+            axis=1,
+        ),
+    )
+    with pytest.raises(TypeError, match=r"^tables\[1\]: table is on device meta"):
+        embtable.embedding_bags([tables[1], torch.empty(3, 2, device="meta")], ids[:2])
+
+
 def test_jax_arrays_read_only():
     jnp = pytest.importorskip("jax.numpy")
     table = jnp.arange(12.0, dtype=jnp.float32).reshape(4, 3)
@@ -84,6 +153,12 @@ def test_jax_arrays_read_only():
     with pytest.raises(ValueError, match="immutable"):
         embtable.gather(np.ones((4, 3), np.float32), [0], out=frozen[:1])
     assert not np.asarray(frozen).any()
+    np.testing.assert_array_equal(
+        embtable.embedding_bags([table, table], [ids, ids], mode="max"),
+        np.tile(np.asarray(table)[np.asarray(ids)].max(1), 2),
+    )
+    with pytest.raises(ValueError, match="immutable"):
+        embtable.embedding_bags([table], [ids], out=jnp.zeros((2, 3), jnp.float32))
 
 
 def _write_calls(torch):
@@ -115,6 +190,10 @@ def _write_calls(torch):
                 torch.ones(1, 3), [[1, 3]], target=t, mode="sum"
             ),
         ),
+        "embedding_bags out": (
+            (1, 6),
+            lambda t: embtable.embedding_bags([table, q], [[[1, 3]], [[0, 2]]], out=t),
+        ),
     }
 
 
@@ -126,6 +205,7 @@ WRITES = [
     "quantized embedding_bag out",
     "embedding_bag_forward out",
     "embedding_bag_backward target",
+    "embedding_bags out",
 ]
 
 

@@ -636,6 +636,13 @@ def test_shape_rules():
         )
     with pytest.raises(ValueError, match="mode must be 'sum', 'mean' or 'max'"):
         embtable.embedding_bag(table, [[1, 2]], mode="median")
+    out = np.full((1, 3), 7.0, np.float32)
+    for mode in (None, 1):  # not pybind's "incompatible function arguments"
+        with pytest.raises(
+            ValueError, match=rf"^mode must be 'sum', 'mean' or 'max', got {mode}$"
+        ):
+            embtable.embedding_bag(table, [[1, 2]], mode=mode, out=out)  # type: ignore[arg-type]
+    assert (out == 7).all()
     for p in (-1, 5):
         with pytest.raises(ValueError, match=f"padding_idx {p} is out of bounds"):
             embtable.embedding_bag(table, [[1, 2]], padding_idx=p)

@@ -199,3 +199,39 @@ def test_errors_name_the_table(rng):
         embtable.embedding_bags(
             tables, ids[:2] + [ids[2][:4]], offs, out=np.zeros((2, 9))
         )
+
+
+@pytest.mark.parametrize("mode", [None, 3, b"sum"])
+def test_mode_not_a_str_is_named(rng, mode):
+    tables, ids, offs, _ = make_tables(rng, 3, 4)
+    out = np.full((4, sum(t.shape[1] for t in tables)), 7.0, np.float32)
+    with pytest.raises(
+        ValueError, match=rf"^mode must be 'sum', 'mean' or 'max', got {mode!r}$"
+    ):
+        embtable.embedding_bags(tables, ids, offs, mode=mode, out=out)  # type: ignore[arg-type]
+    assert (out == 7).all()
+
+
+def test_arrays_of_per_table_entries(rng):
+    # An array of shape (T, ...) is the sequence of its T rows.
+    tables = [rng.standard_normal((V, 3)).astype(np.float32) for V in (5, 9, 2)]
+    ids = rng.integers(0, 2, (3, 4, 6))
+    ws = rng.standard_normal((3, 4, 6)).astype(np.float32)
+    got = embtable.embedding_bags(tables, ids, per_sample_weights=ws)
+    want = embtable.embedding_bags(tables, list(ids), per_sample_weights=list(ws))
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(
+        got,
+        concat(tables, list(ids), [None] * 3, mode="sum", per_sample_weights=list(ws)),
+    )
+    flat = ids.reshape(3, -1)
+    offs = np.tile(np.array([0, 6, 12, 18]), (3, 1))
+    for mode in MODES:
+        np.testing.assert_array_equal(
+            embtable.embedding_bags(tables, flat, offs, mode=mode),
+            concat(tables, list(flat), list(offs), mode=mode),
+        )
+    with pytest.raises(ValueError, match="indices has 2 entries for 3 tables"):
+        embtable.embedding_bags(tables, ids[:2])
+    with pytest.raises(TypeError, match="indices must be a sequence .* 0-d array"):
+        embtable.embedding_bags(tables, np.array(0))

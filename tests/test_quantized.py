@@ -577,6 +577,12 @@ def test_bag_errors(rng):
         embtable.embedding_bag(q, idx, [0, 2], include_last_offset=True)
     with pytest.raises(ValueError, match="mode"):
         embtable.embedding_bag(q, idx, [0], mode="median")  # type: ignore[arg-type]
+    out = np.full((1, q.shape[1]), 7.0, np.float32)
+    with pytest.raises(
+        ValueError, match=r"^mode must be 'sum', 'mean' or 'max', got None$"
+    ):
+        embtable.embedding_bag(q, idx, [0], mode=None, out=out)  # type: ignore[arg-type]
+    assert (out == 7).all()
     with pytest.raises(ValueError, match="per_sample_weights"):
         embtable.embedding_bag(
             q, idx, [0], mode="mean", per_sample_weights=np.ones(4, np.float32)

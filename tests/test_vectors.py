@@ -29,7 +29,7 @@ ODD_WORDS = [
     "e\u0301",  # combining accent
     "nbsp\u00a0word",
     "zero\x00byte",
-    "ends\t",
+    "ends\u00a0",  # not ASCII: no reader strips it
     "\tstarts",
     "1.5",
     "-",
@@ -139,6 +139,60 @@ def test_limit_does_not_read_past_it(tmp_path):
     np.testing.assert_array_equal(table, [[1, 2], [3, 4]])
     with pytest.raises(ValueError, match="line 4"):
         embtable.load_vectors(path)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_limit_stops_reading_in_every_format(tmp_path, io, binary):
+    # Rows past the limit are never looked at, whatever the header says (gensim
+    # returns the same first `limit` vectors).
+    t = np.arange(6, dtype=np.float32).reshape(3, 2) + 0.5
+    words = ["a", "b", "c"]
+    embtable.save_vectors(tmp_path / "v", words, t, binary=binary)
+    rows = (tmp_path / "v").read_bytes()[4:]
+    cases = []
+    for header in (1, 2, 3):
+        path = tmp_path / f"h{header}"
+        path.write_bytes(b"%d 2\n" % header + rows)  # 3 rows: more than announced
+        for limit in range(1, header + 1):
+            assert_same(
+                *embtable.load_vectors(path, limit=limit), words[:limit], t[:limit]
+            )
+            cases.append((path, limit))
+    # Garbage right after the limit is not read either.
+    one = rows[: len(rows) // 3]
+    path = tmp_path / "garbage"
+    path.write_bytes(b"3 2\n" + one + b"\xff\x00 garbage\n")
+    assert_same(*embtable.load_vectors(path, limit=1), words[:1], t[:1])
+    for path, limit in cases:
+        assert_same(
+            *embtable.load_vectors(path, limit=limit),
+            *gensim_load(path, binary=binary, limit=limit),
+        )
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_limit_past_the_header_keeps_the_strict_checks(tmp_path, io, binary):
+    t = np.arange(6, dtype=np.float32).reshape(3, 2) + 0.5
+    path = tmp_path / "v"
+    embtable.save_vectors(path, ["a", "b", "c"], t, binary=binary)
+    data = path.read_bytes()
+    if binary:
+        extra = r"vector 3 \(byte \d+\): more vectors than the 2 the header announces"
+        short = r"vector 3 \(byte \d+\): the file ends after 2 vectors, but the header says 4$"
+    else:
+        extra = r"line 4: a row past the 2 vectors the header \(line 1\) announces"
+        short = (
+            r"line 4: the file ends after 2 vectors, but the header \(line 1\) says 4$"
+        )
+    path.write_bytes(b"2 2\n" + data[4:])  # one row more than the header says
+    for limit in (3, 5, None):
+        with pytest.raises(ValueError, match=extra):
+            embtable.load_vectors(path, limit=limit)
+    cut = len(data) - (len(data) - 4) // 3
+    path.write_bytes(b"4 2\n" + data[4:cut])  # the file ends before the limit
+    for limit in (3, 4, None):
+        with pytest.raises(ValueError, match=short if limit != 3 else "ends after 2"):
+            embtable.load_vectors(path, limit=limit)
 
 
 @pytest.mark.parametrize("binary", [False, True])
@@ -386,6 +440,129 @@ def test_binary_detection_of_a_vector_starting_with_a_newline_byte(tmp_path):
     assert_same(*embtable.load_vectors(path), ["a", "b"], table)
 
 
+def ascii_vector(raw: bytes) -> np.ndarray:
+    """The float32 values whose little-endian bytes are `raw` (text-like bytes)."""
+    return np.frombuffer(raw, "<f4").copy()
+
+
+@pytest.mark.parametrize("raw", [b"1234", b"1e10", b"5 66", b"-0.5"])
+def test_detects_binary_whose_first_vector_reads_as_text(tmp_path, io, raw):
+    # The first record "a 1234\n" is a valid text row; the second is not: binary.
+    table = np.stack([ascii_vector(raw), np.float32([0.5])])
+    path = tmp_path / "v.bin"
+    embtable.save_vectors(path, ["a", "b"], table, binary=True)
+    assert path.read_bytes().startswith(b"2 1\na " + raw + b"\n")
+    assert_same(*embtable.load_vectors(path), ["a", "b"], table)
+    assert_same(*embtable.load_vectors(path), *gensim_load(path, binary=True))
+
+
+def test_detects_binary_from_more_than_the_first_records(tmp_path, io):
+    # 40 records whose vectors read as text rows, then one that does not.
+    V = 41
+    table = np.repeat(ascii_vector(b"12 3"), V)[:, None].copy()
+    table[-1] = 0.25
+    words = [f"w{i}" for i in range(V)]
+    path = tmp_path / "v.bin"
+    embtable.save_vectors(path, words, table, binary=True)
+    assert_same(*embtable.load_vectors(path), words, table)
+    # A vector whose bytes are a text row ending in "\n": the C tool's newline after
+    # it is an empty line, which text does not allow.
+    table = np.stack([ascii_vector(b"1.5 2.5\n"), np.float32([1, 2])])
+    embtable.save_vectors(path, ["a", "b"], table, binary=True)
+    assert path.read_bytes().startswith(b"2 2\na 1.5 2.5\n\nb ")
+    assert_same(*embtable.load_vectors(path), ["a", "b"], table)
+
+
+def test_a_file_valid_both_ways_is_text(tmp_path):
+    # Only tiny files can be: every row's values take exactly 4 * D bytes.
+    path = tmp_path / "v"
+    path.write_bytes(b"1 2\na 12 34567\n")
+    words, table = embtable.load_vectors(path)
+    assert words == ["a"] and table.tolist() == [[12.0, 34567.0]]
+    assert_same(
+        *embtable.load_vectors(path, binary=True),
+        ["a"],
+        ascii_vector(b"12 34567")[None],
+    )
+    path.write_bytes(b"2 2\na 1.5 2.5\nb 3.5 4.5\n")  # hand-written text
+    assert embtable.load_vectors(path)[1].tolist() == [[1.5, 2.5], [3.5, 4.5]]
+
+
+@pytest.mark.parametrize(
+    ("data", "msg"),
+    [
+        ("2 2\na 1 2\u00a0\nb 3 4\n", r"line 2: value 2 \(column 5\): .*'2\\xc2\\xa0'"),
+        ("2 2\na 1 \u0661\nb 3 4\n", r"line 2: value 2 \(column 5\): .*'\\xd9\\xa1'"),
+        ("2 2\na 1 2\nb 3 4\u00a0\n", r"line 3: value 2 \(column 5\): .*'4\\xc2\\xa0'"),
+        ("1 2\na 1 2\x1c\n", r"line 2: value 2 \(column 5\): .*'2\\x1c'"),
+        ("2 1\nzero\x00byte 1\nb x\n", r"line 3: value 1 \(column 3\): .*'x'"),
+        ("2 2\na 1 2 3\nb 3 4\n", r"line 2: expected 2 values after the word, found 3"),
+    ],
+)
+def test_malformed_text_is_detected_as_text(tmp_path, data, msg):
+    # The error names the line and the value, as with binary=False.
+    path = tmp_path / "bad.txt"
+    path.write_bytes(data.encode())
+    for binary in (None, False):
+        with pytest.raises(ValueError, match=msg):
+            embtable.load_vectors(path, binary=binary)
+
+
+def test_detection_with_rows_longer_than_the_prefix(tmp_path):
+    # A text row or a run of binary records longer than the 64 KiB (plus 8 * D)
+    # that detection reads: the cut row is judged on its complete values.
+    rng = np.random.default_rng(5)
+    table = rng.standard_normal((3, 20000))
+    words = ["a", "b", "c"]
+    path = tmp_path / "v"
+    embtable.save_vectors(path, words, table)
+    assert path.stat().st_size > (1 << 16) + 8 * 20000
+    assert_same(*embtable.load_vectors(path, dtype="float64"), words, table)
+    embtable.save_vectors(path, words, table, binary=True)
+    assert_same(*embtable.load_vectors(path), words, table.astype(np.float32))
+    # gensim's layout (no newline) with vectors of no '\n' byte: one "line".
+    V = 30000
+    words = [f"w{i}" for i in range(V)]
+    halves = np.full((V, 1), 0.5, np.float32)
+    path.write_bytes(bin_file([w.encode() for w in words], halves, newline=False))
+    assert b"\n" not in path.read_bytes().split(b"\n", 1)[1]
+    assert_same(*embtable.load_vectors(path), words, halves)
+    # A bad value early in a long first row: text, named by its line.
+    path.write_bytes(b"1 20000\na 0.123456789 x" + b" 0.123456789" * 19998 + b"\n")
+    with pytest.raises(ValueError, match=r"line 2: value 2 .*'x'"):
+        embtable.load_vectors(path)
+
+
+def test_detection_never_picks_a_reading_that_fails(tmp_path):
+    # Files of text-like bytes: whenever exactly one reading succeeds, detection
+    # gives it; when both do, text.
+    rng = np.random.default_rng(11)
+    alphabet = np.frombuffer(b"0123456789 .e-\n", np.uint8)
+    path = tmp_path / "v"
+    decided = {"text": 0, "binary": 0, "both": 0}
+    for _ in range(600):
+        V, D = int(rng.integers(1, 4)), int(rng.integers(1, 3))
+        rows = []
+        for i in range(V):
+            n = 4 * D if rng.random() < 0.5 else int(rng.integers(1, 8 * D))
+            rows.append(b"w%d " % i + rng.choice(alphabet, n).tobytes() + b"\n")
+        path.write_bytes(b"%d %d\n" % (V, D) + b"".join(rows))
+        results = {}
+        for name, binary in (("text", False), ("binary", True)):
+            try:
+                results[name] = embtable.load_vectors(path, binary=binary)
+            except ValueError:
+                pass
+        if len(results) == 1:
+            ((name, want),) = results.items()
+            decided[name] += 1
+            assert_same(*embtable.load_vectors(path), *want)
+        elif len(results) == 2:
+            decided["both"] += 1
+            assert_same(*embtable.load_vectors(path), *results["text"])
+    assert min(decided.values()) > 0, decided
+
+
 def test_empty_table_and_zero_header(tmp_path):
     path = tmp_path / "v.txt"
     embtable.save_vectors(path, [], np.zeros((0, 7), dtype=np.float32))
@@ -421,6 +598,38 @@ def test_save_is_atomic_and_validates_first(tmp_path):
     embtable.save_vectors(path, ["a", "b"], t)
     assert path.read_bytes().startswith(b"2 3\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.txt"]
+
+
+@pytest.mark.parametrize("binary", [False, True])
+@pytest.mark.parametrize("D", [0, 3])
+def test_save_refuses_words_it_cannot_read_back(tmp_path, binary, D):
+    # Empty, or ending with the whitespace the reader strips from a row (with D = 0
+    # the word ends its row): refused in both formats and for every D.
+    path = tmp_path / "v"
+    path.write_bytes(b"old")
+    t = np.zeros((2, D), np.float32)
+    cases = [
+        (["", "b"], r"^words\[0\] = '' is empty"),
+        (
+            ["a", "b\t"],
+            r"^words\[1\] = 'b\\t' ends with whitespace, which readers strip from the end of a row$",
+        ),
+        (["a\r", "b"], r"^words\[0\] = 'a\\r' ends with whitespace"),
+        (["a", "b\x0b"], r"^words\[1\] = 'b\\x0b' ends with whitespace"),
+        (["a\x0c", "b"], r"^words\[0\] = 'a\\x0c' ends with whitespace"),
+        (["a", " "], r"^words\[1\] = ' ' contains a space"),
+    ]
+    for words, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            embtable.save_vectors(path, words, t, binary=binary)
+    assert path.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v"]
+    # Whitespace elsewhere in a word is read back as written.
+    words = ["\tstarts", "tab\tin", "ends\u00a0", "\rcr"]
+    t = np.ones((4, D), np.float32)
+    embtable.save_vectors(path, words, t, binary=binary)
+    assert_same(*embtable.load_vectors(path), words, t)
+    assert_same(*embtable.load_vectors(path, binary=binary), words, t)
 
 
 def test_save_other_dtypes(tmp_path):
@@ -499,6 +708,11 @@ TEXT_ERRORS = [
         r"line 3: a row past the 1 vectors the header \(line 1\) announces",
     ),
     (b"1 3\na 1 2 3\n\n\nb 1 2 3\n", r"line 5: a row past the 1 vectors"),
+    (
+        b"0 3\na 1 2 3\n",
+        r"line 2: a row past the 0 vectors the header \(line 1\) announces",
+    ),
+    (b"0 3\n\n \nb 1 2 3\n", r"line 4: a row past the 0 vectors"),
     (
         b"2 3\na 1 2 3\nb 1 x 3\n",
         r"line 3: value 2 \(column 5\): could not convert string to float: 'x'",

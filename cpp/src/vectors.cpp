@@ -338,6 +338,82 @@ const char* after_lines(const char* b, const char* e, int64_t k) noexcept {
   return p;
 }
 
+// ---------------------------------------------------------------------------
+// Format detection (binary = -1): both readings are tried on the first bytes after
+// the header (the prefix), record by record, as the readers would parse them.
+
+// Is [p, e) -- the prefix ends inside this line -- the start of a text row of D
+// values? Only what is already certain counts: the word's UTF-8, each value that a
+// ' ' closes, and the number of values so far.
+bool partial_text_row(const char* p, const char* e, int64_t D) noexcept {
+  while (e > p && is_space(e[-1])) --e;  // may be the line's trailing whitespace
+  const char* sp =
+      static_cast<const char*>(std::memchr(p, ' ', static_cast<size_t>(e - p)));
+  if (sp == nullptr) return true;  // the word goes on
+  if (utf8_error(p, sp - p) >= 0) return false;
+  int64_t values = 0;
+  for (const char* q = sp + 1;;) {
+    const char* next =
+        static_cast<const char*>(std::memchr(q, ' ', static_cast<size_t>(e - q)));
+    if (++values > D) return false;
+    if (next == nullptr) return true;  // [q, e) may be cut: not judged
+    double d = 0.0;
+    if (parse_number(q, next, &d) != next) return false;
+    q = next + 1;
+  }
+}
+
+// Does the prefix [p, e) read as the text format: `rows` lines of a word and D
+// values, then only whitespace? `eof`: e is the end of the file.
+bool reads_as_text(const char* p, const char* e, int64_t D, int64_t rows, bool eof) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const void* hit = std::memchr(p, '\n', static_cast<size_t>(e - p));
+    if (hit == nullptr && !eof) return partial_text_row(p, e, D);
+    const char* le = hit ? static_cast<const char*>(hit) : e;
+    RowError err;
+    const char* wend = nullptr;
+    if (!parse_row<double>(p, le, D, nullptr, &wend, &err)) return false;
+    if (hit == nullptr) return r + 1 == rows;  // the last line, without '\n'
+    p = le + 1;
+  }
+  return std::all_of(p, e, is_space);
+}
+
+// Does the prefix [p, e) read as the binary format: `rows` records of a UTF-8 word,
+// ' ' and 4 * D bytes (leading '\n's dropped), then only whitespace?
+bool reads_as_binary(const char* p, const char* e, int64_t D, int64_t rows, bool eof) {
+  const auto vec_bytes = static_cast<uint64_t>(D) * 4;
+  for (int64_t r = 0; r < rows; ++r) {
+    while (p < e && *p == '\n') ++p;
+    const char* sp =
+        static_cast<const char*>(std::memchr(p, ' ', static_cast<size_t>(e - p)));
+    if (sp == nullptr) return !eof;  // the word goes on past the prefix
+    if (utf8_error(p, sp - p) >= 0) return false;
+    if (static_cast<uint64_t>(e - (sp + 1)) < vec_bytes) return !eof;
+    p = sp + 1 + vec_bytes;
+  }
+  return std::all_of(p, e, is_space);
+}
+
+// Neither reading fits (a malformed file): binary when the bytes after the words
+// hold what text never has, a NUL byte or invalid UTF-8; else text, so that the
+// error names the line and the bad value.
+bool looks_binary(const char* p, const char* e, bool eof) noexcept {
+  while (p < e) {
+    const void* hit = std::memchr(p, '\n', static_cast<size_t>(e - p));
+    const char* le = hit ? static_cast<const char*>(hit) : e;
+    if (const void* sp = std::memchr(p, ' ', static_cast<size_t>(le - p))) {
+      const char* v = static_cast<const char*>(sp) + 1;
+      if (std::memchr(v, '\0', static_cast<size_t>(le - v))) return true;
+      const int64_t bad = utf8_error(v, le - v);
+      // A character cut by the end of the prefix is not an error.
+      if (bad >= 0 && (eof || hit != nullptr || le - (v + bad) >= 4)) return true;
+    }
+    p = hit ? le + 1 : e;
+  }
+  return false;
+}
+
 [[noreturn]] void throw_errno(const std::string& what) {
   throw std::system_error(errno, std::generic_category(), what);
 }
@@ -387,7 +463,7 @@ struct VectorsReader::Impl {
   int64_t header_V = -1;  // -1: GloVe
   int64_t V = 0, D = 0;
   int64_t alloc = 0;     // rows of the table (<= V, see open)
-  bool limited = false;  // V < the file's count: stop there, check nothing after
+  bool limited = false;  // V is a limit: stop there, check nothing after
   int64_t first_line = 2;
   int64_t file_size = -1;  // -1: not a regular file
 
@@ -542,39 +618,25 @@ void VectorsReader::Impl::open(int binary, int64_t limit) {
   first_line = 2;
   beg = std::min(nl + 1, end);
   V = limit >= 0 ? std::min(hv, limit) : hv;
-  limited = V < hv;
+  limited = limit >= 0 && limit <= hv;  // stop after `limit` vectors, check no more
   if (binary == -1) {
-    // Decide on the first record: text when its line parses as a row of D values, or
-    // when its values part is printable text (a malformed text row); else binary.
-    fmt = VectorsFormat::text;
-    if (hv > 0) {
-      const size_t cap = size_t{1} << 20;
-      const size_t cap_bytes =
-          cap + 64 * static_cast<size_t>(std::min<int64_t>(D, int64_t{1} << 24));
-      for (;;) {
-        if (std::memchr(buf.data() + beg, '\n', end - beg) || eof ||
-            end - beg >= cap_bytes)
-          break;
-        fill(std::min(cap_bytes, 2 * (end - beg) + (size_t{1} << 16)));
-      }
-      const char* b = buf.data() + beg;
-      const void* hit = std::memchr(b, '\n', end - beg);
-      const char* e = hit ? static_cast<const char*>(hit) : buf.data() + end;
-      if (e > b) {
-        RowError err;
-        const char* wend = nullptr;
-        if (!parse_row<double>(b, e, D, nullptr, &wend, &err)) {
-          const char* sp =
-              static_cast<const char*>(std::memchr(b, ' ', static_cast<size_t>(e - b)));
-          bool printable = sp != nullptr && sp + 1 < e;
-          for (const char* c = sp ? sp + 1 : e; printable && c < e; ++c) {
-            const auto u = static_cast<unsigned char>(*c);
-            printable = (u >= 0x20 && u < 0x7F) || u == '\t' || u == '\r';
-          }
-          if (!printable) fmt = VectorsFormat::binary;
-        }
-      }
-    }
+    // Read the first 64 KiB after the header (more when D is large: a binary record
+    // and a bit) and parse it both ways, over the header's records (the limit aside:
+    // detection only looks). A reading that fails on the prefix is out; when both
+    // fit (a few short rows whose values take 4 * D bytes) the file is text; when
+    // neither does, its bytes decide, so the error comes from the right reader.
+    const size_t want = (size_t{1} << 16) +
+                        8 * static_cast<size_t>(std::min<int64_t>(D, int64_t{1} << 20));
+    fill(want);
+    const char* b = buf.data() + beg;
+    const char* e = buf.data() + std::min(end, beg + want);
+    const bool whole = eof && e == buf.data() + end;
+    if (reads_as_text(b, e, D, hv, whole))
+      fmt = VectorsFormat::text;
+    else if (reads_as_binary(b, e, D, hv, whole))
+      fmt = VectorsFormat::binary;
+    else
+      fmt = looks_binary(b, e, whole) ? VectorsFormat::binary : VectorsFormat::text;
   } else {
     fmt = binary == 1 ? VectorsFormat::binary : VectorsFormat::text;
   }
@@ -632,8 +694,15 @@ void VectorsReader::Impl::read_text(Scalar* table, WordList& words) {
     fail(line_prefix(display, rows + first_line) + "the file ends after " +
          std::to_string(rows) + " vectors, but the header (line 1) says " +
          std::to_string(header_V) +
-         (limited ? " (and limit asks for " + std::to_string(V) + ")" : std::string()));
+         (V < header_V ? " (and limit asks for " + std::to_string(V) + ")"
+                       : std::string()));
   };
+  if (V == 0 && header_V == 0 && !limited) {  // "0 D": nothing may follow
+    int64_t nls = 0, at = 0;
+    if (!rest_is_space(beg, &nls, &at))
+      fail(line_prefix(display, first_line + nls) +
+           "a row past the 0 vectors the header (line 1) announces");
+  }
   while (done < V) {
     fill(block);
     const char* base = buf.data() + beg;
@@ -904,15 +973,28 @@ template void VectorsReader::read<double>(double*, WordList&);
 
 int64_t find_unwritable_word(const char* bytes, const int64_t* offsets, int64_t V,
                              std::string* why) {
+  static const std::string split =
+      ": the word2vec format separates words from values with a space and rows with "
+      "a newline";
   for (int64_t i = 0; i < V; ++i) {
     const char* b = bytes + offsets[i];
     const char* e = bytes + offsets[i + 1];
+    if (b == e) {
+      *why = "is empty: each row of the word2vec format starts with a word";
+      return i;
+    }
     if (std::memchr(b, ' ', static_cast<size_t>(e - b))) {
-      *why = "contains a space";
+      *why = "contains a space" + split;
       return i;
     }
     if (std::memchr(b, '\n', static_cast<size_t>(e - b))) {
-      *why = "contains a newline";
+      *why = "contains a newline" + split;
+      return i;
+    }
+    // With D = 0 the word ends its text row, whose trailing whitespace the reader
+    // (and gensim) strips; refused in every case, so validity never depends on D.
+    if (is_space(e[-1])) {
+      *why = "ends with whitespace, which readers strip from the end of a row";
       return i;
     }
   }

@@ -50,6 +50,13 @@ def _offsets(offsets: Any) -> np.ndarray | None:
     return arr
 
 
+def _mode(mode: Any) -> str:
+    """``mode`` checked before the call (the core takes a str; None gave pybind's error)."""
+    if not isinstance(mode, str) or mode not in ("sum", "mean", "max"):
+        raise ValueError(f"mode must be 'sum', 'mean' or 'max', got {mode!r}")
+    return mode
+
+
 def _out(out: Any) -> Any:
     return None if out is None else as_array(out, "out", writable=True)
 
@@ -97,7 +104,8 @@ def embedding_bag(
     the runs of 1-D ``indices`` that start at ``offsets`` (``offsets[0] == 0``,
     non-decreasing, each ``<= len(indices)``; with ``include_last_offset=True`` the
     last offset is ``len(indices)`` and closes the last bag). ``mode`` is
-    ``"sum"``, ``"mean"`` or ``"max"``. Ids equal to ``padding_idx`` are skipped
+    ``"sum"``, ``"mean"`` or ``"max"`` (anything else, None included, is a
+    ``ValueError``). Ids equal to ``padding_idx`` are skipped
     and do not count in the mean; a bag with no ids gives zeros.
     ``per_sample_weights`` (shaped like ``indices``) scale each id, ``"sum"`` only.
 
@@ -123,7 +131,7 @@ def embedding_bag(
             *table._packed(),
             idx,
             _offsets(offsets),
-            mode=mode,
+            mode=_mode(mode),
             per_sample_weights=_weights32(per_sample_weights),
             padding_idx=_padding(padding_idx),
             include_last_offset=bool(include_last_offset),
@@ -137,7 +145,7 @@ def embedding_bag(
         table,
         idx,
         _offsets(offsets),
-        mode=mode,
+        mode=_mode(mode),
         per_sample_weights=_weights(per_sample_weights, getattr(table, "dtype", None)),
         padding_idx=_padding(padding_idx),
         include_last_offset=bool(include_last_offset),
@@ -170,7 +178,7 @@ def embedding_bag_forward(
         table,
         idx,
         _offsets(offsets),
-        mode=mode,
+        mode=_mode(mode),
         per_sample_weights=_weights(per_sample_weights, getattr(table, "dtype", None)),
         padding_idx=_padding(padding_idx),
         include_last_offset=bool(include_last_offset),
@@ -211,7 +219,7 @@ def embedding_bag_backward(
         np.asarray(as_array(grad_output, "grad_output")),
         idx,
         _offsets(offsets),
-        mode=mode,
+        mode=_mode(mode),
         per_sample_weights=_weights(per_sample_weights, getattr(target, "dtype", None)),
         padding_idx=_padding(padding_idx),
         include_last_offset=bool(include_last_offset),
@@ -249,7 +257,7 @@ def embedding_bag_backward_sparse(
         idx,
         _offsets(offsets),
         num_embeddings=operator.index(num_embeddings),
-        mode=mode,
+        mode=_mode(mode),
         per_sample_weights=_weights(per_sample_weights, grad.dtype),
         padding_idx=_padding(padding_idx),
         include_last_offset=bool(include_last_offset),

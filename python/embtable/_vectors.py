@@ -47,10 +47,12 @@ def load_vectors(
         vector), or GloVe text (the lines without a header). A first line of
         exactly two integers is a header.
     binary : bool, optional
-        ``None`` (default) detects text or binary from the first vector;
-        ``True`` reads the binary format, ``False`` text (with a header or not).
+        ``None`` (default) detects text or binary (see Notes); ``True`` reads the
+        binary format, ``False`` text (with a header or not).
     limit : int, optional
-        Keep only the first ``limit`` vectors (the rest of the file is not read).
+        Keep only the first ``limit`` vectors: reading stops there, and the rest
+        of the file is neither read nor checked. A file that ends before
+        ``limit`` vectors is checked as without a limit.
     dtype : {"float32", "float64"}
         The table's dtype.
 
@@ -73,6 +75,17 @@ def load_vectors(
 
     Notes
     -----
+    Detection (``binary=None``): a file without a header is GloVe text. With a
+    header, the first 64 KiB after it (more when ``D`` is large) are parsed both
+    ways, over the records the header announces: the file is text when they
+    parse as text rows of ``D`` values, else binary when they parse as binary
+    records (word, space, ``4 * D`` bytes); when neither fits (a malformed
+    file) it is binary if the bytes after a row's word hold a NUL byte or
+    invalid UTF-8, else text, so the error comes from the right reader. A file
+    valid both ways is text: only a few rows whose values part takes exactly
+    ``4 * D`` bytes can be (``"1 2\\na 12 34567\\n"``); pass ``binary=True`` to
+    read such a file as binary.
+
     The result equals gensim's ``KeyedVectors.load_word2vec_format(path,
     binary=..., limit=..., datatype=...)`` bit for bit (``no_header=True`` for
     GloVe): each text value is parsed as a double and rounded to the dtype, as
@@ -127,7 +140,8 @@ def save_vectors(
         The file, written atomically (a temporary file in the same folder, fsynced,
         then renamed over ``path``).
     words : sequence of str
-        ``V`` distinct words, none containing a space or a newline.
+        ``V`` distinct non-empty words, none containing a space or a newline or
+        ending with ASCII whitespace (the reader strips it from the end of a row).
     table : array_like
         ``(V, D)`` real numbers. Text keeps float32 and float64 values exactly
         (each value in its shortest form that reads back to the same number, also
@@ -141,8 +155,9 @@ def save_vectors(
     Raises
     ------
     ValueError
-        ``len(words) != V``, a duplicate word, a word with a space or a newline, or
-        a table that is not 2-D; nothing is written.
+        ``len(words) != V``, a duplicate word, an empty word, a word with a space
+        or a newline or ending with whitespace (in both formats and for every
+        ``D``), or a table that is not 2-D; nothing is written.
     TypeError
         A word that is not a str, or a table that is not real numbers.
 
@@ -193,10 +208,7 @@ def save_vectors(
     bad = _core.vectors_check_words(blob, offsets)
     if bad is not None:
         i, why = bad
-        raise ValueError(
-            f"words[{i}] = {words[i]!r} {why}: the word2vec format separates "
-            "words from values with a space and rows with a newline"
-        )
+        raise ValueError(f"words[{i}] = {words[i]!r} {why}")
     with atomic_write(path) as f:
         f.flush()
         _core.save_vectors(f.fileno(), display, blob, offsets, t, bool(binary))

@@ -14,7 +14,17 @@
 //   binary:     word = the bytes up to the next ' ', leading '\n's dropped; then
 //               4*D bytes of float32.
 //   limit >= 0: only the first `limit` vectors are read; the rest of the file is
-//               neither read nor checked.
+//               neither read nor checked (a header below the limit: all its vectors,
+//               strictly checked, as without a limit).
+//   binary -1:  detect on the first 64 KiB after the header (more for a large D):
+//                 text    if it parses as text rows (the header's count, up to the
+//                         prefix's end; a cut last row judged on its complete values)
+//                 binary  else if it parses as binary records (word ' ' 4*D bytes)
+//                 binary  else if the bytes after a row's first ' ' hold a NUL or
+//                         invalid UTF-8 (a malformed file either way)
+//                 text    else
+//               so a file valid both ways (a few rows whose values part takes
+//               exactly 4*D bytes) is text; binary=1 reads it as binary.
 // Stricter than gensim: a row with the wrong number of values, a header that
 // disagrees with the rows (too few or too many), a bad number, a duplicate word, a
 // word that is not UTF-8, or a truncated binary vector throws std::invalid_argument
@@ -82,7 +92,9 @@ class VectorsReader {
 };
 
 // The first word of `words` that cannot be written: -1 if none, else its index and
-// a reason in *why (it contains ' ' or '\n', which would split the row or record).
+// a reason in *why: it is empty, contains ' ' or '\n' (which would split the row or
+// record), or ends with ASCII whitespace (which the text reader strips when D = 0).
+// The same words are refused in both formats.
 int64_t find_unwritable_word(const char* bytes, const int64_t* offsets, int64_t V,
                              std::string* why);
 

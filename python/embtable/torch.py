@@ -287,27 +287,11 @@ class _EmbeddingFunction(torch.autograd.Function):
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:
         ctx.saved_tensors  # noqa: B018 (raises if input was modified in place)
         V, D = ctx.shape
+        args = (ctx.ids, V, D, ctx.padding_idx, ctx.scale_grad_by_freq, ctx.sparse)
         if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient
-            grad = _embedding_weight_grad_by_torch(
-                grad_output,
-                ctx.ids,
-                V,
-                D,
-                ctx.padding_idx,
-                ctx.scale_grad_by_freq,
-                ctx.sparse,
-            )
-            return grad, None, None, None, None, None
-        grad = _embedding_weight_grad(
-            ctx.weight_ref(),
-            grad_output,
-            ctx.ids,
-            V,
-            D,
-            ctx.padding_idx,
-            ctx.scale_grad_by_freq,
-            ctx.sparse,
-        )
+            grad = _embedding_weight_grad_by_torch(grad_output, *args)
+        else:
+            grad = _embedding_weight_grad(ctx.weight_ref(), grad_output, *args)
         return grad, None, None, None, None, None
 
 

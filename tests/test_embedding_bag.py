@@ -6,6 +6,7 @@ Oracles: a plain NumPy reference below (always), the core's scalar ``_ref`` twin
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import embtable
@@ -598,6 +599,77 @@ def test_first_bad_offset_is_named_whatever_the_rule():
     table = np.ones((5, 3))
     with pytest.raises(ValueError, match=r"offsets\[2\] = 9 is past the end"):
         embtable.embedding_bag(table, [0, 1, 2], [0, 1, 9, 2, 1])
+
+
+@pytest.mark.parametrize("p", [2**63, -(2**63) - 1, 2**70, np.uint64(2**63)], ids=repr)
+def test_padding_idx_beyond_int64_is_out_of_bounds(p):
+    # Not pybind's "Unable to cast" RuntimeError: the same ValueError as 5 or -1.
+    msg = re.escape(
+        f"padding_idx {int(p)} is out of bounds for a table with 5 rows; "
+        "it must be in [0, V)"
+    )
+    table = np.ones((5, 3), np.float32)
+    out = np.full((1, 3), 7.0, np.float32)
+    with pytest.raises(ValueError, match=msg):
+        embtable.embedding_bag(table, [0, 1], [0], padding_idx=p, out=out)
+    with pytest.raises(ValueError, match=msg):
+        _bag.embedding_bag_forward(table, [[0, 1]], padding_idx=p, out=out)
+    with pytest.raises(ValueError, match=msg):
+        embtable.embedding_bag(
+            embtable.quantize(table, "int8"), [[0, 1]], padding_idx=p, out=out
+        )
+    np.testing.assert_array_equal(out, 7.0)
+    grad = np.ones((1, 3), np.float32)
+    target = np.full((5, 3), 2.0, np.float32)
+    for det in (True, False):
+        with pytest.raises(ValueError, match=msg):
+            _bag.embedding_bag_backward(
+                grad, [[0, 1]], target=target, padding_idx=p, deterministic=det
+            )
+    np.testing.assert_array_equal(target, 2.0)
+    with pytest.raises(ValueError, match=msg):
+        _bag.embedding_bag_backward_sparse(
+            grad, [[0, 1]], num_embeddings=5, padding_idx=p
+        )
+    with pytest.raises(ValueError, match=msg):
+        _bag.embedding_bag_per_sample_weights_backward(
+            grad, table, [[0, 1]], padding_idx=p
+        )
+
+
+def test_num_embeddings_beyond_int64():
+    with pytest.raises(ValueError, match=r"num_embeddings must be < 2\*\*63, got"):
+        _bag.embedding_bag_backward_sparse(
+            np.ones((1, 3), np.float32), [[0, 1]], num_embeddings=2**63
+        )
+    with pytest.raises(ValueError, match=r"num_embeddings must be >= 0"):
+        _bag.embedding_bag_backward_sparse(
+            np.ones((1, 3), np.float32), [[0, 1]], num_embeddings=-1
+        )
+
+
+@pytest.mark.parametrize(
+    "table", [[[1.0, 2.0]], np.float32(1), None], ids=["list", "scalar", "None"]
+)
+def test_table_must_be_an_array(table):
+    # Not pybind's "incompatible function arguments" listing _core's signature,
+    # and never a silent copy of the table into a new array.
+    got = type(table).__name__
+    quantized = re.escape(
+        "table must be a numpy.ndarray (or a CPU array with __dlpack__, or a "
+        f"QuantizedTable), got {got}"
+    )
+    float_only = re.escape(
+        f"table must be a numpy.ndarray (or a CPU array with __dlpack__), got {got}"
+    )
+    out = np.full((1, 2), 7.0, np.float32)
+    with pytest.raises(TypeError, match=f"^{quantized}$"):
+        embtable.embedding_bag(table, [0], [0], out=out)
+    with pytest.raises(TypeError, match=f"^{float_only}$"):
+        _bag.embedding_bag_forward(table, [[0]], out=out)
+    with pytest.raises(TypeError, match=f"^{float_only}$"):
+        _bag.embedding_bag_per_sample_weights_backward(out, table, [[0]])
+    np.testing.assert_array_equal(out, 7.0)
 
 
 def test_shape_rules():

@@ -163,6 +163,13 @@ def test_errors_name_the_table(rng):
         embtable.embedding_bags(
             tables, ids, offs, padding_idx=6
         )  # a scalar applies to every table
+    for p in (2**63, np.uint64(2**63), -(2**63) - 1):  # beyond int64: no cast error
+        msg = rf"padding_idx {int(p)} is out of bounds for a table with \d rows;"
+        with pytest.raises(ValueError, match=r"^tables\[1\]: " + msg):
+            embtable.embedding_bags(tables, ids, offs, padding_idx=[0, p, 0], out=out)
+        with pytest.raises(ValueError, match=r"^tables\[0\]: " + msg):
+            embtable.embedding_bags(tables, ids, offs, padding_idx=p, out=out)
+    assert (out == 7).all()
     with pytest.raises(TypeError, match=r"^tables\[1\]: gives float64"):
         embtable.embedding_bags([tables[0], np.zeros((5, 2))], ids[:2], offs[:2])
     with pytest.raises(TypeError, match=r"^tables\[0\]: .*float32"):

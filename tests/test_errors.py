@@ -261,10 +261,31 @@ def test_byteswapped_floats_say_how_to_fix(table):
 
 
 def test_target_must_be_an_ndarray():
-    with pytest.raises(TypeError, match="ndarray"):
+    msg = r"^target must be a numpy\.ndarray \(it is written in place\), got "
+    with pytest.raises(TypeError, match=msg + "list$"):
         embtable.scatter_add([[0.0, 0.0]], [0], np.ones((1, 2)))
+    with pytest.raises(TypeError, match=msg + "float64$"):
+        embtable.scatter_add(np.float64(0), [0], np.ones((1, 2)))
     with pytest.raises(TypeError, match="ndarray"):
         embtable.gather(np.zeros((2, 2)), [0], out=[[0.0, 0.0]])
+
+
+@pytest.mark.parametrize(
+    "table", [[[1.0, 2.0]], np.float32(1), None], ids=["list", "scalar", "None"]
+)
+def test_table_must_be_an_array(table):
+    # Not pybind's "incompatible function arguments" listing _core's signature,
+    # and never a silent copy of the table into a new array.
+    msg = re.escape(
+        "table must be a numpy.ndarray (or a CPU array with __dlpack__, or a "
+        f"QuantizedTable), got {type(table).__name__}"
+    )
+    out = np.full((1, 2), 7.0, np.float32)
+    with pytest.raises(TypeError, match=f"^{msg}$"):
+        embtable.gather(table, [0])
+    with pytest.raises(TypeError, match=f"^{msg}$"):
+        embtable.gather(table, np.array([0]), out=out)
+    np.testing.assert_array_equal(out, 7.0)
 
 
 # --- overlap -----------------------------------------------------------------------------------
@@ -292,6 +313,54 @@ def test_updates_overlapping_target(rng):
         ValueError,
         "overlaps",
     )
+
+
+def test_interleaved_views_that_share_no_element_are_not_an_overlap():
+    # The byte ranges interleave (rows 0 and 2 around row 1) but no element is
+    # shared (np.shares_memory is False): as np.add.at / np.take, not an error.
+    buf = np.zeros((4, 8), np.float32)
+    buf[0], buf[2] = 1, 2
+    target, updates = buf[1:2], buf[::2][:2]
+    assert not np.shares_memory(target, updates)
+    want = target.copy()
+    np.add.at(want, [0, 0], updates)
+    for det in (True, False):
+        target[...] = 0
+        assert (
+            embtable.scatter_add(target, [0, 0], updates, deterministic=det) is target
+        )
+        np.testing.assert_array_equal(target, want)
+    np.testing.assert_array_equal(buf[[0, 2, 3]], [[1] * 8, [2] * 8, [0] * 8])
+    # the same buffer with elements shared is still refused, nothing written
+    before = buf.tobytes()
+    with pytest.raises(ValueError, match="updates overlaps target in memory"):
+        embtable.scatter_add(buf[1:3], [0, 0], buf[::2][:2])
+    assert buf.tobytes() == before
+
+
+def test_strided_views_of_one_buffer_overlap_exactly_when_numpy_says_so(rng):
+    # The refusal follows np.shares_memory, not the arrays' byte ranges.
+    for start, step, t0, rows in [
+        (0, 2, 1, 1),  # even rows around an odd row: disjoint
+        (0, 3, 1, 2),  # rows 0, 3, 6 around rows 1-2: disjoint
+        (0, 3, 2, 2),  # rows 0, 3, 6 around rows 2-3: row 3 shared
+        (1, 2, 2, 1),  # odd rows around row 2: disjoint
+        (1, 2, 3, 1),  # odd rows around row 3: shared
+    ]:
+        buf = rng.standard_normal((8, 4)).astype(np.float32)
+        updates = buf[start::step][:3]
+        target = buf[t0 : t0 + rows]
+        ids = rng.integers(0, rows, 3)
+        if np.shares_memory(target, updates):
+            before = buf.tobytes()
+            with pytest.raises(ValueError, match="updates overlaps target in memory"):
+                embtable.scatter_add(target, ids, updates)
+            assert buf.tobytes() == before
+        else:
+            want = buf.copy()
+            np.add.at(want[t0 : t0 + rows], ids, updates.copy())
+            embtable.scatter_add(target, ids, updates, deterministic=True)
+            np.testing.assert_array_equal(buf, want)
 
 
 def test_indices_overlapping_out():

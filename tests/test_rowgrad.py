@@ -103,6 +103,64 @@ def test_rowgrad_validation_and_repr():
         g.merge(RowGrad([1], np.ones((1, 2), np.float64)))
 
 
+@pytest.mark.parametrize(
+    "ids", [[1.5, 4.9], [1.0, 4.0], np.array([False, True]), np.array([1, 2], object)]
+)
+def test_rowgrad_indices_must_be_integers(ids):
+    # As in the functional core: no silent truncation of float or bool ids.
+    with pytest.raises(
+        TypeError, match="^RowGrad indices must be an array of integers"
+    ):
+        RowGrad(ids, np.ones((2, 3), np.float32))
+
+
+def test_rowgrad_accepts_any_integer_dtype_and_empty():
+    for dtype in (np.int8, np.uint16, np.int32, np.uint64):
+        g = RowGrad(np.array([1, 4], dtype), np.ones((2, 3), np.float32))
+        assert g.indices.dtype == np.int64 and g.indices.tolist() == [1, 4]
+    assert RowGrad([], np.ones((0, 3))).indices.dtype == np.int64
+    idx = np.array([0, 2], np.int64)
+    assert RowGrad(idx, np.ones((2, 3))).indices is idx  # int64 is not copied
+
+
+def test_rowgrad_uint64_beyond_int64_is_named_as_given():
+    ids = np.array([1, 2**63 + 1, 2**64 - 1], np.uint64)
+    with pytest.raises(
+        ValueError,
+        match=r"^RowGrad indices must be < 2\*\*63, got 9223372036854775809$",
+    ):
+        RowGrad(ids, np.ones((3, 2), np.float32))
+
+
+def test_rowgrad_byteswapped_values_are_a_value_error():
+    with pytest.raises(
+        ValueError, match=r"non-native byte order \(>f4\).*ascontiguous"
+    ):
+        RowGrad([1, 2], np.ones((2, 3), ">f4"))
+    with pytest.raises(TypeError, match="float32 or float64, got >f2"):
+        RowGrad([1, 2], np.ones((2, 3), ">f2"))
+
+
+def test_rowgrad_add_and_sum():
+    a = RowGrad([1], np.ones((1, 3), np.float32))
+    b = RowGrad([1, 2], np.full((2, 3), 2.0, np.float32))
+    total = sum([a, b])
+    assert isinstance(total, RowGrad)
+    np.testing.assert_array_equal(total.to_dense(4), a.to_dense(4) + b.to_dense(4))
+    single = sum([a])
+    assert single is not a and single.indices is not a.indices
+    np.testing.assert_array_equal(single.to_dense(4), a.to_dense(4))
+    assert a.__add__(0) is NotImplemented and a.__radd__(1) is NotImplemented
+    for other in (0, 1, np.zeros((4, 3), np.float32), "x"):
+        with pytest.raises(TypeError):
+            a + other  # noqa: B018
+    for other in (1, True, 0.0):
+        with pytest.raises(TypeError):
+            other + a  # noqa: B018
+    with pytest.raises(TypeError, match="can only merge a RowGrad, got int"):
+        a.merge(0)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("padding_idx", [-1, 2])
 def test_coalesce_matches_scalar_ref(padding_idx):
     rng = np.random.default_rng(9)

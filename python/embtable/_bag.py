@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _core
 from ._arrays import as_array, written
+from ._functional import _table
 from ._indices import as_indices, table_rows
 from ._prefetch import _maybe_prefetch
 from ._quant import QuantizedTable, _weights32
@@ -27,6 +28,8 @@ __all__ = [
 ]
 
 Mode = Literal["sum", "mean", "max"]
+
+_INT64_MAX = np.iinfo(np.int64).max
 
 
 def _offsets(offsets: Any) -> np.ndarray | None:
@@ -138,7 +141,7 @@ def embedding_bag(
             out=_out(out),
         )
         return _result(result, out)
-    table = as_array(table, "table")
+    table = _table(table)
     idx = as_indices(as_array(indices, "indices"), table_rows(table))
     _maybe_prefetch(table, idx)
     result = _core.embedding_bag(
@@ -171,7 +174,7 @@ def embedding_bag_forward(
     row that won each bag's column in ``mode="max"`` (``-1`` for a bag with no
     ids), ``None`` in the other modes. ``embedding_bag_backward`` needs it.
     """
-    table = as_array(table, "table")
+    table = _table(table, quantized=False)
     idx = as_indices(as_array(indices, "indices"), table_rows(table))
     _maybe_prefetch(table, idx)
     result, argmax = _core.embedding_bag(
@@ -250,13 +253,16 @@ def embedding_bag_backward_sparse(
     gradients ``(U, D)``, bit for bit the rows of the dense backward. Memory is
     proportional to the number of ids, never to ``num_embeddings``.
     """
+    V = operator.index(num_embeddings)
+    if V > _INT64_MAX:
+        raise ValueError(f"num_embeddings must be < 2**63, got {V}")
     grad = np.asarray(as_array(grad_output, "grad_output"))
-    idx = as_indices(as_array(indices, "indices"), num_embeddings)
+    idx = as_indices(as_array(indices, "indices"), V)
     return _core.embedding_bag_backward_sparse(  # type: ignore[no-any-return]
         grad,
         idx,
         _offsets(offsets),
-        num_embeddings=operator.index(num_embeddings),
+        num_embeddings=V,
         mode=_mode(mode),
         per_sample_weights=_weights(per_sample_weights, grad.dtype),
         padding_idx=_padding(padding_idx),
@@ -279,7 +285,7 @@ def embedding_bag_per_sample_weights_backward(
     ``grad[i] = dot(grad_output[bag(i)], table[indices[i]])`` (0 for
     ``padding_idx``), shaped like ``indices``.
     """
-    table = as_array(table, "table")
+    table = _table(table, quantized=False)
     idx = as_indices(as_array(indices, "indices"), table_rows(table))
     _maybe_prefetch(table, idx)
     return _core.embedding_bag_per_sample_weights_backward(  # type: ignore[no-any-return]

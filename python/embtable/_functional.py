@@ -32,6 +32,25 @@ def _plain(table: Any, indices: Any) -> bool:
     )
 
 
+def _table(table: Any, name: str = "table", *, quantized: bool = True) -> np.ndarray:
+    """``table`` as an ndarray read in place (a DLPack array becomes a view).
+
+    Anything else (a list, a NumPy scalar) is a ``TypeError``: a table is never
+    copied into a new array, and the core's own signature error would name its
+    private arguments.
+    """
+    arr = as_array(table, name)
+    if not isinstance(arr, np.ndarray):
+        alternatives = "a CPU array with __dlpack__" + (
+            ", or a QuantizedTable" if quantized else ""
+        )
+        raise TypeError(
+            f"{name} must be a numpy.ndarray (or {alternatives}), "
+            f"got {type(table).__name__}"
+        )
+    return arr
+
+
 def gather(
     table: np.ndarray, indices: Any, *, out: np.ndarray | None = None
 ) -> np.ndarray:
@@ -39,7 +58,10 @@ def gather(
 
     Returns an array of shape ``indices.shape + (D,)``; with ``out`` the rows are
     written there and ``out`` itself is returned. Negative or ``>= V`` indices raise
-    ``IndexError`` naming the first one in C order; nothing is written then.
+    ``IndexError`` naming the first one in C order; nothing is written then. An
+    ``out`` that shares memory with ``table`` or ``indices`` is a ``ValueError``
+    (``np.take`` would buffer it). ``table`` must be an array (a list or a scalar
+    is a ``TypeError``): a table is never copied.
     Multithreaded, GIL released, exact and independent of the thread count.
     A :class:`embtable.QuantizedTable` gives float32 rows, exactly
     ``table.dequantize()[indices]`` (rows are dequantized in the kernel).
@@ -69,7 +91,7 @@ def gather(
         _gather(table, idx, as_array(out, "out", writable=True))
         written(out)
         return out
-    table = as_array(table, "table")
+    table = _table(table)
     idx = as_indices(as_array(indices, "indices"), table_rows(table))
     _maybe_prefetch(table, idx)
     if out is None or isinstance(out, np.ndarray):
@@ -85,9 +107,14 @@ def scatter_add(
     """Row scatter-add in place: the same result as ``np.add.at(target, indices, updates)``.
 
     ``updates.shape`` must equal ``indices.shape + (D,)`` exactly. Returns ``target``.
-    ``deterministic=True`` is bitwise identical to ``np.add.at`` for any thread count;
+    ``deterministic=True`` is bitwise identical to ``np.add.at`` for any thread count
+    (one exception: a NaN update added to a target element that is already NaN
+    gives NaN, but its sign and payload may differ from NumPy's);
     the default uses row-atomic updates across threads (summation order may vary).
-    Every index is validated before the first write. ``target`` may be a CPU
+    Every index is validated before the first write. ``updates`` or ``indices``
+    that share an element with ``target`` are a ``ValueError`` (``np.add.at``
+    would read them as it writes); views of one buffer that only interleave
+    (``np.shares_memory`` is False) are fine. ``target`` may be a CPU
     torch tensor (updated in place, its version counter bumped; one that requires
     grad is a ``RuntimeError`` unless grad mode is off); a JAX array, immutable,
     is a ``ValueError``.

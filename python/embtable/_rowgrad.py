@@ -7,8 +7,11 @@ from typing import Any
 import numpy as np
 
 from . import _core
+from ._indices import as_indices
 
 __all__ = ["RowGrad"]
+
+_INT64_MAX = np.iinfo(np.int64).max
 
 
 class RowGrad:
@@ -18,6 +21,12 @@ class RowGrad:
     ``values``: their summed gradients, shape ``(U, D)``, the table's dtype.
     Row ``indices[k]`` of the dense gradient is ``values[k]``; every other row is 0.
 
+    The constructor takes indices of any integer dtype (float, bool or object
+    indices are a ``TypeError``, as in the functional core) and float32 or float64
+    values in native byte order (byte-swapped values are a ``ValueError``).
+    ``a + b`` is ``a.merge(b)``, and ``sum(grads)`` works (``0 + g`` is a copy of
+    ``g``).
+
     >>> g = RowGrad(np.array([1, 4]), np.ones((2, 3), np.float32))
     >>> g.to_dense(5)[4]
     array([1., 1., 1.], dtype=float32)
@@ -26,11 +35,29 @@ class RowGrad:
     __slots__ = ("indices", "values")
 
     def __init__(self, indices: Any, values: Any) -> None:
-        idx = np.ascontiguousarray(indices, dtype=np.int64)
+        # Integer ids only, as in the functional core: float, bool or object
+        # indices raise TypeError instead of being truncated.
+        given = np.asarray(indices)
+        if given.dtype == np.uint64 and given.size:
+            # Values above 2**63 - 1 would wrap in int64: name the first as given.
+            flat = given.reshape(-1)
+            big = np.flatnonzero(flat > _INT64_MAX)
+            if big.size:
+                raise ValueError(
+                    f"RowGrad indices must be < 2**63, got {int(flat[big[0]])}"
+                )
+        idx = np.ascontiguousarray(
+            as_indices(indices, None, name="RowGrad indices"), dtype=np.int64
+        )
         vals = np.asarray(values)
-        if vals.dtype not in (np.float32, np.float64):
+        if vals.dtype.kind != "f" or vals.dtype.itemsize not in (4, 8):
             raise TypeError(
                 f"RowGrad values must be float32 or float64, got {vals.dtype}"
+            )
+        if not vals.dtype.isnative:
+            raise ValueError(
+                f"RowGrad values have non-native byte order ({vals.dtype}); convert "
+                "them with np.ascontiguousarray(x, dtype=np.float32)"
             )
         vals = np.ascontiguousarray(vals)
         if idx.ndim != 1 or vals.ndim != 2 or vals.shape[0] != idx.shape[0]:
@@ -79,7 +106,17 @@ class RowGrad:
         )
         return RowGrad._trusted(rows, values)
 
-    __add__ = merge
+    def __add__(self, other: object) -> RowGrad:
+        """``a + b`` is ``a.merge(b)``; another type gives ``NotImplemented``."""
+        if not isinstance(other, RowGrad):
+            return NotImplemented
+        return self.merge(other)
+
+    def __radd__(self, other: object) -> RowGrad:
+        """``0 + g`` is a copy of ``g``, so ``sum(grads)`` (which starts at 0) works."""
+        if isinstance(other, int) and not isinstance(other, bool) and other == 0:
+            return RowGrad._trusted(self.indices.copy(), self.values.copy())
+        return NotImplemented
 
     def to_dense(self, V: int) -> np.ndarray:
         """The dense ``(V, D)`` gradient (allocates V * D: for tests, small tables)."""

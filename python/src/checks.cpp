@@ -7,6 +7,11 @@ namespace {
 
 const char* kFix = "np.ascontiguousarray(x, dtype=np.float32)";
 
+// Bound on np.shares_memory's search (candidate solutions it may try) when two
+// arrays' byte ranges overlap: enough for the strided views users make, and a
+// cap on the time an adversarial pair of strides can take.
+constexpr long kOverlapMaxWork = 1L << 16;
+
 std::string dtype_str(const py::array& a) {
   return py::str(a.dtype()).cast<std::string>();
 }
@@ -122,7 +127,20 @@ void check_no_overlap(const py::array& a, const char* a_name, const py::array& b
   if (a.size() == 0 || b.size() == 0) return;
   const auto [alo, ahi] = extent(a);
   const auto [blo, bhi] = extent(b);
-  if (alo < bhi && blo < ahi)
+  if (!(alo < bhi && blo < ahi)) return;
+  // The byte ranges overlap, but interleaved strided views (rows 0 and 2 of a
+  // buffer against row 1) may still share no element: ask NumPy's exact test,
+  // with bounded work. Undecided (TooHardError, a RuntimeError) counts as an
+  // overlap; every other error propagates.
+  bool shared = true;
+  try {
+    shared = py::module_::import("numpy")
+                 .attr("shares_memory")(a, b, py::arg("max_work") = kOverlapMaxWork)
+                 .cast<bool>();
+  } catch (py::error_already_set& e) {
+    if (!e.matches(PyExc_RuntimeError)) throw;
+  }
+  if (shared)
     throw py::value_error(std::string(a_name) + " overlaps " + b_name +
                           " in memory; pass a separate array");
 }

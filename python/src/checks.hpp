@@ -33,7 +33,8 @@ void check_table(const py::array& a, const char* name, bool writable);
 void check_inplace(const py::array& a, const char* name);
 // Native int32 / int64, C-contiguous (the Python layer converts other integers).
 IndexKind index_kind(const py::array& a, const char* name);
-// ValueError when the memory of `a` and `b` overlaps.
+// ValueError when `a` and `b` share an element in memory (np.shares_memory,
+// exact under a work bound; undecided counts as shared).
 void check_no_overlap(const py::array& a, const char* a_name, const py::array& b,
                       const char* b_name);
 // A read-only input: returned as is when C-contiguous, else copied once (same dtype).

@@ -55,12 +55,19 @@ BagInput bag_input(const py::array& indices, const py::object& offsets_obj,
 
 int64_t padding_of(const py::object& padding_idx, int64_t V) {
   if (padding_idx.is_none()) return -1;
-  const auto p = padding_idx.cast<int64_t>();
-  if (p < 0 || p >= V)
-    throw py::value_error("padding_idx " + std::to_string(p) +
+  // Any Python integer (operator.index), compared before narrowing: 2**63 or
+  // np.uint64(2**63) is out of bounds like 5 is, not a failed int64 cast.
+  const auto value =
+      py::reinterpret_steal<py::object>(PyNumber_Index(padding_idx.ptr()));
+  if (!value) throw py::error_already_set();
+  int overflow = 0;
+  const long long p = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
+  if (overflow == 0 && p == -1 && PyErr_Occurred()) throw py::error_already_set();
+  if (overflow != 0 || p < 0 || p >= V)
+    throw py::value_error("padding_idx " + py::str(value).cast<std::string>() +
                           " is out of bounds for a table with " + std::to_string(V) +
                           " rows; it must be in [0, V)");
-  return p;
+  return static_cast<int64_t>(p);
 }
 
 // per_sample_weights: float like `ref`, shaped like indices, mode sum; or none.

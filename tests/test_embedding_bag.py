@@ -642,6 +642,10 @@ def test_num_embeddings_beyond_int64():
         _bag.embedding_bag_backward_sparse(
             np.ones((1, 3), np.float32), [[0, 1]], num_embeddings=2**63
         )
+    with pytest.raises(TypeError, match="^num_embeddings must be an int, got float$"):
+        _bag.embedding_bag_backward_sparse(
+            np.ones((1, 3), np.float32), [[0, 1]], num_embeddings=5.0
+        )
     with pytest.raises(ValueError, match=r"num_embeddings must be >= 0"):
         _bag.embedding_bag_backward_sparse(
             np.ones((1, 3), np.float32), [[0, 1]], num_embeddings=-1

@@ -338,6 +338,27 @@ def test_interleaved_views_that_share_no_element_are_not_an_overlap():
     assert buf.tobytes() == before
 
 
+def test_overlap_numpy_cannot_decide_is_refused(monkeypatch):
+    # np.shares_memory's TooHardError (its work bound hit) counts as an overlap.
+    buf = np.zeros((4, 8), np.float32)
+    target, updates = buf[1:2], buf[::2][:2]
+    calls = []
+
+    def too_hard(a, b, max_work=None):
+        calls.append(max_work)
+        raise np.exceptions.TooHardError("Exceeded max_work")
+
+    monkeypatch.setattr(np, "shares_memory", too_hard)
+    with pytest.raises(ValueError, match="updates overlaps target in memory"):
+        embtable.scatter_add(target, [0, 0], updates)
+    assert calls and calls[0] > 0  # bounded work, never the unbounded default
+    assert not buf.any()
+    # disjoint byte ranges never ask NumPy
+    calls.clear()
+    embtable.scatter_add(buf[3:4], [0, 0], updates)
+    assert calls == []
+
+
 def test_strided_views_of_one_buffer_overlap_exactly_when_numpy_says_so(rng):
     # The refusal follows np.shares_memory, not the arrays' byte ranges.
     for start, step, t0, rows in [

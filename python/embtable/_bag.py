@@ -253,7 +253,12 @@ def embedding_bag_backward_sparse(
     gradients ``(U, D)``, bit for bit the rows of the dense backward. Memory is
     proportional to the number of ids, never to ``num_embeddings``.
     """
-    V = operator.index(num_embeddings)
+    try:
+        V = operator.index(num_embeddings)
+    except TypeError:
+        raise TypeError(
+            f"num_embeddings must be an int, got {type(num_embeddings).__name__}"
+        ) from None
     if V > _INT64_MAX:
         raise ValueError(f"num_embeddings must be < 2**63, got {V}")
     grad = np.asarray(as_array(grad_output, "grad_output"))

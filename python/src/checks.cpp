@@ -130,15 +130,15 @@ void check_no_overlap(const py::array& a, const char* a_name, const py::array& b
   if (!(alo < bhi && blo < ahi)) return;
   // The byte ranges overlap, but interleaved strided views (rows 0 and 2 of a
   // buffer against row 1) may still share no element: ask NumPy's exact test,
-  // with bounded work. Undecided (TooHardError, a RuntimeError) counts as an
-  // overlap; every other error propagates.
+  // with bounded work. Undecided (TooHardError) counts as an overlap; every
+  // other error propagates.
+  const py::module_ np = py::module_::import("numpy");
   bool shared = true;
   try {
-    shared = py::module_::import("numpy")
-                 .attr("shares_memory")(a, b, py::arg("max_work") = kOverlapMaxWork)
+    shared = np.attr("shares_memory")(a, b, py::arg("max_work") = kOverlapMaxWork)
                  .cast<bool>();
   } catch (py::error_already_set& e) {
-    if (!e.matches(PyExc_RuntimeError)) throw;
+    if (!e.matches(np.attr("exceptions").attr("TooHardError"))) throw;
   }
   if (shared)
     throw py::value_error(std::string(a_name) + " overlaps " + b_name +

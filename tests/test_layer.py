@@ -518,7 +518,8 @@ def test_input_length_output_shape_as_keras2():
 
 
 def _keras2_config(**changes):
-    # What tf.keras 2.x Embedding(100, 8, input_length=10).get_config() returns.
+    # What tf.keras 2.x Embedding(100, 8, input_length=10).get_config() returns, with
+    # ``changes`` (a value of ``...`` removes the key).
     cfg = {
         "name": "embedding",
         "trainable": True,

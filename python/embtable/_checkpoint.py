@@ -113,7 +113,7 @@ _ZIP_ENCRYPTED = 0x1  # general purpose flag bit 0: the member is encrypted
 
 class _ZipWriter:
     """An uncompressed zip64 archive of ``.npy`` members (what ``np.savez`` writes),
-    written straight from the arrays' memory.
+    streamed from the arrays' memory.
 
     The data goes through two private buffers of ``COPY_BYTES``: a second thread
     copies the next slice of the array into one and updates the CRC-32 over that

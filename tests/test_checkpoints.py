@@ -3,6 +3,7 @@ SIGKILL, bad files (each error names the file), opt.set_state."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import select
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import tracemalloc
 import zipfile
@@ -333,6 +335,114 @@ def test_many_slices_round_trip(tmp_path, monkeypatch):
     assert _same_state(opt2.state(back), opt.state(layer))
 
 
+class _InlinePool:
+    """A ``ThreadPoolExecutor`` stand-in that runs each task when it is submitted,
+    so that the order of the writer's reads of the source is fixed."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, fn, *args):
+        f = concurrent.futures.Future()
+        f.set_result(fn(*args))
+        return f
+
+
+class _ChangingFile:
+    """A file whose every ``write`` first adds 1 to ``arrays``: another thread
+    training between the writer's reading of a slice and its write."""
+
+    def __init__(self, fp, arrays):
+        self._fp, self._arrays, self.writes = fp, arrays, 0
+
+    def write(self, data):
+        for a in self._arrays:
+            a += 1
+        self.writes += 1
+        return self._fp.write(data)
+
+    def tell(self):
+        return self._fp.tell()
+
+    def seek(self, *args):
+        return self._fp.seek(*args)
+
+
+def test_save_while_the_arrays_change_writes_a_loadable_file(tmp_path, monkeypatch):
+    # The CRC-32 of each member must describe the bytes written even when the arrays
+    # change between the CRC's read and the write's: the file loads, holding a mix of
+    # older and newer rows (as np.savez would), never a "Bad CRC-32".
+    layer = Embedding(V, D, seed=0)
+    opt = optimizers.SGD(0.1, momentum=0.9)
+    _train_step(layer, opt, 0)
+    layer.embeddings[...] = 0
+    momentum = opt.state(layer)["momentum"]
+    momentum[...] = 0
+    files = []
+    real = _checkpoint._write_npz
+
+    def changing(fp, members):
+        files.append(_ChangingFile(fp, [layer.embeddings, momentum]))
+        return real(files[-1], members)
+
+    monkeypatch.setattr(_checkpoint, "ThreadPoolExecutor", _InlinePool)
+    monkeypatch.setattr(_checkpoint, "_write_npz", changing)
+    monkeypatch.setattr(_checkpoint, "COPY_BYTES", 64)  # many slices per array
+    path = layer.save(tmp_path / "ck", opt)
+    assert files[0].writes > 2 * (V * D * 4 // 64)
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None
+    monkeypatch.undo()
+    opt2 = optimizers.SGD(0.1, momentum=0.9)
+    back = Embedding.load(path, opt2)
+    for saved in (back.embeddings, opt2.state(back)["momentum"]):
+        versions = np.unique(saved)
+        assert len(versions) > 1  # rows from before and after changes, each whole
+        assert np.array_equal(versions, np.round(versions)) and versions.min() >= 0
+    assert np.all(np.diff(back.embeddings.reshape(-1)) >= 0)  # in the order written
+
+
+def test_saves_concurrent_with_training_all_load(tmp_path, monkeypatch):
+    # What a user may do: save while another thread trains. Each file loads (its
+    # rows may mix steps: a consistent snapshot needs the training paused).
+    monkeypatch.setattr(_checkpoint, "COPY_BYTES", 4096)
+    layer = Embedding(2000, 16, seed=0, sparse=True)
+    opt = optimizers.Adam(0.01)
+    stop = threading.Event()
+    steps = []
+
+    def train():
+        r = np.random.default_rng(0)
+        while not stop.is_set():
+            ids = r.integers(0, 2000, size=64)
+            layer.zero_grad()
+            y = layer(ids)
+            layer.backward(np.ones_like(y))
+            opt.step(layer)
+            steps.append(1)
+
+    trainer = threading.Thread(target=train)
+    trainer.start()
+    try:
+        paths = []
+        for i in range(8):
+            while len(steps) <= i and trainer.is_alive():  # a step between saves
+                time.sleep(0.001)
+            paths.append(layer.save(tmp_path / f"ck{i}", optimizer=opt))
+    finally:
+        stop.set()
+        trainer.join()
+    for p in paths:
+        back = Embedding.load(p, optimizer=optimizers.Adam(0.01))
+        assert back.embeddings.shape == (2000, 16)
+
+
 # -- bad files -----------------------------------------------------------------------
 @pytest.fixture
 def saved(tmp_path):
@@ -427,6 +537,55 @@ def test_random_byte_flips_never_escape_raw_or_load_wrong_data(saved, tmp_path):
         assert back.get_config() == layer.get_config(), pos
         assert _same_state(opt2.state(back), opt.state(layer)), pos
     assert errors > 100  # nearly every byte is data, covered by a CRC or a check
+
+
+def test_every_bit_flip_in_the_zip_directory_is_caught(tmp_path):
+    # Every single-bit flip in the central directory and the end records of a small
+    # checkpoint either loads it bitwise or raises ValueError naming the file: never
+    # zipfile's RuntimeError ("encrypted, password required") or a BadZipFile (a
+    # zip64 locator naming another disk).
+    layer = Embedding(4, 2, seed=0)
+    data = layer.save(tmp_path / "good").read_bytes()
+    start = data.find(b"PK\x01\x02")
+    assert 0 < start and len(data) - start < 1000
+    bad = tmp_path / "flip.npz"
+    bad.write_bytes(data)
+    outcomes = {"raised": 0, "loaded": 0}
+    with open(bad, "r+b", buffering=0) as f:  # one byte rewritten in place: fast
+        for pos in range(start, len(data)):
+            for bit in range(8):
+                f.seek(pos)
+                f.write(bytes([data[pos] ^ (1 << bit)]))
+                try:
+                    back = Embedding.load(bad)
+                except ValueError as e:
+                    assert str(bad) in str(e), (pos, bit, e)
+                    outcomes["raised"] += 1
+                    continue
+                assert _bits(back.embeddings) == _bits(layer.embeddings), (pos, bit)
+                assert back.get_config() == layer.get_config(), (pos, bit)
+                outcomes["loaded"] += 1
+            f.seek(pos)
+            f.write(data[pos : pos + 1])
+    assert outcomes["raised"] and outcomes["loaded"]  # e.g. a timestamp: unchecked
+
+
+def test_directory_flips_the_audit_found(tmp_path):
+    layer = Embedding(4, 2, seed=0)
+    data = layer.save(tmp_path / "good").read_bytes()
+    cases = {
+        "encrypted": (
+            data.find(b"PK\x01\x02") + 8,
+            "'embeddings' is marked as encrypted",
+        ),
+        "disk": (data.rfind(b"PK\x06\x07") + 4, "damaged: zipfiles that span multiple"),
+    }
+    for name, (pos, match) in cases.items():
+        flipped = bytearray(data)
+        flipped[pos] ^= 0x01
+        bad = tmp_path / f"{name}.npz"
+        bad.write_bytes(flipped)
+        _expect_bad(bad, match)
 
 
 def test_foreign_files(saved, tmp_path):

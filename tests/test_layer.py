@@ -500,6 +500,88 @@ def test_from_keras3_config():
         Embedding.from_config({**cfg, "lora_rank": 4})
 
 
+def test_input_length_output_shape_as_keras2():
+    # Keras 2: input_length fills the unknown sizes after the batch dimension, and a
+    # known size or a rank that disagrees is a ValueError.
+    layer = Embedding(100, 8, input_length=10)
+    assert layer.compute_output_shape((None, None)) == (None, 10, 8)
+    assert layer.compute_output_shape((32, 10)) == (32, 10, 8)
+    assert layer.compute_output_shape([None, 10]) == (None, 10, 8)
+    for shape in [(None, 7), (None,), (None, 10, 3), ()]:
+        with pytest.raises(ValueError, match="input_length is 10"):
+            layer.compute_output_shape(shape)
+    layer = Embedding(100, 8, input_length=[None, 5])
+    assert layer.compute_output_shape((4, 3, None)) == (4, 3, 5, 8)
+    with pytest.raises(ValueError, match=r"input_length is \[None, 5\]"):
+        layer.compute_output_shape((4, 3, 6))
+    assert Embedding(100, 8).compute_output_shape((None, 7, 2)) == (None, 7, 2, 8)
+
+
+def _keras2_config(**changes):
+    # What tf.keras 2.x Embedding(100, 8, input_length=10).get_config() returns, with
+    # ``changes`` (a value of ``...`` removes the key).
+    cfg = {
+        "name": "embedding",
+        "trainable": True,
+        "batch_input_shape": [None, 10],
+        "dtype": "float32",
+        "input_dim": 100,
+        "output_dim": 8,
+        "embeddings_initializer": {
+            "class_name": "RandomUniform",
+            "config": {"minval": -0.05, "maxval": 0.05, "seed": None},
+        },
+        "embeddings_regularizer": None,
+        "activity_regularizer": None,
+        "embeddings_constraint": None,
+        "mask_zero": False,
+        "input_length": 10,
+    }
+    cfg.update(changes)
+    return {k: v for k, v in cfg.items() if v is not ...}
+
+
+def test_from_keras2_config():
+    layer = Embedding.from_config(_keras2_config())
+    assert layer.embeddings.shape == (100, 8) and layer.input_length == 10
+    assert layer.compute_output_shape((None, None)) == (None, 10, 8)
+    assert "batch_input_shape" not in layer.get_config()
+    # Keras 2 without input_length writes batch_input_shape [None, None].
+    cfg = _keras2_config(batch_input_shape=[None, None], input_length=None)
+    assert Embedding.from_config(cfg).input_length is None
+    # batch_input_shape alone gives input_length; a batch size is not kept.
+    for shape, length in [
+        ([None, 10], 10),
+        ([32, 10], 10),
+        ([None, None], None),
+        ([None], None),
+        ([None, 4, 5], [4, 5]),
+        ([None, None, 5], [None, 5]),
+        ([None, [4, 5]], [4, 5]),  # Keras 2 nests a list input_length so
+        (None, None),
+        ([], None),
+    ]:
+        cfg = _keras2_config(batch_input_shape=shape, input_length=...)
+        assert Embedding.from_config(cfg).input_length == length, shape
+    # An input_length and a batch_input_shape that agree: input_length is kept.
+    cfg = _keras2_config(batch_input_shape=[None, None], input_length=10)
+    assert Embedding.from_config(cfg).input_length == 10
+    cfg = _keras2_config(batch_input_shape=[None, [None, 5]], input_length=[4, None])
+    assert Embedding.from_config(cfg).input_length == [4, None]
+    for shape, length in [
+        ([None, 7], 10),
+        ([None, 10, 3], 10),
+        ([None], 10),
+        ([None, 4, 5], [4, 6]),
+    ]:
+        cfg = _keras2_config(batch_input_shape=shape, input_length=length)
+        with pytest.raises(ValueError, match="disagrees with input_length"):
+            Embedding.from_config(cfg)
+    for shape in (10, "x"):
+        with pytest.raises(ValueError, match="batch_input_shape must be a list"):
+            Embedding.from_config(_keras2_config(batch_input_shape=shape))
+
+
 @pytest.mark.parametrize("sparse", [False, True])
 def test_empty_and_scalar_ids(sparse):
     from embtable import optimizers

@@ -14,11 +14,12 @@ readable with ``np.load(path, allow_pickle=False)``. Members (docs/checkpoints.m
 ``optimizer.state.<slot>``      one ``(V, D)`` array per slot, e.g. ``momentum``
 ==============================  =====================================================
 
-Writing streams each array into its zip member in slices of at most
-``CHUNK_BYTES`` (a memmap table is never copied into memory), through
-``_atomic.atomic_write``. Reading checks everything (format, version, class,
-hyperparameters, shapes, dtypes, the zip's CRC-32 of every member) before anything
-outside the new layer changes; a bad file raises ``ValueError`` naming the file.
+Writing streams each array into its zip member in slices of at most ``COPY_BYTES``,
+each copied into a private buffer that is CRC-32'd and written from there (a memmap
+table is never copied into memory whole), through ``_atomic.atomic_write``. Reading
+checks everything (format, version, class, hyperparameters, shapes, dtypes, the zip's
+CRC-32 of every member) before anything outside the new layer changes; a bad file
+raises ``ValueError`` naming the file.
 """
 
 from __future__ import annotations
@@ -54,10 +55,17 @@ __all__ = [
 # Version 1: adds format_version and the optimizer.* members.
 FORMAT_VERSION = 1
 
-# I/O slice: large enough that the per-call cost (a Python call, a CRC-32 update, a
-# write system call) is negligible next to moving the bytes, small enough to bound
+# Read slice: large enough that the per-call cost (a Python call, a CRC-32 update, a
+# read system call) is negligible next to moving the bytes, small enough to bound
 # the temporary memory. NumPy's own .npy writer uses the same 16 MiB.
 CHUNK_BYTES = 16 * 1024 * 1024
+
+# Write slice: the size of each of the writer's two private buffers (the only memory a
+# save adds). Each slice of an array is copied into one, CRC-32'd there and written
+# from there, so that the CRC describes exactly the bytes written even when another
+# thread changes the array meanwhile. 1 MiB keeps the per-slice cost (a thread
+# hand-off, a write system call) small next to moving the bytes.
+COPY_BYTES = 1024 * 1024
 
 _FORMAT_PREFIX = "embtable."
 _STATE_PREFIX = "optimizer.state."
@@ -82,47 +90,47 @@ def _path_for_load(path: str | os.PathLike[str]) -> Path:
 
 
 # -- writing -------------------------------------------------------------------------
-def _npy_pieces(arr: np.ndarray) -> tuple[int, list[Any]]:
+def _npy_pieces(arr: np.ndarray) -> tuple[int, list[np.ndarray]]:
     """The ``.npy`` (format 1.0) bytes of ``arr``: their total size, and the pieces to
-    write in order (the header, then slices of at most ``CHUNK_BYTES`` that are views
-    of the array's own memory: nothing is copied)."""
+    write in order, as flat uint8 arrays (the header, then a view of the array's own
+    memory: nothing is copied here)."""
     fmt = np.lib.format
     if not arr.flags.c_contiguous:
         arr = np.ascontiguousarray(arr)  # never a table (always C order); tiny arrays
     header_io = io.BytesIO()
     fmt.write_array_header_1_0(header_io, fmt.header_data_from_array_1_0(arr))
     header = header_io.getvalue()
-    pieces: list[Any] = [header]
+    pieces = [np.frombuffer(header, dtype=np.uint8)]
     if arr.nbytes:
-        # Whole rows per slice; a row larger than CHUNK_BYTES is a slice alone.
-        rows = arr.reshape(arr.shape[0] if arr.ndim else 1, -1)
-        step = max(1, CHUNK_BYTES // max(1, arr.nbytes // rows.shape[0]))
-        pieces += [
-            rows[start : start + step].reshape(-1).view(np.uint8)
-            for start in range(0, rows.shape[0], step)
-        ]
+        pieces.append(arr.reshape(-1).view(np.uint8))
     return len(header) + arr.nbytes, pieces
 
 
 _ZIP64 = 0xFFFFFFFF  # a 32-bit size or offset field whose value is in the zip64 extra
 _ZIP_VERSION = 45  # 4.5: zip64
+_ZIP_ENCRYPTED = 0x1  # general purpose flag bit 0: the member is encrypted
 
 
 class _ZipWriter:
     """An uncompressed zip64 archive of ``.npy`` members (what ``np.savez`` writes),
-    written straight from the arrays' memory.
+    streamed from the arrays' memory.
 
-    Each member's CRC-32 runs on a second thread, over the same slices, while this
-    thread writes them (both release the GIL), so a large save costs about the time
-    of the writes alone; the CRC is then patched into the member's local header
-    (the file is seekable). Layout per member: local header (sizes in its zip64
-    extra), data; then the central directory, the zip64 end record, its locator and
-    the end record.
+    The data goes through two private buffers of ``COPY_BYTES``: a second thread
+    copies the next slice of the array into one and updates the CRC-32 over that
+    copy while this thread writes the other (the copy, the CRC and the write all
+    release the GIL), so a large save costs about the time of the writes alone. The
+    CRC is computed over the very bytes written, never over the array a second time:
+    another thread changing the array during the save (a training step) can't make
+    them disagree. The CRC is then patched into the member's local header (the file
+    is seekable). Layout per member: local header (sizes in its zip64 extra), data;
+    then the central directory, the zip64 end record, its locator and the end
+    record.
     """
 
     def __init__(self, fp: IO[bytes], crc_pool: ThreadPoolExecutor) -> None:
         self._fp = fp
         self._pool = crc_pool
+        self._buffers = (bytearray(COPY_BYTES), bytearray(COPY_BYTES))
         self._entries: list[tuple[bytes, int, int, int, int]] = []
         t = time.localtime()
         self._time = (t.tm_hour << 11) | (t.tm_min << 5) | (t.tm_sec // 2)
@@ -152,23 +160,41 @@ class _ZipWriter:
             + fname
             + struct.pack("<HHQQ", 0x0001, 16, size, size)
         )
-        crc = [0]
-
-        def update(piece: Any) -> None:
-            crc[0] = zlib.crc32(piece, crc[0])
-
-        # One worker: the updates run in order, each while the next slice is written.
-        done = []
-        for piece in pieces:
-            done.append(self._pool.submit(update, piece))
-            fp.write(piece)
-        for d in done:
-            d.result()
+        crc = self._write_data(pieces)
         end = fp.tell()
         fp.seek(offset + 14)
-        fp.write(struct.pack("<I", crc[0]))
+        fp.write(struct.pack("<I", crc))
         fp.seek(end)
-        self._entries.append((fname, flags, offset, size, crc[0]))
+        self._entries.append((fname, flags, offset, size, crc))
+
+    def _write_data(self, pieces: list[np.ndarray]) -> int:
+        """Write ``pieces`` (flat uint8 arrays) in order; the CRC-32 of what was written.
+
+        The worker copies slice ``i + 1`` into one buffer and CRCs it while this thread
+        writes slice ``i`` from the other; slice ``i + 2`` reuses the buffer of slice
+        ``i`` only after its write returned.
+        """
+        n = COPY_BYTES
+        slices = [p[i : i + n] for p in pieces for i in range(0, p.size, n)]
+        crc = 0
+
+        def fill(src: np.ndarray, buf: bytearray) -> memoryview:
+            nonlocal crc
+            np.copyto(np.frombuffer(buf, dtype=np.uint8, count=src.size), src)
+            dst = memoryview(buf)[: src.size]
+            crc = zlib.crc32(dst, crc)  # one worker: the updates run in order
+            return dst
+
+        if not slices:
+            return crc
+        pending = self._pool.submit(fill, slices[0], self._buffers[0])
+        for i in range(len(slices)):
+            ready = pending.result()
+            if i + 1 < len(slices):
+                nxt = self._buffers[(i + 1) % 2]
+                pending = self._pool.submit(fill, slices[i + 1], nxt)
+            self._fp.write(ready)
+        return crc
 
     def close(self) -> None:
         fp = self._fp
@@ -303,6 +329,11 @@ class _Reader:
         info = self.infos.get(key)
         if info is None:
             raise self.bad(f"has no {key!r} entry (a damaged or foreign file)")
+        if info.flag_bits & _ZIP_ENCRYPTED:  # else zipfile raises RuntimeError
+            raise self.bad(
+                f"entry {key!r} is marked as encrypted (embtable never encrypts: "
+                "a damaged or foreign file)"
+            )
         fp = self.zf.open(info)
         try:
             fmt = np.lib.format
@@ -489,6 +520,15 @@ def load_layer(
         return _load(cls, r, optimizer, custom_objects)
 
 
+def _is_zipfile(f: IO[bytes]) -> bool:
+    """``zipfile.is_zipfile(f)``, which raises (rather than answer) on some damaged
+    end records, e.g. a zip64 locator naming another disk: those are zip files."""
+    try:
+        return zipfile.is_zipfile(f)
+    except _DAMAGE:
+        return True
+
+
 @contextlib.contextmanager
 def open_checkpoint(path: str | os.PathLike[str]) -> Iterator[_Reader]:
     """The members of the checkpoint at ``path`` (``.npz`` added if missing), for the
@@ -502,7 +542,7 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Iterator[_Reader]:
         except CheckpointError:
             raise
         except zipfile.BadZipFile as e:
-            if not zipfile.is_zipfile(f):
+            if not _is_zipfile(f):
                 f.seek(0)
                 if f.read(4) == b"PK\x03\x04":
                     what = "truncated (the zip directory at its end is missing)"

@@ -37,6 +37,49 @@ _KERAS_ONLY_KEYS = (
     "input_shape",
     "autocast",
 )
+_UNSET: tuple[Any, ...] = (None, 0, False, [], ())  # a Keras-only key left unset
+
+
+def _lengths(input_length: Any) -> list[Any]:
+    """``input_length`` as a list of sizes after the batch dimension (Keras 2 takes an
+    int, or a list for ids of 3 or more dimensions)."""
+    if isinstance(input_length, (list, tuple)):
+        return list(input_length)
+    return [input_length]
+
+
+def _agree(a: list[Any], b: list[Any]) -> bool:
+    """Same rank, and equal sizes wherever both are known (``None``: unknown)."""
+    return len(a) == len(b) and all(
+        x is None or y is None or x == y for x, y in zip(a, b, strict=True)
+    )
+
+
+def _input_length_from_batch_shape(batch_input_shape: Any, input_length: Any) -> Any:
+    """The ``input_length`` of a Keras 2 config that holds ``batch_input_shape``
+    (``[batch, *lengths]``, e.g. ``[None, 10]`` for ``input_length=10`` and
+    ``[None, None]`` without one): ``input_length`` itself when given (the two must
+    agree, else ``ValueError``), else the lengths (``None`` when all unknown)."""
+    if batch_input_shape in _UNSET:
+        return input_length
+    if not isinstance(batch_input_shape, (list, tuple)):
+        raise ValueError(
+            "batch_input_shape must be a list [batch_size, length, ...], got "
+            f"{batch_input_shape!r}"
+        )
+    lengths = list(batch_input_shape[1:])
+    if len(lengths) == 1 and isinstance(lengths[0], (list, tuple)):
+        lengths = list(lengths[0])  # Keras 2 nests a list input_length: [None, [4, 5]]
+    if input_length is None:
+        if all(v is None for v in lengths):
+            return None
+        return lengths[0] if len(lengths) == 1 else lengths
+    if not _agree(_lengths(input_length), lengths):
+        raise ValueError(
+            f"batch_input_shape {list(batch_input_shape)} disagrees with "
+            f"input_length={input_length!r}"
+        )
+    return input_length
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -499,7 +542,7 @@ class TableLayer:
         if isinstance(dtype, dict):  # Keras 3 DTypePolicy
             cfg["dtype"] = (dtype.get("config") or {}).get("name", "float32")
         for key in _KERAS_ONLY_KEYS:
-            if key in cfg and cfg[key] in (None, 0, False, [], ()):
+            if key in cfg and cfg[key] in _UNSET:
                 del cfg[key]
         for key, module in (
             ("embeddings_initializer", initializers),
@@ -533,8 +576,11 @@ class TableLayer:
         The save is atomic: a temporary file in the same folder, fsynced, then
         renamed over ``path``; a crash at any moment leaves the previous file or the
         new one. The arrays are streamed to disk (a memmap table is not copied into
-        memory). Readable with ``np.load(path, allow_pickle=False)``; the members
-        are listed in docs/checkpoints.md.
+        memory). A save while another thread trains the layer writes a file that
+        loads, but its rows may come from different steps: for a consistent
+        snapshot, pause the training. Readable with
+        ``np.load(path, allow_pickle=False)``; the members are listed in
+        docs/checkpoints.md.
         """
         return _checkpoint.save_layer(self, path, optimizer)
 
@@ -673,8 +719,25 @@ class Embedding(TableLayer):
         return np.not_equal(np.asarray(indices), 0)
 
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
-        """``input_shape + (output_dim,)``."""
-        return tuple(input_shape) + (self.output_dim,)
+        """``input_shape + (output_dim,)``; with ``input_length``, as Keras 2: its
+        sizes replace the unknown (``None``) ones after the batch dimension, and an
+        input of another rank or a known size that differs raises ``ValueError``.
+
+        >>> Embedding(100, 8, input_length=10).compute_output_shape((None, None))
+        (None, 10, 8)
+        """
+        shape = tuple(input_shape)
+        if self.input_length is None:
+            return shape + (self.output_dim,)
+        lengths = _lengths(self.input_length)
+        if not shape or not _agree(lengths, list(shape[1:])):
+            raise ValueError(
+                f"input_length is {self.input_length!r}, but the input shape is {shape}"
+            )
+        known = tuple(
+            s if n is None else n for n, s in zip(lengths, shape[1:], strict=True)
+        )
+        return (shape[0],) + known + (self.output_dim,)
 
     def get_config(self) -> dict[str, Any]:
         cfg = super().get_config()
@@ -684,6 +747,24 @@ class Embedding(TableLayer):
         cfg["mask_zero"] = self.mask_zero
         cfg["input_length"] = self.input_length
         return cfg
+
+    @classmethod
+    def from_config(
+        cls, config: Mapping[str, Any], custom_objects: Mapping[str, Any] | None = None
+    ) -> TableLayer:
+        """Rebuild a layer from ``get_config()`` (see ``TableLayer.from_config``).
+
+        A Keras 2 config works too: its ``batch_input_shape`` (``[None, 10]`` for
+        ``input_length=10``) gives ``input_length`` when that key is missing or
+        ``None``, and must agree with it otherwise (``ValueError``); its batch size
+        is not kept.
+        """
+        cfg = dict(config)
+        if "batch_input_shape" in cfg:
+            cfg["input_length"] = _input_length_from_batch_shape(
+                cfg.pop("batch_input_shape"), cfg.get("input_length")
+            )
+        return super().from_config(cfg, custom_objects)
 
     @classmethod
     def from_pretrained(

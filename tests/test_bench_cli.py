@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 from embtable import _bench
@@ -240,3 +243,68 @@ def test_peer_spin_default_leaves_the_environment(
     assert "runtime default" in text
     with pytest.raises(ValueError, match="short"):
         _bench.set_peer_spin("sometimes")
+
+
+def _no_timing(*args: object, **kwargs: object) -> None:
+    raise AssertionError("timing ran before the argument error")
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--json", "{tmp}/missing/r.json"], "no such directory"),
+        (["--loop", "--json", "{tmp}/missing/r.json"], "no such directory"),
+        (["--json", "{tmp}"], "is a directory"),
+        (["--threads", "1", "100000"], "--threads must be >= 1 and <= "),
+        (["--loop", "--threads", "100000"], "--threads must be >= 1 and <= "),
+        (["--loop", "--work-ms", "nan"], "--work-ms must be a finite number >= 0"),
+        (["--loop", "--work-ms", "inf"], "--work-ms must be a finite number >= 0"),
+    ],
+)
+def test_argument_errors_come_before_timing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    monkeypatch.setattr(_bench, "run_grid", _no_timing)
+    monkeypatch.setattr(_bench, "run_loop", _no_timing)
+    with pytest.raises(SystemExit) as exc:
+        _bench.main(["--no-peers", *(a.format(tmp=tmp_path) for a in argv)])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_threads_above_the_limit_is_a_usage_error() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "embtable", "bench", "--loop", "--threads", "100000"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "--threads must be >= 1 and <= " in r.stderr
+
+
+def test_loop_json_is_written_atomically(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [_bench.LoopRow(8, 64, "embtable", 5.0, 4.0)]
+    monkeypatch.setattr(_bench, "run_loop", lambda *a, **k: rows)
+    path = tmp_path / "r.json"
+    path.write_text('{"old": "results"}')
+    real_dump = json.dump
+
+    def interrupted(obj: object, f: Any, **kwargs: Any) -> None:
+        f.write('{"machine": "parti')
+        raise KeyboardInterrupt
+
+    argv = ["--loop", "--no-peers", "--repeats", "1", "--json", str(path)]
+    monkeypatch.setattr(_bench.json, "dump", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _bench.main(argv)
+    assert path.read_text() == '{"old": "results"}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+    monkeypatch.setattr(_bench.json, "dump", real_dump)
+    assert _bench.main(argv) == 0
+    assert json.loads(path.read_text())["loop"][0]["loop_us"] == 5.0

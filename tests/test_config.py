@@ -219,3 +219,99 @@ def test_calibrate_measures_the_owners_scan(restore_tuning):
         assert took >= 0.06, "owners' probe skipped before the deadline"
     else:
         assert 1 <= m["owner_scan_bytes"] <= 64 * 64
+
+
+_ENV_SHOW = """
+import embtable
+cfg = embtable.show_config(mode="dicts")
+print(cfg["out_of_core"]["prefetch"], cfg["simd"]["selected"], cfg["simd"]["detected"],
+      embtable.get_num_threads(), embtable._core.default_num_threads())
+"""
+
+
+def _import_with(tmp_path, **env: str):
+    """Import embtable in a child with `env`; its (stdout fields, stderr)."""
+    full = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))
+    for name in ("EMBTABLE_PREFETCH", "EMBTABLE_SIMD", "EMBTABLE_NUM_THREADS"):
+        full.pop(name, None)
+    full.setdefault("EMBTABLE_TUNE", "0")
+    full.update(env)
+    r = subprocess.run(
+        [sys.executable, "-W", "always", "-c", _ENV_SHOW],
+        env=full, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split(), r.stderr
+
+
+@pytest.mark.parametrize(
+    "name,value,instead",
+    [
+        ("EMBTABLE_PREFETCH", "bogus", "using 'threads'"),
+        ("EMBTABLE_SIMD", "bogus", "using the best level of this CPU"),
+        ("EMBTABLE_SIMD", "AVX2", "using the best level of this CPU"),
+        ("EMBTABLE_TUNE", "bogus", "using 1 (calibrate)"),
+        ("EMBTABLE_TUNE", "off", "using 1 (calibrate)"),
+        ("EMBTABLE_NUM_THREADS", "0", "using the default"),
+        ("EMBTABLE_NUM_THREADS", "-1", "using the default"),
+        ("EMBTABLE_NUM_THREADS", "abc", "using the default"),
+        ("EMBTABLE_NUM_THREADS", "1.5", "using the default"),
+    ],
+)
+def test_bad_environment_values_warn_and_fall_back(tmp_path, name, value, instead):
+    out, err = _import_with(tmp_path, **{name: value})
+    prefetch, selected, detected, threads, default = out
+    warning = [line for line in err.splitlines() if "RuntimeWarning" in line]
+    assert len(warning) == 1, err
+    assert f"{name}={value!r} is not " in warning[0] and instead in warning[0]
+    assert "()" not in warning[0]  # a reason, when there is one, is not empty
+    assert prefetch == "threads" and selected == detected and threads == default
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"EMBTABLE_PREFETCH": " WillNeed "},
+        {"EMBTABLE_PREFETCH": ""},
+        {"EMBTABLE_SIMD": "baseline"},
+        {"EMBTABLE_TUNE": "0"},
+        {"EMBTABLE_NUM_THREADS": " 3 "},
+    ],
+)
+def test_good_environment_values_do_not_warn(tmp_path, env):
+    out, err = _import_with(tmp_path, **env)
+    assert "Warning" not in err, err
+    if "EMBTABLE_PREFETCH" in env:
+        assert out[0] == (env["EMBTABLE_PREFETCH"].strip().lower() or "threads")
+    if "EMBTABLE_SIMD" in env:
+        assert out[1] == "baseline"
+    if "EMBTABLE_NUM_THREADS" in env:
+        assert out[3] == "3"
+
+
+def test_env_simd_level_the_cpu_lacks_warns(tmp_path):
+    # Levels above the detected one are not compiled or not run by this CPU.
+    detected = embtable.show_config(mode="dicts")["simd"]["detected"]
+    levels = ["baseline", "avx2", "avx512"]
+    above = levels[levels.index(detected) + 1 :]
+    if not above:
+        pytest.skip("this build and CPU run every SIMD level")
+    out, err = _import_with(tmp_path, EMBTABLE_SIMD=above[-1])
+    assert out[1] == detected
+    assert f"EMBTABLE_SIMD={above[-1]!r} is not a level this build and CPU run" in err
+    assert f"using {detected!r}" in err
+
+
+def test_bad_jax_backend_warns(tmp_path):
+    pytest.importorskip("jax")
+    code = "import embtable.jax as j; print(j.BACKEND, j._HAVE_FFI)"
+    env = dict(os.environ, EMBTABLE_JAX_BACKEND="bogus", EMBTABLE_TUNE="0")
+    r = subprocess.run(
+        [sys.executable, "-W", "always", "-c", code],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    backend, have_ffi = r.stdout.split()
+    assert backend == ("ffi" if have_ffi == "True" else "callback")
+    assert "EMBTABLE_JAX_BACKEND='bogus' is not 'ffi' or 'callback'" in r.stderr
+    assert f"using {backend!r}" in r.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -164,3 +165,97 @@ def test_stdlib_corpus_is_collected_in_a_child_process():
         assert word in corpus.index
     assert len(corpus.ids) > 100_000
     assert "tkinter" not in set(_sys.modules) - before  # nothing imported here
+
+
+def test_nearest_never_lists_the_word_itself():
+    table = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    for k in (1, 2, 3, 8):
+        near = _demo.nearest(table, ["a", "b", "c"], "a", k=k)
+        assert [w for w, _ in near] == [w for w, _ in near if w != "a"]
+        assert len(near) == min(k, 2) and all(np.isfinite(s) for _, s in near)
+
+
+def test_progress_without_tqdm_prints_the_last_line_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # `from tqdm import tqdm` fails
+    corpus = _demo.build_corpus(
+        _demo.read_text_corpus(tiny_corpus(tmp_path / "t.txt", n_lines=40)), 2
+    )
+    _demo.train(corpus, dim=4, epochs=2, sample=0, progress=True)
+    total = 2 * len(corpus.ids)
+    lines = capsys.readouterr().err.splitlines()
+    assert sum(f"sgns: {total}/{total} words" in line for line in lines) == 1
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("reached training: the argument error came too late")
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    monkeypatch.setattr(_demo, "train", _never)
+    monkeypatch.setattr(_demo, "stdlib_docstrings", _never)
+
+
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (["--max-tokens", "0"], "--max-tokens must be >= 1"),
+        (["--max-tokens", "-5"], "--max-tokens must be >= 1"),
+        (["--lr", "-1"], "--lr must be a finite number > 0"),
+        (["--lr", "0"], "--lr must be a finite number > 0"),
+        (["--lr", "nan"], "--lr must be a finite number > 0"),
+        (["--lr", "inf"], "--lr must be a finite number > 0"),
+        (["--sample", "nan"], "--sample must be a finite number"),
+        (["--threads", "100000"], "--threads must be >= 1 and <= "),
+        (["--corpus", "{tmp}/missing.txt"], "No such file"),
+        (["--corpus", "{tmp}"], "Is a directory"),
+        (["--out", "{tmp}/file.txt/sub/vec"], "file.txt is not a directory"),
+        (["--out", "{tmp}/dir"], "dir.npz is a directory"),
+        (["--out", "/proc/nope/vec"], "cannot create a file in /proc"),
+    ],
+)
+def test_bad_options_are_reported_before_training(
+    tmp_path, no_training, capsys, bad, message
+):
+    if bad[-1].startswith("/proc") and not os.path.isdir("/proc"):
+        pytest.skip("no /proc")
+    (tmp_path / "file.txt").write_text("x\n")
+    (tmp_path / "dir.npz").mkdir()
+    argv = [a.format(tmp=tmp_path) for a in bad]
+    with pytest.raises(SystemExit) as e:
+        _demo.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and message in err
+
+
+def test_out_folders_are_still_created(tmp_path, capsys):
+    corpus_file = tiny_corpus(tmp_path / "tiny.txt", n_lines=20)
+    argv = ["--corpus", str(corpus_file), "--epochs", "1", "--dim", "4"]
+    argv += ["--min-count", "1", "--no-progress", "--out", str(tmp_path / "a/b/v")]
+    assert _demo.main(argv) == 0
+    assert (tmp_path / "a/b/v.npz").is_file()
+    assert (tmp_path / "a/b/v.vocab.txt").is_file()
+
+
+def test_an_empty_vocabulary_is_an_error_message_not_a_traceback(tmp_path):
+    corpus_file = tiny_corpus(tmp_path / "tiny.txt", n_lines=20)
+    for extra in (["--min-count", "1000"], ["--max-tokens", "3"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "embtable", "demo", "--corpus", str(corpus_file)]
+            + ["--out", "", "--no-progress", *extra],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert "error: the vocabulary is empty" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "embtable", "demo", "--corpus", "/nonexistent.txt"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--corpus /nonexistent.txt: No such file" in proc.stderr

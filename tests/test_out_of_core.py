@@ -4,6 +4,8 @@ pages (deduplicated) and only those, and in-place updates dirty only touched pag
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import embtable
 import numpy as np
@@ -197,3 +199,129 @@ def test_prefetch_leaves_other_arrays_alone_and_checks_ids(tmp_path):
     assert _core.mapped_file(table) == ""
     cfg = embtable.show_config(mode="dicts")["out_of_core"]
     assert cfg["prefetch"] in ("threads", "willneed", "off")
+
+
+@pytest.fixture
+def read_ahead_calls(monkeypatch):
+    """The tables (their first bytes' addresses) and methods of each
+    _core.prefetch_rows call, with the automatic read-ahead on ("threads")."""
+    monkeypatch.setattr(_prefetch, "_method", "threads")
+    calls: list[tuple[int, str]] = []
+    real = _core.prefetch_rows
+
+    def counting(table, ids, method, io_threads):
+        calls.append((table.__array_interface__["data"][0], method))
+        return real(table, ids, method, io_threads)
+
+    monkeypatch.setattr(_core, "prefetch_rows", counting)
+    return calls
+
+
+def _memmaps(tmp_path):
+    """A (256, 64) float32 table, its int8 quantized table, both in RAM and as
+    file mappings (the quantized one through QuantizedTable.from_packed)."""
+    rng = np.random.default_rng(7)
+    table = rng.standard_normal((256, 64)).astype(np.float32)
+    q = embtable.quantize(table, "int8")
+    _write(tmp_path / "t.f32", table)
+    _write(tmp_path / "t.q8", q.data)
+    t = np.memmap(tmp_path / "t.f32", np.float32, "r", shape=table.shape)
+    qm = embtable.QuantizedTable.from_packed(
+        np.memmap(tmp_path / "t.q8", np.uint8, "r", shape=q.data.shape), "int8", 64
+    )
+    return table, q, t, qm
+
+
+def _addr(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+def test_every_lookup_reads_ahead_a_file_backed_table(tmp_path, read_ahead_calls):
+    table, q, t, qm = _memmaps(tmp_path)
+    ids = np.array([[1, 5, 200], [7, 9, 255]])
+    eq = np.testing.assert_array_equal
+    cases = [
+        (lambda: eq(embtable.gather(t, ids), table[ids]), [t]),
+        (lambda: eq(embtable.gather(qm, ids), embtable.gather(q, ids)), [qm.data]),
+        (
+            lambda: eq(embtable.embedding_bag(qm, ids), embtable.embedding_bag(q, ids)),
+            [qm.data],
+        ),
+        (
+            lambda: eq(
+                embtable.embedding_bags([t], [ids]),
+                embtable.embedding_bags([table], [ids]),
+            ),
+            [t],
+        ),
+        (
+            lambda: eq(
+                embtable.embedding_bags([qm, table, t], [ids, ids, ids]),
+                embtable.embedding_bags([q, table, table], [ids, ids, ids]),
+            ),
+            [qm.data, t],  # the table in RAM is left alone
+        ),
+    ]
+    for run, mapped in cases:
+        read_ahead_calls.clear()
+        run()
+        assert read_ahead_calls == [(_addr(m), "threads") for m in mapped]
+
+
+def test_prefetch_reads_a_quantized_memmap(tmp_path, read_ahead_calls):
+    _, q, _, qm = _memmaps(tmp_path)
+    ids = np.array([1, 5, 200, 255])
+    stats = embtable.prefetch(qm, ids)
+    assert read_ahead_calls == [(_addr(qm.data), "threads")]
+    assert stats["pages"] == len(_pages_of(qm.data, ids)) > 0
+    assert embtable.prefetch(q, ids) == {"pages": 0, "cold": 0, "issued": 0}
+    with pytest.raises(IndexError, match="index 256"):
+        embtable.prefetch(qm, [256])
+
+
+def test_prefetch_still_reads_when_the_automatic_read_ahead_is_off(
+    tmp_path, read_ahead_calls, monkeypatch
+):
+    monkeypatch.setattr(_prefetch, "_method", "off")
+    table, _, t, _ = _memmaps(tmp_path)
+    ids = np.array([3, 100, 250])
+    np.testing.assert_array_equal(embtable.gather(t, ids), table[ids])
+    assert read_ahead_calls == []  # off: the lookups read nothing ahead
+    stats = embtable.prefetch(t, ids)  # an explicit call: "threads"
+    assert read_ahead_calls == [(_addr(t), "threads")]
+    assert stats["pages"] == len(_pages_of(t, ids))
+    embtable.prefetch(t, ids, method="willneed")
+    assert read_ahead_calls[-1] == (_addr(t), "willneed")
+
+
+def test_a_zero_width_view_does_not_turn_off_the_read_ahead(tmp_path):
+    path = tmp_path / "t.bin"
+    _write(path, np.ones((64, 1024), np.float32))
+    t = np.memmap(path, np.float32, "r", shape=(64, 1024))
+    assert embtable.gather(t[:, :0], [1]).shape == (1, 0)
+    assert embtable.prefetch(t[:, :0], [1]) == {"pages": 0, "cold": 0, "issued": 0}
+    stats = embtable.prefetch(t, [0, 63])
+    assert stats["pages"] == len(_pages_of(t, np.array([0, 63]))) == 2
+
+
+_ENV_OFF = """
+import sys, numpy as np, embtable
+t = np.memmap(sys.argv[1], np.float32, "r", shape=(10, 4))
+print(embtable.show_config(mode="dicts")["out_of_core"]["prefetch"])
+print(embtable.prefetch(t, [1, 9])["pages"])
+"""
+
+
+@pytest.mark.parametrize("value", ["off", "OFF"])
+def test_env_prefetch_off_leaves_explicit_prefetch_working(tmp_path, value):
+    path = tmp_path / "t.bin"
+    _write(path, np.arange(40, dtype=np.float32).reshape(10, 4))
+    r = subprocess.run(
+        [sys.executable, "-W", "error", "-c", _ENV_OFF, str(path)],
+        env=dict(os.environ, EMBTABLE_PREFETCH=value, EMBTABLE_TUNE="0"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["off", "1"]

@@ -378,3 +378,80 @@ def test_train_threaded_learns_a_planted_structure():
     scores = in_t @ out_t.T
     w = np.arange(V)
     assert np.mean(scores[w, (w + 1) % V] > np.median(scores, axis=1)) > 0.95
+
+
+@pytest.mark.parametrize("window", [10**9, 2**62, 2**70])
+def test_a_window_longer_than_the_stream_acts_as_n_minus_1(one_thread, window):
+    # Before: 2 * window (* K) ids allocated per task, whatever the stream: GBs,
+    # then bad_alloc (and an int64 overflow for the largest).
+    tokens, sent, noise = stream(n=10, V=5, seed=6)
+    for sentences in (None, sent):
+        runs = []
+        for w in (9, window):
+            in_t, out_t = np.full((5, 4), 0.1, np.float32), np.zeros((5, 4), np.float32)
+            got = embtable.sgns_train(
+                in_t, out_t, tokens, noise=noise, window=w, sentences=sentences, seed=1
+            )
+            runs.append((got, in_t, out_t))
+        (want, a_in, a_out), (got, b_in, b_out) = runs
+        assert got == want and want[1] > 0
+        np.testing.assert_array_equal(a_in, b_in)
+        np.testing.assert_array_equal(a_out, b_out)
+        if window < 2**63:
+            for k, (x, y) in enumerate(
+                zip(
+                    _core.sgns_pairs(tokens, sentences, noise, 0, 10, 9, 5, 1),
+                    _core.sgns_pairs(tokens, sentences, noise, 0, 10, window, 5, 1),
+                    strict=True,
+                )
+            ):
+                np.testing.assert_array_equal(x, y, err_msg=str(k))
+
+
+def test_a_huge_window_over_short_sentences_trains_their_pairs(one_thread):
+    # A window meaning "the whole sentence" (item2vec's use): 3,000 sentences of 4
+    # tokens give (almost: b < 3 has probability 2 / 11,999 per center) all their
+    # 4 * 3 pairs each, with scratch memory for those pairs only.
+    tokens = np.arange(12_000) % 40
+    sent = np.repeat(np.arange(3_000), 4)
+    in_t, out_t = np.zeros((40, 4), np.float32), np.zeros((40, 4), np.float32)
+    _, pairs = embtable.sgns_train(
+        in_t, out_t, tokens, noise=np.arange(40), window=10**12, sentences=sent
+    )
+    assert 0.99 * 36_000 < pairs <= 36_000
+
+
+@pytest.mark.parametrize("name", ["window", "negative", "start", "stop", "seed"])
+@pytest.mark.parametrize("value", [1.0, 1.9, "1"])
+def test_train_integer_arguments_refuse_floats(name, value):
+    tokens, _, noise = stream(n=50, V=10)
+    in_t, out_t = np.zeros((10, 4), np.float32), np.zeros((10, 4), np.float32)
+    with pytest.raises(TypeError, match=f"^{name} must be an integer, got "):
+        embtable.sgns_train(in_t, out_t, tokens, noise=noise, **{name: value})
+    assert not in_t.any() and not out_t.any()
+
+
+def test_train_integer_arguments_take_numpy_integers(one_thread):
+    tokens, sent, noise = stream(n=100, V=10)
+    runs = []
+    for conv in (int, np.int64):
+        in_t, out_t = np.full((10, 4), 0.1, np.float32), np.zeros((10, 4), np.float32)
+        kw = {"window": 3, "negative": 2, "start": 5, "stop": 90, "seed": 2**64 - 1}
+        got = embtable.sgns_train(
+            in_t,
+            out_t,
+            tokens,
+            noise=noise,
+            sentences=sent,
+            **{k: conv(v) if v < 2**63 else v for k, v in kw.items()},
+        )
+        runs.append((got, in_t.copy()))
+    assert runs[0][0] == runs[1][0]
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    # seed is taken modulo 2**64: -1 and 2**64 - 1 are one seed.
+    in_t, out_t = np.full((10, 4), 0.1, np.float32), np.zeros((10, 4), np.float32)
+    got = embtable.sgns_train(
+        in_t, out_t, tokens, noise=noise, sentences=sent,
+        window=3, negative=2, start=5, stop=90, seed=-1,
+    )  # fmt: skip
+    assert got == runs[0][0]

@@ -121,7 +121,10 @@ SgnsTrainResult sgns_train(Scalar* in_table, Scalar* out_table, int64_t V, int64
   const int64_t noise_shape[1] = {noise_len};
   check_named("tokens", tokens, tok_shape, V);
   check_named("noise", noise, noise_shape, V);
-  if (stop == start || window == 0) return {0.0, 0};
+  // No context is farther than n - 1 positions: a longer window draws as n - 1
+  // (and keeps window * (K + 2) * D below from overflowing).
+  window = std::min(window, n - 1);
+  if (stop == start || window <= 0) return {0.0, 0};
   Scalar* lo = std::min(in_table, out_table);
   Scalar* hi = std::max(in_table + V * D, out_table + V * D);
   RangeGuard guard(lo, hi);
@@ -158,11 +161,11 @@ void sgns_pairs(const Index* tokens, const int64_t* sentences, int64_t n, int64_
                 int64_t noise_len, uint64_t seed, std::vector<int64_t>& inputs,
                 std::vector<int64_t>& targets, std::vector<int64_t>& negatives) {
   check_stream(n, start, stop, window, K, noise_len);
-  std::vector<int64_t> negs(static_cast<size_t>(2 * window * K + 1));
+  window = std::min(window, n - 1);  // as sgns_train
+  std::vector<int64_t> negs;
   for (int64_t i = start; i < stop; ++i)
     sgns_kernels::for_each_pair(tokens, sentences, n, window, K, noise, noise_len, seed,
-                                i, negs.data(),
-                                [&](int64_t in, int64_t t, const int64_t* ng) {
+                                i, negs, [&](int64_t in, int64_t t, const int64_t* ng) {
                                   inputs.push_back(in);
                                   targets.push_back(t);
                                   negatives.insert(negatives.end(), ng, ng + K);

@@ -176,11 +176,10 @@ template <class Scalar, class Index, bool Locked>
 double run_tokens(Scalar* in, Scalar* out, int64_t D, const TokenArgs<Index>& a,
                   Scalar lr, Scalar end_lr, int64_t b, int64_t e, int64_t* pairs) {
   std::vector<Scalar> buf(static_cast<size_t>(2 * D));
-  // The pairs of one center (at most 2 * window), collected first so the rows of
-  // pair p + 1 can be prefetched while pair p computes.
-  const auto cap = static_cast<size_t>(2 * a.window);
-  std::vector<int64_t> inputs(cap), targets(cap),
-      negs(cap * static_cast<size_t>(a.K) + 1);
+  // The pairs of one center (at most 2 * window, and no more than its sentence
+  // holds), collected first so the rows of pair p + 1 can be prefetched while
+  // pair p computes. The buffers grow to the most pairs a center has had.
+  std::vector<int64_t> inputs, targets, negs;
   LossSum loss;
   int64_t count = 0;
   const double span = static_cast<double>(a.stop - a.start);
@@ -188,14 +187,14 @@ double run_tokens(Scalar* in, Scalar* out, int64_t D, const TokenArgs<Index>& a,
     // Linear decay over the centers [start, stop), as word2vec does over the corpus.
     const auto frac = static_cast<Scalar>(static_cast<double>(i - a.start) / span);
     const Scalar step = lr + (end_lr - lr) * frac;
-    int64_t m = 0;
+    inputs.clear();
+    targets.clear();
     for_each_pair(a.tokens, a.sentences, a.n, a.window, a.K, a.noise, a.noise_len,
-                  a.seed, i, negs.data(),
-                  [&](int64_t input, int64_t target, const int64_t*) {
-                    inputs[static_cast<size_t>(m)] = input;
-                    targets[static_cast<size_t>(m)] = target;
-                    ++m;
+                  a.seed, i, negs, [&](int64_t input, int64_t target, const int64_t*) {
+                    inputs.push_back(input);
+                    targets.push_back(target);
                   });
+    const auto m = static_cast<int64_t>(inputs.size());
     for (int64_t p = 0; p < m; ++p) {
       const auto q = static_cast<size_t>(p);
       if (p + 1 < m) {

@@ -3,7 +3,10 @@
 // view of the same pairs); internal linkage, like kernels_impl.hpp.
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace embtable::sgns_kernels {
 namespace {
@@ -34,13 +37,15 @@ struct PositionRng {
 // the same sentence) from left to right. For each, f(token[j], token[i], negs):
 // the input row is the context token j, the output row the token at i, and
 // negs holds K ids drawn uniformly from `noise`. The m-th pair's negatives are
-// written at negs + m * K, so `negs` needs room for 2 * window * K ids.
+// written at negs.data() + m * K (f gets that pointer); `negs` grows as pairs
+// come, so it stays as small as the most pairs one center has had, whatever the
+// window.
 // tokens = [7, 3, 9], window 1 (so b = 1), i = 1 -> f(7, 3, ..), f(9, 3, ..)
 template <class Index, class F>
 inline void for_each_pair(const Index* tokens, const int64_t* sentences, int64_t n,
                           int64_t window, int64_t K, const Index* noise,
-                          int64_t noise_len, uint64_t seed, int64_t i, int64_t* negs,
-                          F&& f) {
+                          int64_t noise_len, uint64_t seed, int64_t i,
+                          std::vector<int64_t>& negs, F&& f) {
   if (window < 1) return;
   PositionRng rng(seed, i);
   const int64_t b = 1 + rng.below(window);
@@ -48,13 +53,18 @@ inline void for_each_pair(const Index* tokens, const int64_t* sentences, int64_t
   const int64_t hi = i + b >= n ? n - 1 : i + b;
   const int64_t s = sentences ? sentences[i] : 0;
   const int64_t target = static_cast<int64_t>(tokens[i]);
-  int64_t* ng = negs;
+  const auto k_ids = static_cast<size_t>(K);
+  size_t used = 0;
   for (int64_t j = lo; j <= hi; ++j) {
     if (j == i || (sentences && sentences[j] != s)) continue;
+    // (+ 1: data() is never null, also for K = 0.)
+    if (negs.size() < used + k_ids + 1)
+      negs.resize(std::max(2 * negs.size(), used + k_ids + 1));
+    int64_t* ng = negs.data() + used;
     for (int64_t k = 0; k < K; ++k)
       ng[k] = static_cast<int64_t>(noise[rng.below(noise_len)]);
     f(static_cast<int64_t>(tokens[j]), target, static_cast<const int64_t*>(ng));
-    ng += K;
+    used += k_ids;
   }
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from . import _core, constraints, initializers, optimizers, regularizers
 from ._bag import embedding_bag
 from ._config import (
+    _simd_from_env,
     _threads_from_env,
     _tune_at_import,
     get_num_threads,
@@ -53,4 +54,5 @@ __all__ = [
 ]
 
 _threads_from_env()
+_simd_from_env()
 _tune_at_import()

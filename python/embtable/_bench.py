@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import math
 import os
 import platform
 import random
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,6 +30,7 @@ import numpy as np
 
 import embtable
 
+from . import _core
 from ._atomic import atomic_write
 
 __all__ = ["main", "run_grid", "Case"]
@@ -1212,6 +1215,23 @@ def plot(results: list[Result], path: str) -> None:
     plt.close(fig)
 
 
+def _unwritable(path: str) -> str | None:
+    """Why ``atomic_write(path)`` would fail, or None: its folder must exist and take
+    a new file (tried: permissions alone do not tell, e.g. for root)."""
+    target = Path(path)
+    if target.is_dir():
+        return f"{target} is a directory"
+    folder = target.parent
+    if not folder.is_dir():
+        return f"no such directory: {folder}"
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        return f"cannot create a file in {folder} ({e.strerror or e})"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m embtable bench``."""
     p = argparse.ArgumentParser(
@@ -1268,13 +1288,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = args.threads or (
         [all_threads] if args.quick else sorted({1, all_threads})
     )
-    if any(t < 1 for t in threads):
-        p.error("--threads must be >= 1")
+    limit = int(_core.max_threads())
+    if any(not 1 <= t <= limit for t in threads):
+        p.error(
+            f"--threads must be >= 1 and <= {limit} (4 per online CPU, at least 64)"
+        )
     repeats = args.repeats if args.repeats is not None else (3 if args.quick else 7)
     if repeats < 1:
         p.error("--repeats must be >= 1")
-    if args.work_ms < 0:
-        p.error("--work-ms must be >= 0")
+    if not (math.isfinite(args.work_ms) and args.work_ms >= 0):
+        p.error(f"--work-ms must be a finite number >= 0, got {args.work_ms}")
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        problem = _unwritable(path) if path else None
+        if problem is not None:
+            p.error(f"{flag} {path}: {problem}")
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -1307,7 +1334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(format_loop(loop_rows, work_ms=args.work_ms))
         if args.json:
-            with open(args.json, "w") as f:
+            with atomic_write(args.json, "w") as f:
                 json.dump(
                     {
                         "machine": machine_description(),

@@ -88,22 +88,63 @@ def show_config(mode: Literal["stdout", "dicts"] = "stdout") -> dict[str, Any] |
     return None
 
 
+def _env_warning(name: str, value: str, expected: str, instead: str) -> None:
+    """The warning for an environment variable with a value embtable can't use."""
+    warnings.warn(
+        f"{name}={value!r} is not {expected}; using {instead}",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
 def _threads_from_env() -> None:
     value = os.environ.get("EMBTABLE_NUM_THREADS")
     if value is None or value.strip() == "":
         return
+    limit = int(_core.max_threads())
+    expected = f"an integer in [1, {limit}]"
     try:
         n = int(value)
-        if n < 1:
-            raise ValueError
+    except ValueError:
+        n = 0
+    if 1 <= n <= limit:
         set_num_threads(n)
-    except ValueError as e:
-        limit = int(_core.max_threads())
-        warnings.warn(
-            f"EMBTABLE_NUM_THREADS={value!r} is not an integer in [1, {limit}] "
-            f"({e}); ignored",
-            RuntimeWarning,
-            stacklevel=3,
+        return
+    if n > limit:
+        expected += " (the limit: 4 threads per online CPU, at least 64)"
+    _env_warning(
+        "EMBTABLE_NUM_THREADS",
+        value,
+        expected,
+        f"the default, {int(_core.get_num_threads())} threads",
+    )
+
+
+_SIMD_LEVELS = ("baseline", "avx2", "avx512")
+
+
+def _simd_from_env() -> None:
+    """Warn when ``EMBTABLE_SIMD`` (read by the core) names no level, or one that this
+    build or CPU can't run: the core then uses the best level it has."""
+    value = os.environ.get("EMBTABLE_SIMD")
+    if value is None or value == "":
+        return
+    simd = _core.config()["simd"]
+    selected = simd["selected"]
+    if value not in _SIMD_LEVELS:
+        _env_warning(
+            "EMBTABLE_SIMD",
+            value,
+            "'baseline', 'avx2' or 'avx512'",
+            f"the best level of this CPU, {selected!r}",
+        )
+    elif value != selected:
+        _env_warning(
+            "EMBTABLE_SIMD",
+            value,
+            f"a level this build and CPU run (compiled: {', '.join(simd['compiled'])}; "
+            f"CPU: up to {simd['detected']})",
+            f"{selected!r}",
         )
 
 
@@ -201,10 +242,14 @@ def retune(*, save: bool = True) -> dict[str, int]:
 def _tune_at_import() -> None:
     """Apply the cached calibration, or measure once and cache it.
 
-    ``EMBTABLE_TUNE=0`` skips both (sizes then come from the caches alone).
+    ``EMBTABLE_TUNE=0`` skips both (sizes then come from the caches alone); ``1`` or
+    unset runs them; any other value warns and runs them.
     """
-    if os.environ.get("EMBTABLE_TUNE", "").strip() == "0":
+    env = os.environ.get("EMBTABLE_TUNE", "")
+    if env.strip() == "0":
         return
+    if env.strip() not in ("", "1"):
+        _env_warning("EMBTABLE_TUNE", env, "0 or 1", "1 (calibrate)")
     try:
         path = _tuning_cache_path()
         data = json.loads(path.read_text(encoding="utf-8"))

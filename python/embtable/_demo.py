@@ -16,10 +16,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -30,6 +32,7 @@ import numpy as np
 
 import embtable
 
+from . import _core
 from ._atomic import atomic_write_text
 
 __all__ = [
@@ -416,7 +419,8 @@ def train(
                 )
                 sums[epoch] += loss * count
                 pairs[epoch] += count
-                bar.update(done_b, loss, rate(done_b))
+                if b < n:  # the epoch's last slice: reported below, once
+                    bar.update(done_b, loss, rate(done_b))
             bar.update(
                 (epoch + 1) * n_raw, sums[epoch] / max(pairs[epoch], 1), rate(done_b)
             )
@@ -455,8 +459,8 @@ def nearest(
     unit = _unit_rows(table)
     w = words.index(word)
     sims = unit @ unit[w]
-    sims[w] = -np.inf
-    top = np.argsort(-sims, kind="stable")[:k]
+    order = np.argsort(-sims, kind="stable")
+    top = order[order != w][:k]
     return [(words[i], float(sims[i])) for i in top]
 
 
@@ -493,9 +497,7 @@ def save_table(
     line in row order, to the same name with ``.vocab.txt``. Each file is written
     atomically (``_atomic``).
     """
-    p = Path(path)
-    if p.suffix != ".npz":
-        p = p.with_name(p.name + ".npz")
+    p = _npz_path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     embtable.Embedding(table.shape[0], table.shape[1], weights=table, name="sgns").save(
         p
@@ -504,6 +506,35 @@ def save_table(
         p.with_name(p.name[: -len(".npz")] + ".vocab.txt"), "\n".join(words) + "\n"
     )
     return p
+
+
+def _npz_path(path: str | os.PathLike[str]) -> Path:
+    """Where save_table writes the table: `path`, with ``.npz`` added when missing."""
+    p = Path(path)
+    return p if p.suffix == ".npz" else p.with_name(p.name + ".npz")
+
+
+def _out_problem(path: str) -> str | None:
+    """Why save_table could not write to `path`, or None; checked before training.
+
+    save_table creates missing folders, so the nearest folder that exists must be a
+    folder we can create a file in (tried: permissions alone do not tell, e.g. for
+    root or a read-only filesystem).
+    """
+    target = _npz_path(path)
+    if target.is_dir():
+        return f"{target} is a directory"
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        return f"cannot create a file in {folder} ({e.strerror or e})"
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -565,20 +596,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("epochs", "dim", "window", "min_count"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.max_tokens is not None and args.max_tokens < 1:
+        parser.error("--max-tokens must be >= 1")
     if args.negative < 0:
         parser.error("--negative must be >= 0")
-    if args.threads is not None and args.threads < 1:
-        parser.error("--threads must be >= 1")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        parser.error(f"--lr must be a finite number > 0, got {args.lr}")
+    if not math.isfinite(args.sample):
+        parser.error(f"--sample must be a finite number, got {args.sample}")
+    limit = int(_core.max_threads())
+    if args.threads is not None and not 1 <= args.threads <= limit:
+        parser.error(f"--threads must be >= 1 and <= {limit}")
+    if args.corpus:
+        try:
+            with open(args.corpus, "rb"):
+                pass
+        except OSError as e:
+            parser.error(f"--corpus {args.corpus}: {e.strerror or e}")
+    if args.out:
+        problem = _out_problem(args.out)
+        if problem is not None:
+            parser.error(f"--out {args.out}: {problem}")
     old_threads = embtable.get_num_threads()
     if args.threads is not None:
         embtable.set_num_threads(args.threads)
     try:
-        return _run(args)
+        return _run(args, parser)
     finally:
         embtable.set_num_threads(old_threads)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     t0 = time.perf_counter()
     if args.corpus:
         sentences = read_text_corpus(args.corpus)
@@ -591,6 +639,12 @@ def _run(args: argparse.Namespace) -> int:
         f"corpus: {source}: {len(corpus.ids):,} tokens, {len(corpus.words):,} words "
         f"with count >= {args.min_count} ({time.perf_counter() - t0:.1f} s)"
     )
+    if not corpus.words:
+        more = ", raise --max-tokens" if args.max_tokens is not None else ""
+        parser.error(
+            f"the vocabulary is empty: no word occurs {args.min_count} times "
+            f"(--min-count); lower --min-count{more} or use a larger corpus"
+        )
     print(
         f"training: dim {args.dim}, window {args.window}, {args.negative} negatives, "
         f"{args.epochs} epochs, {embtable.get_num_threads()} threads"

@@ -11,6 +11,7 @@ from . import _core
 from ._arrays import as_array
 from ._bag import Mode, _mode, _offsets, _out, _padding, _result, _weights
 from ._indices import as_indices
+from ._prefetch import _maybe_prefetch
 from ._quant import QuantizedTable, _weights32
 
 __all__ = ["embedding_bags"]
@@ -140,6 +141,10 @@ def embedding_bags(
             pads.append(_padding(pad_list[t]))
         except (TypeError, ValueError, IndexError) as e:
             raise type(e)(f"tables[{t}]: {e}") from None
+    for entry, idx in zip(packed, idx_out, strict=True):
+        # Read ahead the rows of file-backed tables, as embedding_bag does (a
+        # quantized table's entry is (data, dtype, D)).
+        _maybe_prefetch(entry[0] if isinstance(entry, tuple) else entry, idx)
     result = _core.embedding_bags(
         packed,
         idx_out,

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import _core
 from ._indices import as_indices
+from ._prefetch import _maybe_prefetch
 
 __all__ = ["QuantizedTable", "quantize"]
 
@@ -174,6 +175,7 @@ def quantize(table: np.ndarray, dtype: QDtype) -> QuantizedTable:
 
 def _gather(table: QuantizedTable, indices: Any, out: np.ndarray | None) -> np.ndarray:
     idx = as_indices(indices, len(table))
+    _maybe_prefetch(table.data, idx)
     return _core.qgather(*table._packed(), idx, out=out)  # type: ignore[no-any-return]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,16 @@ from . import _core
 from ._indices import as_indices, table_rows
 
 __all__ = ["sgns_step", "sgns_train"]
+
+
+def _int(value: Any, name: str) -> int:
+    """``operator.index(value)``: an int, never a truncated float (TypeError)."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an integer, got {type(value).__name__} {value!r}"
+        ) from None
 
 
 def sgns_step(
@@ -93,7 +104,8 @@ def sgns_train(
     """word2vec's skip-gram loop over a token stream, fused in C++ (gensim's shape).
 
     For each center position ``i`` in ``[start, stop)`` (default: all of
-    ``tokens``): a reduced window ``b`` uniform in ``1..window``; every position
+    ``tokens``): a reduced window ``b`` uniform in ``1..window`` (a ``window``
+    above ``len(tokens) - 1`` acts as ``len(tokens) - 1``); every position
     ``j`` with ``0 < |i - j| <= b`` in the same sentence gives one
     :func:`sgns_step` pair -- input row ``tokens[j]``, positive output row
     ``tokens[i]``, ``negative`` ids drawn uniformly from ``noise`` (pass a
@@ -113,9 +125,12 @@ def sgns_train(
         Negatives are drawn uniformly from its entries.
     sentences : integer array-like, shape (n,), optional
         A sentence number per token; windows never cross a change of it.
+    window, negative, start, stop : int
+        Integers (``operator.index``: a float is a ``TypeError``, never truncated).
     seed : int
         The draws of position ``i`` depend on ``(seed, i)`` only: the same pairs
-        for any thread count or slicing (see ``_core.sgns_pairs``).
+        for any thread count or slicing (see ``_core.sgns_pairs``). Taken modulo
+        ``2**64``.
 
     Returns
     -------
@@ -136,8 +151,12 @@ def sgns_train(
         sent = np.ascontiguousarray(
             as_indices(sentences, None, "sentences"), dtype=np.int64
         )
+    window = _int(window, "window")
+    negative = _int(negative, "negative")
+    start = _int(start, "start")
+    seed = _int(seed, "seed")
     n = tok.shape[0] if tok.ndim == 1 else -1
-    stop = n if stop is None else int(stop)
+    stop = n if stop is None else _int(stop, "stop")
     end = float(lr) if end_lr is None else float(end_lr)
     loss, pairs = _core.sgns_train(
         in_table,
@@ -145,12 +164,13 @@ def sgns_train(
         tok,
         sent,
         nz,
-        int(start),
+        start,
         stop,
-        int(window),
-        int(negative),
+        # The core caps the window at n - 1; this keeps a larger int in int64.
+        min(window, 2**63 - 1),
+        negative,
         float(lr),
         end,
-        int(seed) & (2**64 - 1),
+        seed & (2**64 - 1),
     )
     return float(loss), int(pairs)

@@ -45,6 +45,7 @@ import numpy as np
 from jax.experimental import io_callback
 
 from . import _core
+from ._config import _env_warning
 from ._indices import as_indices
 
 __all__ = ["BACKEND", "embedding_bag", "gather"]
@@ -63,12 +64,27 @@ def _register_ffi() -> bool:
 
 
 _HAVE_FFI = _register_ffi()
+
+
+def _backend_from_env() -> str:
+    value = os.environ.get("EMBTABLE_JAX_BACKEND", "")
+    if value == "callback":
+        return "callback"
+    best = "ffi" if _HAVE_FFI else "callback"
+    if value not in ("", "ffi"):
+        _env_warning("EMBTABLE_JAX_BACKEND", value, "'ffi' or 'callback'", repr(best))
+    elif value == "ffi" and not _HAVE_FFI:
+        _env_warning(
+            "EMBTABLE_JAX_BACKEND",
+            value,
+            "available (embtable was built without the FFI extension)",
+            "'callback'",
+        )
+    return best
+
+
 #: ``"ffi"`` (XLA FFI custom calls, zero-copy) or ``"callback"`` (jax.pure_callback).
-BACKEND: str = (
-    "ffi"
-    if _HAVE_FFI and os.environ.get("EMBTABLE_JAX_BACKEND", "ffi") != "callback"
-    else "callback"
-)
+BACKEND: str = _backend_from_env()
 
 
 def _check_table(table: Any) -> None:

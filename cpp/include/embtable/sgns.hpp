@@ -58,6 +58,7 @@ double sgns_step_ref(Scalar* in_table, Scalar* out_table, int64_t D,
 
 // Word2vec's whole skip-gram loop over a token stream, fused (gensim's shape):
 //
+//   window = min(window, n - 1)             (no farther context exists)
 //   for i in [start, stop):                 the centers, in order when single-threaded
 //     step = lr + (end_lr - lr) * (i - start) / (stop - start)
 //     b = uniform in [1, window]             (word2vec's reduced window)
@@ -69,6 +70,8 @@ double sgns_step_ref(Scalar* in_table, Scalar* out_table, int64_t D,
 // Both tables are (V, D); tokens index both. The draws for center i come from a
 // counter-based generator keyed by (seed, i), so the pairs do not depend on the
 // thread count or on how [0, n) is cut into calls. Threads as in sgns_step.
+// Scratch memory grows with the pairs a center really has (its sentence), not
+// with `window`.
 // Every token and noise id is checked first; start/stop outside 0 <= start <=
 // stop <= n, a negative window or K, or an empty noise with K > 0:
 // std::invalid_argument.

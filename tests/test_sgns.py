@@ -381,26 +381,32 @@ def test_train_threaded_learns_a_planted_structure():
 
 
 @pytest.mark.parametrize("window", [10**9, 2**62, 2**70])
-def test_a_window_longer_than_the_stream_acts_as_n_minus_1(one_thread, window):
+def test_a_window_longer_than_the_stream_reaches_its_ends(one_thread, window):
     # Before: 2 * window (* K) ids allocated per task, whatever the stream: GBs,
-    # then bad_alloc (and an int64 overflow for the largest).
+    # then bad_alloc (and an int64 overflow for the largest). The draws keep the
+    # given window (b uniform in 1..window, one draw whatever its size), so every
+    # window this long reaches both ends of this 10-token stream: the same pairs
+    # and negatives as a window of 10**6 (for this seed, every b >= 9 for both).
     tokens, sent, noise = stream(n=10, V=5, seed=6)
     for sentences in (None, sent):
         runs = []
-        for w in (9, window):
+        for w in (10**6, window):
             in_t, out_t = np.full((5, 4), 0.1, np.float32), np.zeros((5, 4), np.float32)
             got = embtable.sgns_train(
                 in_t, out_t, tokens, noise=noise, window=w, sentences=sentences, seed=1
             )
             runs.append((got, in_t, out_t))
         (want, a_in, a_out), (got, b_in, b_out) = runs
-        assert got == want and want[1] > 0
+        # every ordered pair of positions in one sentence
+        ids = np.zeros(10, np.int64) if sentences is None else np.asarray(sentences)
+        all_pairs = int(sum(c * (c - 1) for c in np.unique(ids, return_counts=True)[1]))
+        assert got == want and want[1] == all_pairs > 0
         np.testing.assert_array_equal(a_in, b_in)
         np.testing.assert_array_equal(a_out, b_out)
         if window < 2**63:
             for k, (x, y) in enumerate(
                 zip(
-                    _core.sgns_pairs(tokens, sentences, noise, 0, 10, 9, 5, 1),
+                    _core.sgns_pairs(tokens, sentences, noise, 0, 10, 10**6, 5, 1),
                     _core.sgns_pairs(tokens, sentences, noise, 0, 10, window, 5, 1),
                     strict=True,
                 )

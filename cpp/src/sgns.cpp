@@ -121,20 +121,18 @@ SgnsTrainResult sgns_train(Scalar* in_table, Scalar* out_table, int64_t V, int64
   const int64_t noise_shape[1] = {noise_len};
   check_named("tokens", tokens, tok_shape, V);
   check_named("noise", noise, noise_shape, V);
-  // No context is farther than n - 1 positions: a longer window draws as n - 1
-  // (and keeps window * (K + 2) * D below from overflowing).
-  window = std::min(window, n - 1);
-  if (stop == start || window <= 0) return {0.0, 0};
+  if (stop == start || window == 0 || n < 2) return {0.0, 0};
   Scalar* lo = std::min(in_table, out_table);
   Scalar* hi = std::max(in_table + V * D, out_table + V * D);
   RangeGuard guard(lo, hi);
   const auto run = selected_table().get_tokens<Scalar, Index>();
   const sgns_kernels::TokenArgs<Index> args{tokens, sentences, n,     start,     stop,
                                             window, K,         noise, noise_len, seed};
-  // A center trains about `window` pairs of K + 1 rows each; a task covers about
-  // tuning().parallel_bytes of them.
+  // A center trains about `window` pairs (no more than n - 1) of K + 1 rows each;
+  // a task covers about tuning().parallel_bytes of them.
+  const int64_t reach = std::min(window, n - 1);
   const int64_t grain =
-      grain_rows(window * (K + 2) * D * static_cast<int64_t>(sizeof(Scalar)) * 2);
+      grain_rows(reach * (K + 2) * D * static_cast<int64_t>(sizeof(Scalar)) * 2);
   int64_t pairs = 0;
   double loss = 0;
   if (get_num_threads() == 1 || stop - start <= grain) {
@@ -161,7 +159,6 @@ void sgns_pairs(const Index* tokens, const int64_t* sentences, int64_t n, int64_
                 int64_t noise_len, uint64_t seed, std::vector<int64_t>& inputs,
                 std::vector<int64_t>& targets, std::vector<int64_t>& negatives) {
   check_stream(n, start, stop, window, K, noise_len);
-  window = std::min(window, n - 1);  // as sgns_train
   std::vector<int64_t> negs;
   for (int64_t i = start; i < stop; ++i)
     sgns_kernels::for_each_pair(tokens, sentences, n, window, K, noise, noise_len, seed,

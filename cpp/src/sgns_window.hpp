@@ -50,7 +50,7 @@ inline void for_each_pair(const Index* tokens, const int64_t* sentences, int64_t
   PositionRng rng(seed, i);
   const int64_t b = 1 + rng.below(window);
   const int64_t lo = i - b < 0 ? 0 : i - b;
-  const int64_t hi = i + b >= n ? n - 1 : i + b;
+  const int64_t hi = b >= n - i ? n - 1 : i + b;  // (i + b may not fit int64)
   const int64_t s = sentences ? sentences[i] : 0;
   const int64_t target = static_cast<int64_t>(tokens[i]);
   const auto k_ids = static_cast<size_t>(K);

@@ -104,8 +104,8 @@ def sgns_train(
     """word2vec's skip-gram loop over a token stream, fused in C++ (gensim's shape).
 
     For each center position ``i`` in ``[start, stop)`` (default: all of
-    ``tokens``): a reduced window ``b`` uniform in ``1..window`` (a ``window``
-    above ``len(tokens) - 1`` acts as ``len(tokens) - 1``); every position
+    ``tokens``): a reduced window ``b`` uniform in ``1..window`` (any size: the
+    scratch memory follows the pairs a center has, not ``window``); every position
     ``j`` with ``0 < |i - j| <= b`` in the same sentence gives one
     :func:`sgns_step` pair -- input row ``tokens[j]``, positive output row
     ``tokens[i]``, ``negative`` ids drawn uniformly from ``noise`` (pass a
@@ -166,7 +166,7 @@ def sgns_train(
         nz,
         start,
         stop,
-        # The core caps the window at n - 1; this keeps a larger int in int64.
+        # Windows past the stream all reach its ends; this keeps the int in int64.
         min(window, 2**63 - 1),
         negative,
         float(lr),

@@ -58,7 +58,6 @@ double sgns_step_ref(Scalar* in_table, Scalar* out_table, int64_t D,
 
 // Word2vec's whole skip-gram loop over a token stream, fused (gensim's shape):
 //
-//   window = min(window, n - 1)             (no farther context exists)
 //   for i in [start, stop):                 the centers, in order when single-threaded
 //     step = lr + (end_lr - lr) * (i - start) / (stop - start)
 //     b = uniform in [1, window]             (word2vec's reduced window)

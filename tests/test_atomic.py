@@ -129,3 +129,19 @@ def test_bench_plot_is_written_atomically(tmp_path, monkeypatch, capsys):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert _names(tmp_path) == ["p.png"]
     capsys.readouterr()
+
+
+def test_unwritable_names_what_would_fail(tmp_path):
+    assert _atomic.unwritable(tmp_path / "x.json") is None
+    assert _atomic.unwritable(tmp_path) == f"{tmp_path} is a directory"
+    missing = tmp_path / "no" / "deeper" / "x.json"
+    assert _atomic.unwritable(missing) == f"no such directory: {missing.parent}"
+    assert (
+        _atomic.unwritable(missing, make_parents=True) is None
+    )  # the writer makes them
+    (tmp_path / "f").write_text("")
+    assert _atomic.unwritable(tmp_path / "f" / "x.json", make_parents=True) == (
+        f"{tmp_path / 'f'} is not a directory"
+    )
+    assert not (tmp_path / "no").exists()  # nothing made, nothing left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]

@@ -29,11 +29,12 @@ import contextlib
 import os
 import secrets
 import stat
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "unwritable"]
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -144,3 +145,30 @@ def atomic_write_text(
     """Write ``text`` to ``path`` atomically (UTF-8 unless ``encoding`` says)."""
     with atomic_write(path, "w", encoding=encoding, newline=newline) as f:
         f.write(text)
+
+
+def unwritable(
+    path: str | os.PathLike[str], *, make_parents: bool = False
+) -> str | None:
+    """Why ``atomic_write(path)`` would fail, or None; for checking a path before
+    long work. Its folder (with ``make_parents``, the nearest one that exists, as
+    the writer creates the rest) must take a new file: tried, since permissions
+    alone do not tell (root, a read-only filesystem)."""
+    target = Path(path)
+    if target.is_dir():
+        return f"{target} is a directory"
+    folder = target.parent
+    while make_parents and not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return (
+            f"{folder} is not a directory"
+            if folder.exists()
+            else f"no such directory: {folder}"
+        )
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        return f"cannot create a file in {folder} ({e.strerror or e})"
+    return None

@@ -19,7 +19,6 @@ import os
 import platform
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,7 +30,7 @@ import numpy as np
 import embtable
 
 from . import _core
-from ._atomic import atomic_write
+from ._atomic import atomic_write, unwritable
 
 __all__ = ["main", "run_grid", "Case"]
 
@@ -1215,23 +1214,6 @@ def plot(results: list[Result], path: str) -> None:
     plt.close(fig)
 
 
-def _unwritable(path: str) -> str | None:
-    """Why ``atomic_write(path)`` would fail, or None: its folder must exist and take
-    a new file (tried: permissions alone do not tell, e.g. for root)."""
-    target = Path(path)
-    if target.is_dir():
-        return f"{target} is a directory"
-    folder = target.parent
-    if not folder.is_dir():
-        return f"no such directory: {folder}"
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        return f"cannot create a file in {folder} ({e.strerror or e})"
-    return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m embtable bench``."""
     p = argparse.ArgumentParser(
@@ -1299,7 +1281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (math.isfinite(args.work_ms) and args.work_ms >= 0):
         p.error(f"--work-ms must be a finite number >= 0, got {args.work_ms}")
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
-        problem = _unwritable(path) if path else None
+        problem = unwritable(path) if path else None
         if problem is not None:
             p.error(f"{flag} {path}: {problem}")
     if args.plot:

@@ -21,7 +21,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -33,7 +32,7 @@ import numpy as np
 import embtable
 
 from . import _core
-from ._atomic import atomic_write_text
+from ._atomic import atomic_write_text, unwritable
 
 __all__ = [
     "Corpus",
@@ -515,26 +514,9 @@ def _npz_path(path: str | os.PathLike[str]) -> Path:
 
 
 def _out_problem(path: str) -> str | None:
-    """Why save_table could not write to `path`, or None; checked before training.
-
-    save_table creates missing folders, so the nearest folder that exists must be a
-    folder we can create a file in (tried: permissions alone do not tell, e.g. for
-    root or a read-only filesystem).
-    """
-    target = _npz_path(path)
-    if target.is_dir():
-        return f"{target} is a directory"
-    folder = target.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        return f"{folder} is not a directory"
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        return f"cannot create a file in {folder} ({e.strerror or e})"
-    return None
+    """Why save_table could not write to `path`, or None; checked before training
+    (save_table creates missing folders)."""
+    return unwritable(_npz_path(path), make_parents=True)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -5,17 +5,18 @@
 1,000,000 x 64 float32 table, 262,144 uniform ids: embtable.gather vs
 np.take(out=), embtable.scatter_add (both modes) vs np.add.at, and both against
 np.copyto of the same 64 MiB (the memory-copy limit), at 1 and 2 threads.
-Methods are timed round-robin (each repeat runs every method once), medians.
+Each repeat runs every method once, in a new shuffled order (a fixed order let
+the deterministic scatter_add always follow the default one and find the same
+rows still cached), medians.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import embtable
 import numpy as np
+from embtable._bench import time_rotated
 
 
 def main() -> None:
@@ -44,15 +45,10 @@ def main() -> None:
             "np.add.at": lambda: np.add.at(target, ids, updates),
             "np.copyto (same 64 MiB)": lambda: np.copyto(out, src),
         }
-        times: dict[str, list[float]] = {k: [] for k in methods}
-        for f in methods.values():
-            f()  # warm-up
-        for _ in range(args.repeats):
-            for name, f in methods.items():
-                t0 = time.perf_counter()
-                f()
-                times[name].append(time.perf_counter() - t0)
-        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        # One call per sample, every method in every round (no time budget).
+        med = time_rotated(
+            methods, rounds=args.repeats, sample_s=0, budget_s=float("inf")
+        )
         copy = med["np.copyto (same 64 MiB)"]
         print(f"\nthreads = {threads} (medians of {args.repeats}, ms)\n")
         print("| method | ms | vs NumPy | time / np.copyto |")

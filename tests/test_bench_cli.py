@@ -184,6 +184,38 @@ def test_loop_runs_a_tiny_case() -> None:
     assert all(r.pause_us == 0 for r in rows)  # no work, so no pause either
 
 
+def _tiny_grid(progress: bool) -> list[Result]:
+    return _bench.run_grid(
+        [64],
+        [4],
+        [16],
+        ["uniform"],
+        [1],
+        repeats=1,
+        peers=_bench._Peers(use_torch=False, use_numba=False),
+        with_sorted=False,
+        progress=progress,
+    )
+
+
+def test_grid_progress_off_writes_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _tiny_grid(progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_grid_progress_to_a_log_is_one_line_per_case(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _tiny_grid(progress=True)  # pytest's captured stderr is not a terminal
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert (
+        lines[0].startswith("[  0/1]") and "V=64 D=4 N=16 uniform threads=1" in lines[0]
+    )
+    assert lines[-1].startswith("[  1/1]") and lines[-1].endswith("done")
+
+
 def test_loop_times_the_idle_pause() -> None:
     rows = _bench.run_loop(
         ((8, 64),),

@@ -319,8 +319,14 @@ class _Pool:
 
 
 def _progress(msg: str, done: int, total: int, t0: float) -> None:
+    """One status line on stderr: rewritten in place on a terminal, else one
+    line per case (a log file gets no carriage returns)."""
     el = time.perf_counter() - t0
-    sys.stderr.write(f"\r[{done:3d}/{total}] {el:6.1f}s  {msg:<60}")
+    line = f"[{done:3d}/{total}] {el:6.1f}s  {msg}"
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r{line:<80}")
+    else:
+        sys.stderr.write(line + "\n")
     sys.stderr.flush()
 
 
@@ -366,12 +372,13 @@ def run_grid(
                         once: dict[str, float] = {}
                         for th in thread_counts:
                             case = Case(V, D, N, dist, th)
-                            _progress(
-                                f"V={V} D={D} N={N} {dist} threads={th}",
-                                done,
-                                total,
-                                t0,
-                            )
+                            if progress:
+                                _progress(
+                                    f"V={V} D={D} N={N} {dist} threads={th}",
+                                    done,
+                                    total,
+                                    t0,
+                                )
                             embtable.set_num_threads(th)
                             peers.set_threads(th)
                             results += _time_case(
@@ -396,7 +403,8 @@ def run_grid(
         pool.close()
         if progress:
             _progress("done", done, total, t0)
-            sys.stderr.write("\n")
+            if sys.stderr.isatty():
+                sys.stderr.write("\n")
     return results
 
 

@@ -9,7 +9,8 @@ job); shell blocks (```` ```bash ````, ```` ```console ````) are never run.
 A page whose example needs an optional dependency that is not installed (PyTorch,
 JAX, ...) is skipped from that example on, as the suite's ``importorskip`` tests are.
 Docstring examples run separately:
-``python -m pytest --doctest-modules --pyargs embtable``.
+``python -m pytest --doctest-modules --pyargs embtable --doctest-ignore-import-errors``
+(the flag skips modules whose optional dependency is missing, e.g. Ray's).
 """
 
 from __future__ import annotations

@@ -102,3 +102,35 @@ def test_embedding_property(ids, sparse, padding):
     if sparse:
         present = set(np.unique(ids).tolist()) - {padding}
         assert grad.indices.tolist() == sorted(present)
+
+
+def test_load_and_from_config_are_typed_as_the_class_they_are_called_on(tmp_path):
+    # A typed user writes `layer = Embedding.load(path)` and uses `layer.input_dim`:
+    # mypy must see an Embedding (not the base TableLayer), and an EmbeddingBag for
+    # EmbeddingBag.load, without a cast.
+    api = pytest.importorskip("mypy.api")
+    src = tmp_path / "user.py"
+    src.write_text(
+        "from embtable import Embedding, EmbeddingBag\n"
+        "from embtable.layers import TableLayer\n"
+        "reveal_type(Embedding.load('e.npz'))\n"
+        "reveal_type(Embedding.from_config({}))\n"
+        "reveal_type(EmbeddingBag.load('b.npz'))\n"
+        "reveal_type(EmbeddingBag.from_config({}))\n"
+        "reveal_type(TableLayer.from_config({}))\n"
+    )
+    out, err, status = api.run(
+        ["--no-incremental", "--cache-dir", str(tmp_path / "cache"), str(src)]
+    )
+    revealed = [
+        line.split('Revealed type is "')[1].rstrip('"')
+        for line in out.splitlines()
+        if "Revealed type is" in line
+    ]
+    assert revealed == [
+        "embtable.layers.Embedding",
+        "embtable.layers.Embedding",
+        "embtable.layers.EmbeddingBag",
+        "embtable.layers.EmbeddingBag",
+        "embtable.layers.TableLayer",
+    ], out + err

@@ -110,7 +110,9 @@ def scatter_add(
     ``deterministic=True`` is bitwise identical to ``np.add.at`` for any thread count
     (one exception: a NaN update added to a target element that is already NaN
     gives NaN, but its sign and payload may differ from NumPy's);
-    the default uses row-atomic updates across threads (summation order may vary).
+    the default runs the same row-owner kernel unless skewed (hot) ids would leave
+    one owner with too large a share, and then splits the ids between threads under
+    striped row locks (summation order may vary between runs).
     Every index is validated before the first write. ``updates`` or ``indices``
     that share an element with ``target`` are a ``ValueError`` (``np.add.at``
     would read them as it writes); views of one buffer that only interleave

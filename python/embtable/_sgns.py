@@ -72,9 +72,10 @@ def sgns_step(
     argument and the first bad position; both tables are then unchanged).
     With one thread (``embtable.set_num_threads(1)``) the pairs run in order and
     the result is the loop above. With more, pairs are split between threads
-    Hogwild-style like word2vec and gensim: concurrent updates of a shared row
-    may be lost or use a slightly stale row (results vary between runs); the
-    elements are accessed through relaxed atomics, so this is race-free.
+    Hogwild-style like word2vec and gensim: no order between the pairs of
+    different threads, a pair may read a row another thread updated a moment
+    ago, and results vary between runs. It is not a data race: each row is read
+    or updated while holding one of 4096 striped spin locks, never two at a time.
     """
     V_in = table_rows(in_table)
     V_out = table_rows(out_table)

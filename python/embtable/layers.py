@@ -12,7 +12,7 @@ import itertools
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -24,6 +24,8 @@ from ._rowgrad import RowGrad
 __all__ = ["Embedding", "EmbeddingBag", "TableLayer"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+# ``Embedding.load(...)`` / ``from_config(...)`` are typed as the class they are called on.
+_Layer = TypeVar("_Layer", bound="TableLayer")
 _name_counters: dict[str, itertools.count] = {}
 
 
@@ -529,8 +531,10 @@ class TableLayer:
 
     @classmethod
     def from_config(
-        cls, config: Mapping[str, Any], custom_objects: Mapping[str, Any] | None = None
-    ) -> TableLayer:
+        cls: type[_Layer],
+        config: Mapping[str, Any],
+        custom_objects: Mapping[str, Any] | None = None,
+    ) -> _Layer:
         """Rebuild a layer from ``get_config()``; ``custom_objects`` maps the names of
         other callables (qualified or short) to the objects.
 
@@ -586,11 +590,11 @@ class TableLayer:
 
     @classmethod
     def load(
-        cls,
+        cls: type[_Layer],
         path: str | os.PathLike[str],
         optimizer: Any = None,
         custom_objects: Mapping[str, Any] | None = None,
-    ) -> TableLayer:
+    ) -> _Layer:
         """Read a layer written by ``save`` (``.npz`` added if ``path`` is missing).
 
         Parameters
@@ -750,8 +754,10 @@ class Embedding(TableLayer):
 
     @classmethod
     def from_config(
-        cls, config: Mapping[str, Any], custom_objects: Mapping[str, Any] | None = None
-    ) -> TableLayer:
+        cls: type[_Layer],
+        config: Mapping[str, Any],
+        custom_objects: Mapping[str, Any] | None = None,
+    ) -> _Layer:
         """Rebuild a layer from ``get_config()`` (see ``TableLayer.from_config``).
 
         A Keras 2 config works too: its ``batch_input_shape`` (``[None, 10]`` for

@@ -489,7 +489,7 @@ class TableLayer:
             if rows.size:
                 self.embeddings[rows] = c(self.embeddings[rows])
             return
-        self.embeddings[...] = c(self.embeddings)
+        constraints.apply_to_table(c, self.embeddings)
 
     # -- losses --------------------------------------------------------------
     @property

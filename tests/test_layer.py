@@ -636,3 +636,34 @@ def test_single_row_table_and_int32_ids():
     layer(ids)
     g = layer.backward(np.ones((3, 2, 1)))
     assert g.indices.tolist() == [0] and g.values.tolist() == [[6.0]]
+
+
+@pytest.mark.parametrize(
+    "init", ["uniform", "normal", "truncated_normal", "glorot_uniform", "zeros"]
+)
+def test_construction_does_not_copy_the_initial_table(init):
+    # embtable's own initializers return a new array: the layer adopts it (peak
+    # memory one table, not two); the values are the initializer's.
+    import tracemalloc
+
+    V, D = 65_536, 128  # 32 MiB
+    tracemalloc.start()
+    try:
+        layer = Embedding(V, D, embeddings_initializer=init, seed=7)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    nbytes = layer.embeddings.nbytes
+    assert peak < nbytes + nbytes // 2, peak
+    expected = initializers.get(init, 7)((V, D), "float32")
+    np.testing.assert_array_equal(layer.embeddings, expected)
+    assert layer.embeddings.flags.c_contiguous and layer.embeddings.flags.writeable
+
+
+def test_custom_initializer_output_is_copied():
+    # A callable of one's own may return an array it keeps: the layer copies it.
+    held = np.ones((4, 3), np.float32)
+    layer = Embedding(4, 3, embeddings_initializer=lambda shape, dtype: held)
+    assert not np.shares_memory(layer.embeddings, held)
+    layer.embeddings[0] = 5
+    assert held[0, 0] == 1

@@ -218,6 +218,30 @@ def test_losses():
     assert Embedding(4, 3).losses == []
     r = regularizers.get("l1_l2")
     assert (r.l1, r.l2) == (0.01, 0.01)
+
+
+@pytest.mark.parametrize("name", ["l1", "l2", "l1_l2"])
+def test_table_penalty_takes_no_table_sized_scratch(name):
+    # The embeddings regularizer runs over the whole table at every call: in
+    # slices, never as a (V, D) float64 temporary (twice a float32 table).
+    import tracemalloc
+
+    rng = np.random.default_rng(3)
+    V, D = 65_536, 128  # 32 MiB
+    w = rng.standard_normal((V, D), dtype=np.float32)
+    layer = Embedding(V, D, weights=w, embeddings_regularizer=name)
+    ids = rng.integers(0, V, 16)
+    tracemalloc.start()
+    try:
+        layer(ids)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < w.nbytes // 4, peak
+    w64 = w.astype(np.float64)
+    r = layer.embeddings_regularizer
+    expected = r.l1 * np.abs(w64).sum() + r.l2 * np.square(w64).sum()
+    assert layer.losses[0] == pytest.approx(expected, rel=1e-12)
     assert regularizers.L1L2(l1=0.5)(np.array([-2.0])) == 1.0
 
 
@@ -612,3 +636,34 @@ def test_single_row_table_and_int32_ids():
     layer(ids)
     g = layer.backward(np.ones((3, 2, 1)))
     assert g.indices.tolist() == [0] and g.values.tolist() == [[6.0]]
+
+
+@pytest.mark.parametrize(
+    "init", ["uniform", "normal", "truncated_normal", "glorot_uniform", "zeros"]
+)
+def test_construction_does_not_copy_the_initial_table(init):
+    # embtable's own initializers return a new array: the layer adopts it (peak
+    # memory one table, not two); the values are the initializer's.
+    import tracemalloc
+
+    V, D = 65_536, 128  # 32 MiB
+    tracemalloc.start()
+    try:
+        layer = Embedding(V, D, embeddings_initializer=init, seed=7)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    nbytes = layer.embeddings.nbytes
+    assert peak < nbytes + nbytes // 2, peak
+    expected = initializers.get(init, 7)((V, D), "float32")
+    np.testing.assert_array_equal(layer.embeddings, expected)
+    assert layer.embeddings.flags.c_contiguous and layer.embeddings.flags.writeable
+
+
+def test_custom_initializer_output_is_copied():
+    # A callable of one's own may return an array it keeps: the layer copies it.
+    held = np.ones((4, 3), np.float32)
+    layer = Embedding(4, 3, embeddings_initializer=lambda shape, dtype: held)
+    assert not np.shares_memory(layer.embeddings, held)
+    layer.embeddings[0] = 5
+    assert held[0, 0] == 1

@@ -347,3 +347,70 @@ def test_threads_do_not_change_result():
             results.append(layer.embeddings)
     for r in results[1:]:
         np.testing.assert_array_equal(r, results[0])
+
+
+@pytest.mark.parametrize(
+    "constraint",
+    [
+        "max_norm",
+        "unit_norm",
+        "non_neg",
+        constraints.MinMaxNorm(0.5, 1.5, rate=0.5),
+        constraints.MaxNorm(1.0, axis=1),
+    ],
+    ids=["max_norm", "unit_norm", "non_neg", "min_max_norm", "max_norm_rows"],
+)
+@pytest.mark.parametrize("sparse", [False, True])
+def test_constraint_on_whole_table_takes_no_table_sized_scratch(constraint, sparse):
+    # A step applies the constraint to the whole table (a dense step; an across-row
+    # one after a lazy step too) in place, slice by slice: bit for bit the
+    # constraint's value on the whole table, with no (V, D) temporary per step.
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    V, D = 65_536, 128  # 32 MiB
+    w = rng.standard_normal((V, D), dtype=np.float32)
+    ids = rng.integers(0, V, 64)
+    layer = Embedding(V, D, weights=w, sparse=sparse, embeddings_constraint=constraint)
+    plain = Embedding(V, D, weights=w, sparse=sparse)
+    for lay in (layer, plain):
+        lay(ids)
+        lay.backward(np.ones((64, D), np.float32))
+    optimizers.SGD(0.5).step(plain)
+    c = layer.embeddings_constraint
+    if sparse and c.rowwise:
+        rows = np.unique(ids)
+        expected = plain.embeddings.copy()
+        expected[rows] = c(expected[rows])
+    else:
+        expected = c(plain.embeddings)
+    opt = optimizers.SGD(0.5)
+    tracemalloc.start()
+    try:
+        opt.step(layer)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(layer.embeddings, expected)
+    assert peak < layer.embeddings.nbytes // 4, peak
+
+
+@pytest.mark.parametrize("D", [1, 2, 3, 17])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_apply_to_table_equals_the_constraint_bitwise(D, dtype):
+    # Over many slices of rows, every built-in constraint (both axes) gives
+    # exactly table[...] = constraint(table).
+    rng = np.random.default_rng(D)
+    V = 3 * (constraints._BLOCK_BYTES // (D * np.dtype(dtype).itemsize)) + 5
+    w = (rng.standard_normal((V, D)) * 3).astype(dtype)
+    for c in [
+        constraints.MaxNorm(1.0),
+        constraints.UnitNorm(),
+        constraints.MinMaxNorm(0.5, 1.5, rate=0.5),
+        constraints.MaxNorm(2.0, axis=1),
+        constraints.UnitNorm(axis=-1),
+        constraints.NonNeg(),
+    ]:
+        got = w.copy()
+        constraints.apply_to_table(c, got)
+        np.testing.assert_array_equal(got, c(w))

@@ -320,3 +320,80 @@ def test_thread_creation_failure_leaves_a_working_pool():
     assert r.returncode == 0, r.stdout + r.stderr
     assert "terminate called" not in r.stderr
     assert r.stdout.startswith("OK"), r.stdout
+
+
+def _ticks_during(fn):
+    """How often another Python thread ran while ``fn()`` ran in this one: about 0
+    when ``fn`` holds the GIL throughout, hundreds when its kernel releases it."""
+    import time
+
+    done = threading.Event()
+    ticks = [0]
+
+    def count():
+        while not done.is_set():
+            ticks[0] += 1
+            time.sleep(0.0005)
+
+    t = threading.Thread(target=count)
+    t.start()
+    time.sleep(0.05)
+    before = ticks[0]
+    try:
+        fn()
+    finally:
+        during = ticks[0] - before
+        done.set()
+        t.join()
+    return during
+
+
+def _gil_cases():
+    from embtable import optimizers
+
+    rng = np.random.default_rng(9)
+    V, D, N = 1 << 17, 64, 1 << 21  # a 32 MiB table, 2M ids in bags
+    table = rng.standard_normal((V, D), dtype=np.float32)
+    ids = rng.integers(0, V, N)
+    bags = ids.reshape(-1, 16)
+    rows = ids[: N // 4]  # gathers and scatters: 128 MiB of rows
+    q = embtable.quantize(table, "int8")
+    ones = np.ones((N // 4, D), np.float32)
+    sparse = embtable.Embedding(V, D, sparse=True, weights=table)
+    dense = embtable.Embedding(V, D, weights=table)
+    for layer in (sparse, dense):
+        layer(ids[: N // 4])
+        layer.backward(np.ones((N // 4, D), np.float32))
+    adam = optimizers.Adam()
+    adam.step(sparse)
+    adam.step(dense)
+    big = np.zeros((4 * V, D), np.float32)
+    return {
+        "gather": lambda: embtable.gather(table, rows),
+        "scatter_add": lambda: embtable.scatter_add(table.copy(), rows, ones),
+        "scatter_add_det": lambda: embtable.scatter_add(
+            table.copy(), rows, ones, deterministic=True
+        ),
+        "bag_sum": lambda: embtable.embedding_bag(table, bags, mode="sum"),
+        "bag_max": lambda: embtable.embedding_bag(table, bags, mode="max"),
+        "bags": lambda: embtable.embedding_bags([table, q], [bags, bags]),
+        "qgather": lambda: embtable.gather(q, rows),
+        "quantize": lambda: embtable.quantize(big, "int4"),
+        "lazy_adam": lambda: adam.step(sparse),
+        "dense_adam": lambda: adam.step(dense),
+        "sparse_backward": lambda: sparse.backward(np.ones((N // 4, D), np.float32)),
+    }
+
+
+def test_kernels_release_the_gil():
+    # Every kernel runs without the GIL: another Python thread keeps running. One
+    # thread in the pool, so that the calls last and a CPU is left for the counter.
+    threads = embtable.get_num_threads()
+    embtable.set_num_threads(1)
+    try:
+        cases = _gil_cases()
+        ticks = {name: _ticks_during(fn) for name, fn in cases.items()}
+    finally:
+        embtable.set_num_threads(threads)
+    stalled = {name: n for name, n in ticks.items() if n < 10}
+    assert not stalled, stalled

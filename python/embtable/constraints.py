@@ -23,6 +23,7 @@ __all__ = [
     "MinMaxNorm",
     "NonNeg",
     "UnitNorm",
+    "apply_to_table",
     "deserialize",
     "get",
     "serialize",
@@ -43,6 +44,17 @@ class Constraint(Configurable):
         return w
 
 
+# Bytes of rows per slice when a constraint is applied to a whole table in place
+# (``apply_to_table``): the scratch memory it takes, never proportional to V * D.
+_BLOCK_BYTES = 1024 * 1024
+
+
+def _row_blocks(w: np.ndarray) -> range:
+    """Start rows of the slices of ``w`` (2-D) of at most ``_BLOCK_BYTES``."""
+    step = max(1, _BLOCK_BYTES // max(1, w.shape[1] * w.itemsize))
+    return range(0, w.shape[0], step)
+
+
 class _NormConstraint(Constraint):
     axis: int
 
@@ -53,6 +65,25 @@ class _NormConstraint(Constraint):
     def _norms(self, w: np.ndarray) -> np.ndarray:
         return np.sqrt(np.sum(np.square(w), axis=self.axis, keepdims=True))
 
+    def _column_norms(self, w: np.ndarray) -> np.ndarray:
+        """``_norms(w)`` for ``axis=0`` of a 2-D ``w``, bit for bit, with scratch
+        memory of one slice of rows: the sum over axis 0 adds the rows in order,
+        so each slice continues from the running sum (its first row)."""
+        acc: np.ndarray | None = None
+        blocks = _row_blocks(w)
+        for lo in blocks:
+            sq = np.square(w[lo : lo + blocks.step])
+            if acc is not None:
+                sq = np.concatenate([acc, sq])
+            acc = np.sum(sq, axis=0, keepdims=True)
+        if acc is None:
+            return self._norms(w)
+        return np.sqrt(acc)
+
+    def _scaled(self, w: np.ndarray, norms: np.ndarray) -> np.ndarray:
+        """What ``__call__`` returns, given ``norms = _norms(w)``."""
+        raise NotImplementedError
+
 
 class MaxNorm(_NormConstraint):
     """``w * clip(norm, 0, max_value) / (eps + norm)``."""
@@ -61,7 +92,9 @@ class MaxNorm(_NormConstraint):
         self.max_value, self.axis = float(max_value), int(axis)
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
-        norms = self._norms(w)
+        return self._scaled(w, self._norms(w))
+
+    def _scaled(self, w: np.ndarray, norms: np.ndarray) -> np.ndarray:
         desired = np.clip(norms, 0, self.max_value)
         return (w * (desired / (_EPSILON + norms))).astype(w.dtype, copy=False)
 
@@ -76,7 +109,10 @@ class UnitNorm(_NormConstraint):
         self.axis = int(axis)
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
-        return (w / (_EPSILON + self._norms(w))).astype(w.dtype, copy=False)
+        return self._scaled(w, self._norms(w))
+
+    def _scaled(self, w: np.ndarray, norms: np.ndarray) -> np.ndarray:
+        return (w / (_EPSILON + norms)).astype(w.dtype, copy=False)
 
     def get_config(self) -> dict[str, Any]:
         return {"axis": self.axis}
@@ -96,7 +132,9 @@ class MinMaxNorm(_NormConstraint):
         self.rate, self.axis = float(rate), int(axis)
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
-        norms = self._norms(w)
+        return self._scaled(w, self._norms(w))
+
+    def _scaled(self, w: np.ndarray, norms: np.ndarray) -> np.ndarray:
         desired = (
             self.rate * np.clip(norms, self.min_value, self.max_value)
             + (1 - self.rate) * norms
@@ -119,6 +157,48 @@ class NonNeg(Constraint):
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
         return w * (w >= 0).astype(w.dtype)
+
+
+def apply_to_table(
+    constraint: Callable[[np.ndarray], np.ndarray], w: np.ndarray
+) -> None:
+    """``w[...] = constraint(w)`` for a (V, D) table, in place, with the same result.
+
+    A ``rowwise`` constraint is applied slice of rows by slice of rows, and this
+    module's norm constraints with ``axis=0`` in two passes over such slices (the
+    column norms, then the scaling), so the scratch memory is one slice, never a
+    (V, D) temporary. Other callables (and a norm constraint with ``axis=0`` on a
+    one-column table) get the whole table.
+    """
+    if w.ndim != 2 or w.size == 0:
+        w[...] = constraint(w)
+        return
+    if getattr(constraint, "rowwise", False):
+        blocks = _row_blocks(w)
+        for lo in blocks:
+            part = w[lo : lo + blocks.step]
+            part[...] = constraint(part)
+        return
+    own_call = type(constraint).__call__ in (
+        MaxNorm.__call__,
+        UnitNorm.__call__,
+        MinMaxNorm.__call__,
+    )
+    # (With D = 1 NumPy sums the column pairwise, not row by row: slices could not
+    # give the same bits, so such a table gets the whole-table call.)
+    if (
+        own_call
+        and isinstance(constraint, _NormConstraint)
+        and constraint.axis in (0, -2)
+        and w.shape[1] > 1
+    ):
+        norms = constraint._column_norms(w)
+        blocks = _row_blocks(w)
+        for lo in blocks:
+            part = w[lo : lo + blocks.step]
+            part[...] = constraint._scaled(part, norms)
+        return
+    w[...] = constraint(w)
 
 
 _CLASSES: dict[str, type[Constraint]] = {

@@ -169,9 +169,21 @@ def _truncated_standard_normal(
     return out
 
 
+# Values per slice when looking for a truncated normal's redraws: the scratch
+# memory of the search, never a temporary the size of the table.
+_SLICE = 1 << 18
+
+
 def _outside(flat: np.ndarray) -> np.ndarray:
     """Positions of the values a truncated normal redraws (|x| > 2), ascending."""
-    return np.flatnonzero(np.abs(flat) > 2)
+    if flat.size <= _SLICE:
+        return np.flatnonzero(np.abs(flat) > 2)
+    return np.concatenate(
+        [
+            np.flatnonzero(np.abs(flat[lo : lo + _SLICE]) > 2) + lo
+            for lo in range(0, flat.size, _SLICE)
+        ]
+    )
 
 
 def _redraw(flat: np.ndarray, bad: np.ndarray, values: np.ndarray) -> np.ndarray:

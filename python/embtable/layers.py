@@ -172,6 +172,21 @@ def _no_scale_grad_by_freq(scale_grad_by_freq: bool) -> None:
         )
 
 
+def _fresh_table(init: Any, table: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether ``table``, just returned by ``init``, can become the layer's table
+    without a copy: embtable's own initializers return a new array that nothing
+    else holds; another callable may return one it keeps (then it is copied)."""
+    return (
+        isinstance(init, initializers.Initializer)
+        and type(init).__module__ == initializers.__name__
+        and type(table) is np.ndarray
+        and table.dtype == dtype
+        and table.flags.c_contiguous
+        and table.flags.writeable
+        and table.flags.owndata
+    )
+
+
 class TableLayer:
     """Base of embtable's table layers: one ``(V, D)`` table and its training plumbing.
 
@@ -282,7 +297,12 @@ class TableLayer:
                     f"embeddings_initializer returned shape {table.shape}, "
                     f"expected {(V, D)}"
                 )
-            self.embeddings = np.array(table, dtype=self._dtype, order="C", copy=True)
+            if _fresh_table(self.embeddings_initializer, table, self._dtype):
+                self.embeddings = table  # adopted: a second (V, D) copy is not made
+            else:
+                self.embeddings = np.array(
+                    table, dtype=self._dtype, order="C", copy=True
+                )
             if self.padding_idx is not None:
                 self.embeddings[self.padding_idx] = 0
         self._grad: np.ndarray | RowGrad | None = None  # see grad / zero_grad
@@ -491,7 +511,7 @@ class TableLayer:
             if rows.size:
                 self.embeddings[rows] = c(self.embeddings[rows])
             return
-        self.embeddings[...] = c(self.embeddings)
+        constraints.apply_to_table(c, self.embeddings)
 
     # -- losses --------------------------------------------------------------
     @property

@@ -25,6 +25,34 @@ class Regularizer(Configurable):
         raise NotImplementedError
 
 
+# Elements per slice of a penalty's sum: its scratch memory (a float64 slice, 2 MiB)
+# is bounded by this, never proportional to the table it is computed over.
+_BLOCK = 1 << 18
+
+
+def _sum_of(x: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> float:
+    """``sum(fn(x))`` in float64, computed over slices of at most about ``_BLOCK``
+    elements (C-order slices of a contiguous ``x``, else slices along its first
+    axis), so that a (V, D) table needs no (V, D) temporary."""
+    if x.ndim == 0 or x.size <= _BLOCK:
+        return float(np.sum(fn(x), dtype=np.float64))
+    parts: Any
+    if x.flags.c_contiguous:
+        flat = x.reshape(-1)  # a view
+        parts = (flat[lo : lo + _BLOCK] for lo in range(0, flat.size, _BLOCK))
+    else:
+        step = max(1, _BLOCK // (x.size // x.shape[0]))
+        parts = (x[lo : lo + step] for lo in range(0, x.shape[0], step))
+    total = 0.0
+    for part in parts:
+        total += float(np.sum(fn(part), dtype=np.float64))
+    return total
+
+
+def _square64(x: np.ndarray) -> np.ndarray:
+    return np.square(x, dtype=np.float64)
+
+
 def _nonneg(name: str, value: Any) -> float:
     v = float(value)
     if not v >= 0:
@@ -43,9 +71,9 @@ class L1L2(Regularizer):
         x = np.asarray(x)
         total = 0.0
         if self.l1:
-            total += self.l1 * float(np.sum(np.abs(x), dtype=np.float64))
+            total += self.l1 * _sum_of(x, np.abs)
         if self.l2:
-            total += self.l2 * float(np.sum(np.square(x, dtype=np.float64)))
+            total += self.l2 * _sum_of(x, _square64)
         return total
 
     def get_config(self) -> dict[str, Any]:

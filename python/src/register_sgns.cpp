@@ -174,9 +174,12 @@ py::tuple sgns_pairs_py(const py::array& tokens, const py::object& sentences_obj
   std::vector<int64_t> inputs, targets, negs;
   auto run = [&](auto i) {
     using Index = decltype(i);
-    sgns_pairs<Index>(const_ptr<Index>(tokens), s.sentences, s.n, start, stop, window,
-                      negative, const_ptr<Index>(noise), s.noise_len, seed, inputs,
-                      targets, negs);
+    const Index* tok = const_ptr<Index>(tokens);
+    const Index* nz = const_ptr<Index>(noise);
+    // Generating the pairs touches no Python object (a long stream takes seconds).
+    py::gil_scoped_release nogil;
+    sgns_pairs<Index>(tok, s.sentences, s.n, start, stop, window, negative, nz,
+                      s.noise_len, seed, inputs, targets, negs);
   };
   if (s.ik == IndexKind::i32)
     run(int32_t{});

@@ -667,3 +667,62 @@ def test_custom_initializer_output_is_copied():
     assert not np.shares_memory(layer.embeddings, held)
     layer.embeddings[0] = 5
     assert held[0, 0] == 1
+
+
+@pytest.mark.parametrize(
+    "class_name, config",
+    [
+        ("GlorotNormal", {"seed": None, "input_axes": None, "output_axes": None}),
+        ("HeUniform", {"seed": 3, "input_axes": None, "output_axes": None}),
+        (
+            "VarianceScaling",
+            {
+                "seed": None,
+                "scale": 2.0,
+                "mode": "fan_out",
+                "distribution": "uniform",
+                "input_axes": None,
+                "output_axes": None,
+            },
+        ),
+    ],
+)
+def test_from_keras315_variance_scaling_config(class_name, config):
+    # Keras 3.15 writes input_axes / output_axes into every VarianceScaling family
+    # initializer's config (None unless set).
+    cfg = {
+        "name": "embedding",
+        "input_dim": 40,
+        "output_dim": 6,
+        "embeddings_initializer": {
+            "module": "keras.initializers",
+            "class_name": class_name,
+            "config": config,
+            "registered_name": None,
+        },
+    }
+    layer = Embedding.from_config(cfg)
+    assert type(layer.embeddings_initializer).__name__ == class_name
+    assert layer.embeddings.shape == (40, 6)
+
+
+def test_variance_scaling_input_output_axes():
+    # As Keras 3.15: with both given, fan_in and fan_out are the products of the
+    # sizes along those axes; with one missing, the default fans.
+    shape = (300, 40)
+    swapped = initializers.HeUniform(seed=0, input_axes=[1], output_axes=[0])
+    assert np.abs(swapped(shape)).max() > np.sqrt(6 / 300)  # fan_in = 40
+    assert np.abs(swapped(shape)).max() <= np.sqrt(6 / 40)
+    both = initializers.VarianceScaling(
+        1.0, "fan_in", "uniform", seed=0, input_axes=[0, 1], output_axes=[1]
+    )
+    assert np.abs(both(shape)).max() <= np.sqrt(3 / 12000)
+    one = initializers.HeUniform(seed=0, input_axes=[1])
+    np.testing.assert_array_equal(one(shape), initializers.HeUniform(seed=0)(shape))
+    cfg = swapped.get_config()
+    assert cfg == {"seed": 0, "input_axes": [1], "output_axes": [0]}
+    assert initializers.deserialize(initializers.serialize(swapped)) == swapped
+    # Unset axes stay out of the config (older Keras has no such arguments).
+    assert initializers.GlorotUniform().get_config() == {"seed": None}
+    with pytest.raises(ValueError, match="input_axes"):
+        initializers.GlorotUniform(input_axes="ab", output_axes=[0])

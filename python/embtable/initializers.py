@@ -8,6 +8,7 @@ gives the same values at every call.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -218,8 +219,17 @@ class TruncatedNormal(Initializer):
         return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
 
 
-def _fans(shape: tuple[int, ...]) -> tuple[float, float]:
-    # As Keras: a (V, D) table has fan_in = V, fan_out = D.
+def _fans(
+    shape: tuple[int, ...],
+    input_axes: Sequence[int] | None = None,
+    output_axes: Sequence[int] | None = None,
+) -> tuple[float, float]:
+    # As Keras: a (V, D) table has fan_in = V, fan_out = D. Keras 3.15's input_axes
+    # and output_axes (both given) name the axes whose sizes multiply into each fan.
+    if input_axes is not None and output_axes is not None:
+        fan_in = math.prod(shape[a] for a in input_axes)
+        fan_out = math.prod(shape[a] for a in output_axes)
+        return float(fan_in), float(fan_out)
     if len(shape) == 0:
         return 1.0, 1.0
     if len(shape) == 1:
@@ -231,7 +241,12 @@ def _fans(shape: tuple[int, ...]) -> tuple[float, float]:
 
 
 class VarianceScaling(Initializer):
-    """Keras' VarianceScaling: variance ``scale / fan`` (fan_in, fan_out or fan_avg)."""
+    """Keras' VarianceScaling: variance ``scale / fan`` (fan_in, fan_out or fan_avg).
+
+    A ``(V, D)`` table has ``fan_in = V`` and ``fan_out = D``. As Keras 3.15,
+    ``input_axes`` and ``output_axes`` (both given) name the axes whose sizes
+    multiply into ``fan_in`` and ``fan_out`` instead.
+    """
 
     def __init__(
         self,
@@ -239,6 +254,8 @@ class VarianceScaling(Initializer):
         mode: str = "fan_in",
         distribution: str = "truncated_normal",
         seed: int | None = None,
+        input_axes: Sequence[int] | None = None,
+        output_axes: Sequence[int] | None = None,
     ) -> None:
         if scale <= 0:
             raise ValueError(f"scale must be positive, got {scale}")
@@ -261,6 +278,8 @@ class VarianceScaling(Initializer):
             distribution,
             seed,
         )
+        self.input_axes = _axes("input_axes", input_axes)
+        self.output_axes = _axes("output_axes", output_axes)
 
     @property
     def _draw(self) -> str:  # type: ignore[override]
@@ -281,7 +300,7 @@ class VarianceScaling(Initializer):
         return out
 
     def _finish(self, out: np.ndarray, shape: tuple[int, ...], dt: np.dtype) -> None:
-        fan_in, fan_out = _fans(shape)
+        fan_in, fan_out = _fans(shape, self.input_axes, self.output_axes)
         fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[
             self.mode
         ]
@@ -296,23 +315,54 @@ class VarianceScaling(Initializer):
             out *= dt.type(2 * limit)
             out -= dt.type(limit)
 
+    def _axes_config(self) -> dict[str, Any]:
+        # Only when set: Keras before 3.15 has no such arguments.
+        out: dict[str, Any] = {}
+        if self.input_axes is not None:
+            out["input_axes"] = list(self.input_axes)
+        if self.output_axes is not None:
+            out["output_axes"] = list(self.output_axes)
+        return out
+
     def get_config(self) -> dict[str, Any]:
         return {
             "scale": self.scale,
             "mode": self.mode,
             "distribution": self.distribution,
             "seed": self.seed,
+            **self._axes_config(),
         }
+
+
+def _axes(name: str, axes: Any) -> tuple[int, ...] | None:
+    """Keras 3.15's ``input_axes`` / ``output_axes``: None or a list of ints."""
+    if axes is None:
+        return None
+    if isinstance(axes, (int, np.integer)) and not isinstance(axes, bool):
+        return (int(axes),)
+    try:
+        return tuple(operator.index(a) for a in axes)
+    except TypeError:
+        raise ValueError(
+            f"{name} must be None or a list of ints, got {axes!r}"
+        ) from None
 
 
 class _Preset(VarianceScaling):
     _args: tuple[float, str, str] = (1.0, "fan_in", "truncated_normal")
 
-    def __init__(self, seed: int | None = None) -> None:
-        super().__init__(*self._args, seed=seed)
+    def __init__(
+        self,
+        seed: int | None = None,
+        input_axes: Sequence[int] | None = None,
+        output_axes: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(
+            *self._args, seed=seed, input_axes=input_axes, output_axes=output_axes
+        )
 
     def get_config(self) -> dict[str, Any]:
-        return {"seed": self.seed}
+        return {"seed": self.seed, **self._axes_config()}
 
 
 class GlorotUniform(_Preset):

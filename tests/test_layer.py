@@ -726,3 +726,32 @@ def test_variance_scaling_input_output_axes():
     assert initializers.GlorotUniform().get_config() == {"seed": None}
     with pytest.raises(ValueError, match="input_axes"):
         initializers.GlorotUniform(input_axes="ab", output_axes=[0])
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (7, 3), (2, 6)])
+def test_identity_initializer_as_keras(shape):
+    # keras.initializers.Identity(gain): gain * eye(V, D); by name "identity".
+    layer = Embedding(*shape, embeddings_initializer="identity", dtype="float64")
+    np.testing.assert_array_equal(layer.embeddings, np.eye(*shape))
+    init = initializers.Identity(gain=2.5)
+    np.testing.assert_array_equal(init(shape, "float32"), 2.5 * np.eye(*shape))
+    assert init(shape).dtype == np.float32
+    for class_name in ("Identity", "IdentityInitializer"):
+        cfg = {
+            "input_dim": shape[0],
+            "output_dim": shape[1],
+            "embeddings_initializer": {
+                "module": "keras.initializers",
+                "class_name": class_name,
+                "config": {"gain": 2.5},
+                "registered_name": None,
+            },
+        }
+        layer = Embedding.from_config(cfg)
+        np.testing.assert_array_equal(layer.embeddings, 2.5 * np.eye(*shape))
+        assert layer.get_config()["embeddings_initializer"] == {
+            "class_name": "Identity",
+            "config": {"gain": 2.5},
+        }
+    with pytest.raises(ValueError, match="2-D"):
+        init((3,))

@@ -24,6 +24,7 @@ __all__ = [
     "GlorotUniform",
     "HeNormal",
     "HeUniform",
+    "Identity",
     "Initializer",
     "LecunNormal",
     "LecunUniform",
@@ -424,9 +425,28 @@ class Orthogonal(Initializer):
         return {"gain": self.gain, "seed": self.seed}
 
 
+class Identity(Initializer):
+    """``gain`` times the (rectangular) identity matrix, as Keras' ``Identity``:
+    row ``i < min(V, D)`` is ``gain * e_i``, the others are zero."""
+
+    def __init__(self, gain: float = 1.0) -> None:
+        self.gain = float(gain)
+
+    def __call__(self, shape: Any, dtype: Any = None) -> np.ndarray:
+        dt, shp = _dtype(dtype), _shape(shape)
+        if len(shp) != 2:
+            raise ValueError(f"Identity needs a 2-D shape, got {shp}")
+        out = np.eye(*shp, dtype=dt)
+        out *= dt.type(self.gain)
+        return out
+
+    def get_config(self) -> dict[str, Any]:
+        return {"gain": self.gain}
+
+
 def _split_kind(init: Any) -> str | None:
     """How rows of ``init((V, D), dtype)`` can be made apart (``Initializer._draw``);
-    None for Orthogonal, other callables and subclasses defined elsewhere (they may
+    None for Orthogonal, Identity, other callables and subclasses defined elsewhere (they may
     draw otherwise)."""
     if not isinstance(init, Initializer) or type(init).__module__ != __name__:
         return None
@@ -501,8 +521,12 @@ _CLASSES: dict[str, type[Initializer]] = {
         LecunUniform,
         LecunNormal,
         Orthogonal,
+        Identity,
     )
 }
+# Keras' older class names, still read by Keras 3.
+_CLASSES["IdentityInitializer"] = Identity
+_CLASSES["OrthogonalInitializer"] = Orthogonal
 _NAMES: dict[str, Callable[[], Initializer]] = {
     "uniform": RandomUniform,
     "random_uniform": RandomUniform,
@@ -521,6 +545,7 @@ _NAMES: dict[str, Callable[[], Initializer]] = {
     "one": Ones,
     "constant": Constant,
     "orthogonal": Orthogonal,
+    "identity": Identity,
     "variance_scaling": VarianceScaling,
 }
 

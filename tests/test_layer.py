@@ -755,3 +755,33 @@ def test_identity_initializer_as_keras(shape):
         }
     with pytest.raises(ValueError, match="2-D"):
         init((3,))
+
+
+def test_from_keras3_config_seed_generator():
+    # keras.initializers.RandomNormal(seed=keras.random.SeedGenerator(3)) in a
+    # Keras 3 layer config: the seed is the generator's serialized form.
+    def cfg(seed):
+        return {
+            "input_dim": 20,
+            "output_dim": 4,
+            "embeddings_initializer": {
+                "module": "keras.initializers",
+                "class_name": "RandomNormal",
+                "config": {"seed": seed, "mean": 0.0, "stddev": 0.05},
+                "registered_name": None,
+            },
+        }
+
+    generator = {
+        "module": "keras.random",
+        "class_name": "SeedGenerator",
+        "config": {"seed": 3, "name": "seed_generator"},
+        "registered_name": None,
+    }
+    layer = Embedding.from_config(cfg(generator))
+    assert layer.embeddings_initializer == initializers.RandomNormal(seed=3)
+    np.testing.assert_array_equal(
+        layer.embeddings, Embedding.from_config(cfg(3)).embeddings
+    )
+    with pytest.raises(ValueError, match="seed"):
+        Embedding.from_config(cfg({"class_name": "Other", "config": {}}))

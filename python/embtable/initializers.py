@@ -556,7 +556,28 @@ def serialize(initializer: Initializer) -> dict[str, Any]:
 
 
 def deserialize(config: dict[str, Any]) -> Initializer:
+    """The initializer of ``{"class_name": ..., "config": ...}`` (Keras' form too).
+
+    Keras writes an initializer seeded with a ``keras.random.SeedGenerator`` as
+    ``"seed": {"class_name": "SeedGenerator", "config": {"seed": 3, ...}}``; that
+    reads as ``seed=3``.
+    """
+    inner = config.get("config")
+    if isinstance(inner, dict) and isinstance(inner.get("seed"), dict):
+        seed = inner["seed"]
+        if seed.get("class_name") != "SeedGenerator":
+            raise ValueError(f"cannot read seed {seed!r}: an int or None is needed")
+        config = {**config, "config": {**inner, "seed": _seed_generator_seed(seed)}}
     return _deserialize(config, _CLASSES, "initializer")
+
+
+def _seed_generator_seed(entry: dict[str, Any]) -> int | None:
+    seed = (entry.get("config") or {}).get("seed")
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+    ):
+        raise ValueError(f"cannot read the SeedGenerator seed {seed!r}")
+    return None if seed is None else int(seed)
 
 
 def get(identifier: Any, seed: int | None = None) -> Callable[..., np.ndarray]:

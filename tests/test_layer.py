@@ -785,3 +785,22 @@ def test_from_keras3_config_seed_generator():
     )
     with pytest.raises(ValueError, match="seed"):
         Embedding.from_config(cfg({"class_name": "Other", "config": {}}))
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_from_keras3_config_mixed_precision_policy(policy):
+    # keras.layers.Embedding(10, 4, dtype="mixed_float16").get_config(): Keras keeps
+    # the table in float32 (the policy's variable dtype).
+    dtype = {
+        "module": "keras",
+        "class_name": "DTypePolicy",
+        "config": {"name": policy},
+        "registered_name": None,
+    }
+    for entry in (dtype, policy):
+        layer = Embedding.from_config(
+            {"input_dim": 10, "output_dim": 4, "dtype": entry}
+        )
+        assert layer.dtype == "float32" and layer.embeddings.dtype == np.float32
+    with pytest.raises(ValueError, match="float16"):
+        Embedding.from_config({"input_dim": 10, "output_dim": 4, "dtype": "float16"})

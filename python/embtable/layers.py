@@ -559,12 +559,18 @@ class TableLayer:
         other callables (qualified or short) to the objects.
 
         A Keras 3 ``Embedding`` config works too: its dtype policy dict is read by
-        name and its unset LoRA / quantization / input-shape keys are ignored.
+        name (a mixed-precision policy, ``"mixed_float16"`` or ``"mixed_bfloat16"``,
+        by its variable dtype: a float32 table) and its unset LoRA / quantization /
+        input-shape keys are ignored.
         """
         cfg = dict(config)
         dtype = cfg.get("dtype")
         if isinstance(dtype, dict):  # Keras 3 DTypePolicy
-            cfg["dtype"] = (dtype.get("config") or {}).get("name", "float32")
+            dtype = (dtype.get("config") or {}).get("name", "float32")
+            cfg["dtype"] = dtype
+        if dtype in ("mixed_float16", "mixed_bfloat16"):
+            # Keras keeps a mixed policy's variables (the table) in float32.
+            cfg["dtype"] = "float32"
         for key in _KERAS_ONLY_KEYS:
             if key in cfg and cfg[key] in _UNSET:
                 del cfg[key]

@@ -414,3 +414,69 @@ def test_apply_to_table_equals_the_constraint_bitwise(D, dtype):
         got = w.copy()
         constraints.apply_to_table(c, got)
         np.testing.assert_array_equal(got, c(w))
+
+
+def test_get_keras3_optimizer_config():
+    # keras.optimizers.serialize(keras.optimizers.Adam(beta_1=0.8)) in Keras 3.15;
+    # its learning_rate is the float32 variable's value.
+    keras_only = {
+        "weight_decay": None,
+        "clipnorm": None,
+        "global_clipnorm": None,
+        "clipvalue": None,
+        "use_ema": False,
+        "ema_momentum": 0.99,
+        "ema_overwrite_frequency": None,
+        "loss_scale_factor": None,
+        "gradient_accumulation_steps": None,
+    }
+    cfg = {
+        "module": "keras.optimizers",
+        "class_name": "Adam",
+        "config": {
+            "name": "adam_1",
+            "learning_rate": 0.0010000000474974513,
+            **keras_only,
+            "beta_1": 0.8,
+            "beta_2": 0.999,
+            "epsilon": 1e-07,
+            "amsgrad": False,
+        },
+        "registered_name": None,
+    }
+    o = optimizers.get(cfg)
+    assert type(o) is optimizers.Adam
+    assert (o.learning_rate, o.beta_1, o.beta_2, o.epsilon) == (
+        0.0010000000474974513,
+        0.8,
+        0.999,
+        1e-7,
+    )
+    # Its get_config() form (the name picks the class).
+    sgd = {"name": "sgd", "learning_rate": 0.1, **keras_only, "momentum": 0.5}
+    sgd["nesterov"] = True
+    assert (
+        optimizers.get(sgd).get_config()
+        == optimizers.SGD(0.1, 0.5, nesterov=True).get_config()
+    )
+    rms = {
+        **cfg,
+        "class_name": "RMSprop",
+        "config": {"learning_rate": 0.01, "rho": 0.8},
+    }
+    assert (
+        optimizers.get(rms).get_config() == optimizers.RMSprop(0.01, 0.8).get_config()
+    )
+    # What embtable does not do is refused, not ignored.
+    for key, value in [
+        ("weight_decay", 0.004),
+        ("clipnorm", 1.0),
+        ("use_ema", True),
+        ("amsgrad", True),
+        ("gradient_accumulation_steps", 2),
+    ]:
+        bad = {**cfg, "config": {**cfg["config"], key: value}}
+        with pytest.raises(ValueError, match=key):
+            optimizers.get(bad)
+    with pytest.raises(ValueError):
+        optimizers.get({**cfg, "class_name": "AdamW"})

@@ -256,8 +256,24 @@ class Optimizer:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Optimizer:
+        """The optimizer of ``get_config()``; a Keras 3 optimizer's config works too.
+
+        Keras' keys for what embtable does not do (``weight_decay``, ``clipnorm``,
+        ``global_clipnorm``, ``clipvalue``, ``use_ema``, ``loss_scale_factor``,
+        ``gradient_accumulation_steps``, Adam's ``amsgrad``) are dropped when unset
+        and raise ValueError when set.
+        """
         cfg = dict(config)
         cfg.pop("name", None)
+        for key, unset in _KERAS_ONLY_KEYS.items():
+            if key not in cfg:
+                continue
+            value = cfg.pop(key)
+            if unset is not None and value not in unset:
+                raise ValueError(
+                    f"{cls.__name__}: {key}={value!r} is a Keras option embtable's "
+                    "optimizers do not support"
+                )
         return cls(**cfg)
 
     def __repr__(self) -> str:
@@ -395,6 +411,21 @@ class Adam(Optimizer):
         return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
 
 
+# Keras 3 optimizer config keys without a counterpart here, with their unset values
+# (None: any value, meaningful only with another key that is checked).
+_KERAS_ONLY_KEYS: dict[str, tuple[Any, ...] | None] = {
+    "weight_decay": (None, 0, 0.0),
+    "clipnorm": (None,),
+    "global_clipnorm": (None,),
+    "clipvalue": (None,),
+    "use_ema": (False,),
+    "ema_momentum": None,
+    "ema_overwrite_frequency": None,
+    "loss_scale_factor": (None,),
+    "gradient_accumulation_steps": (None,),
+    "amsgrad": (False,),
+}
+
 _BY_NAME: dict[str, type[Optimizer]] = {
     "sgd": SGD,
     "adagrad": Adagrad,
@@ -407,10 +438,17 @@ def get(identifier: Any) -> Optimizer:
     """An optimizer from a name, a config dict, or an Optimizer (returned as is).
 
     Names: ``"sgd"``, ``"adagrad"``, ``"rmsprop"``, ``"adam"`` or the class names;
-    anything else raises ValueError.
+    anything else raises ValueError. A dict is ``get_config()``'s (its ``"name"``
+    picks the class) or Keras' serialized form
+    ``{"class_name": "Adam", "config": {...}}`` (``keras.optimizers.serialize``).
     """
     if isinstance(identifier, Optimizer):
         return identifier
+    if isinstance(identifier, dict) and "class_name" in identifier:
+        cls = _BY_NAME.get(str(identifier["class_name"]).lower())
+        if cls is None:
+            raise ValueError(f"unknown optimizer config {identifier!r}")
+        return cls.from_config(dict(identifier.get("config") or {}))
     if isinstance(identifier, dict):
         cls = _BY_NAME.get(str(identifier.get("name", "")).lower())
         if cls is None:

@@ -480,3 +480,42 @@ def test_get_keras3_optimizer_config():
             optimizers.get(bad)
     with pytest.raises(ValueError):
         optimizers.get({**cfg, "class_name": "AdamW"})
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("SGD", {}),
+        ("SGD", dict(learning_rate=0.03, momentum=0.9)),
+        ("SGD", dict(momentum=0.5, nesterov=True)),
+        ("Adagrad", {}),
+        (
+            "Adagrad",
+            dict(learning_rate=0.05, initial_accumulator_value=0.0, epsilon=1e-3),
+        ),
+        ("RMSprop", {}),
+        ("RMSprop", dict(rho=0.8, momentum=0.7, centered=True, epsilon=1e-4)),
+        ("Adam", {}),
+        ("Adam", dict(learning_rate=0.01, beta_1=0.8, beta_2=0.99, epsilon=1e-4)),
+    ],
+)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy 2 vs Keras' __array__
+def test_dense_steps_bitwise_equal_real_keras(name, kwargs):
+    # The oracle is Keras 3 itself (float32; its learning rate is a float32 variable).
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(0)
+    t0 = rng.standard_normal((37, 19)).astype(np.float32)
+    layer = Embedding(37, 19, weights=t0)
+    opt = getattr(optimizers, name)(**kwargs)
+    var = keras.Variable(t0.copy(), dtype="float32")
+    kopt = getattr(keras.optimizers, name)(**kwargs)
+    for _ in range(5):
+        g = (rng.standard_normal(t0.shape) * 3).astype(np.float32)
+        layer.zero_grad()
+        layer._accumulate_grad(g)
+        opt.step(layer)
+        kopt.apply_gradients([(keras.ops.convert_to_tensor(g), var)])
+    np.testing.assert_array_equal(layer.embeddings, np.asarray(var.numpy()))

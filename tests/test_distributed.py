@@ -208,6 +208,53 @@ def test_bad_input_raises_before_any_remote_change():
         dist.ShardedEmbeddingBag(3, 2, 2, mode="median")
 
 
+def _outcome(f, *args):
+    try:
+        return ("ok", f(*args).tolist())
+    except Exception as e:  # noqa: BLE001 (the type and message are compared)
+        return (type(e).__name__, str(e))
+
+
+def test_ids_and_grad_output_are_checked_as_in_one_process():
+    # Whole float ids are accepted (Keras feeds float ids), other floats, bad dtypes
+    # and out-of-range ids raise the single-process layer's errors; a grad_output
+    # of a non-numeric dtype is a TypeError, not a silent cast.
+    V, D = 10, 2
+    single = embtable.Embedding(V, D, sparse=True, seed=0)
+    single_bag = embtable.EmbeddingBag(V, D, mode="sum", sparse=True, seed=0)
+    ids_cases = [
+        np.array([1.0, 8.0]),
+        [3.0, 9.0],
+        np.array([12.0, 1.0]),
+        np.array([1.5]),
+        np.array([np.nan]),
+        np.array([-1, 2]),
+        np.array([2**63 + 5, 1], np.uint64),
+        np.array([True, False]),
+    ]
+    with (
+        dist.ShardedEmbedding(V, D, 2, seed=0) as a,
+        dist.ShardedEmbeddingBag(V, D, 2, mode="sum", seed=0) as bag,
+    ):
+        for ids in ids_cases:
+            assert _outcome(a, ids) == _outcome(single, ids), ids
+            assert _outcome(bag, ids, [0]) == _outcome(single_bag, ids, [0]), ids
+        before = a.get_weights()[0]
+        single(np.array([1, 8]))
+        a(np.array([1, 8]))
+        for g in (
+            np.ones((2, D), np.complex64),
+            np.ones((2, D), bool),
+            np.full((2, D), "1"),
+            np.ones((2, D), object),
+        ):
+            want = _outcome(single.backward, g)
+            assert want[0] == "TypeError"
+            assert _outcome(a.backward, g) == want
+        a.step()
+        np.testing.assert_array_equal(a.get_weights()[0], before)
+
+
 def test_import_embtable_does_not_import_ray():
     code = "import embtable, sys; assert 'ray' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

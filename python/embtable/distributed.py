@@ -56,7 +56,7 @@ from . import _bag, _checkpoint, _core, initializers, optimizers
 from ._atomic import atomic_write_text
 from ._checkpoint import CheckpointError
 from ._rowgrad import RowGrad
-from .layers import Embedding, _float_dtype, _positive_int
+from .layers import Embedding, TableLayer, _float_dtype, _positive_int
 
 __all__ = ["ShardError", "ShardedEmbedding", "ShardedEmbeddingBag"]
 
@@ -472,21 +472,24 @@ class _ShardedTable:
         return out
 
     # -- routing -------------------------------------------------------------
-    def _prepare_ids(self, indices: Any) -> np.ndarray:
-        from ._indices import as_indices
+    @property
+    def input_dim(self) -> int:
+        return self.V
 
-        ids = as_indices(indices, self.V, "ids")
-        if ids.size:
-            flat = ids.reshape(-1)
-            bad = np.flatnonzero((flat < 0) | (flat >= self.V))
-            if bad.size:
-                pos = int(bad[0])
-                raise IndexError(
-                    _core.index_error_message(
-                        str(int(flat[pos])), list(ids.shape), pos, self.V
-                    )
-                )
-        return ids
+    @property
+    def output_dim(self) -> int:
+        return self.D
+
+    def _prepare_ids(self, indices: Any) -> np.ndarray:
+        """Native int32/int64 ids, validated exactly as the single-process layer does
+        (whole float ids accepted; IndexError naming the id and its position;
+        TypeError for others), before any remote call."""
+        return TableLayer._prepare_ids(self, indices)  # type: ignore[arg-type]
+
+    def _check_grad_output(self, grad_output: Any, expected: tuple[int, ...]) -> Any:
+        """As the single-process layer: ValueError naming both shapes, TypeError for
+        a non-numeric dtype, then a C-contiguous array of the table's dtype."""
+        return TableLayer._check_grad_output(self, grad_output, expected)  # type: ignore[arg-type]
 
     def _fetch(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(uniq, inv, rows)``: the distinct ids (sorted), each id's position in
@@ -799,13 +802,7 @@ class ShardedEmbedding(_ShardedTable):
         if self._saved is None:
             raise RuntimeError("backward() needs a forward call first")
         ids = self._saved["ids"]
-        want = ids.shape + (self.D,)
-        g = np.asarray(grad_output)
-        if g.shape != want:
-            raise ValueError(
-                f"grad_output has shape {g.shape} but the output had shape {want}"
-            )
-        g = np.ascontiguousarray(g, dtype=self._dtype)
+        g = self._check_grad_output(grad_output, ids.shape + (self.D,))
         pad = -1 if self.padding_idx is None else self.padding_idx
         rows, values = _core.rowgrad_coalesce(ids, g, self.V, pad)
         self._push_grad(rows, values)
@@ -878,12 +875,7 @@ class ShardedEmbeddingBag(_ShardedTable):
         if self._saved is None:
             raise RuntimeError("backward() needs a forward call first")
         s = self._saved
-        g = np.asarray(grad_output)
-        if g.shape != s["shape"]:
-            raise ValueError(
-                f"grad_output has shape {g.shape} but the output had shape {s['shape']}"
-            )
-        g = np.ascontiguousarray(g, dtype=self._dtype)
+        g = self._check_grad_output(grad_output, s["shape"])
         local, values = _bag.embedding_bag_backward_sparse(
             g,
             s["inv"],

@@ -116,6 +116,40 @@ def test_sharded_bag_trains_bitwise_as_one_process(mode):
         np.testing.assert_array_equal(sharded.get_weights()[0], single.embeddings)
 
 
+def test_sharded_bag_per_sample_weights_grad_and_reused_inputs():
+    # backward sets per_sample_weights_grad as EmbeddingBag does, and reads the
+    # offsets and weights of its forward even when the caller reuses its arrays.
+    V, D = 20, 3
+    rng = np.random.default_rng(4)
+    single = embtable.EmbeddingBag(V, D, mode="sum", sparse=True, seed=0, padding_idx=7)
+    opt = embtable.optimizers.SGD(0.5)
+    with dist.ShardedEmbeddingBag(
+        V, D, 3, mode="sum", optimizer=opt.get_config(), seed=0, padding_idx=7
+    ) as sharded:
+        ids = np.array([1, 7, 12, 19, 7, 5, 1])
+        offsets = np.array([0, 2, 5])
+        w = rng.standard_normal(7).astype(np.float32)
+        g = rng.standard_normal((3, D)).astype(np.float32)
+        for layer in (single, sharded):
+            layer(ids, offsets, per_sample_weights=w)
+        offsets[1] = 4  # the caller reuses its arrays before backward
+        w[:] = 100
+        for layer in (single, sharded):
+            layer.backward(g)
+        np.testing.assert_array_equal(
+            sharded.per_sample_weights_grad, single.per_sample_weights_grad
+        )
+        opt.step(single)
+        sharded.step()
+        np.testing.assert_array_equal(sharded.get_weights()[0], single.embeddings)
+        single(ids, offsets)
+        sharded(ids, offsets)
+        single.backward(g)
+        sharded.backward(g)
+        assert sharded.per_sample_weights_grad is None
+        assert single.per_sample_weights_grad is None
+
+
 def test_checkpoint_restores_onto_another_number_of_shards(tmp_path):
     rng = np.random.default_rng(7)
     V, D = 53, 6

@@ -814,7 +814,8 @@ class ShardedEmbeddingBag(_ShardedTable):
 
     The distinct rows of a call are fetched from their shards, then pooled by
     ``embedding_bag`` on the caller's side in index order: the same output and
-    gradients as the single-process layer.
+    gradients as the single-process layer, ``per_sample_weights_grad`` included
+    (set by ``backward`` after a forward with ``per_sample_weights``).
     """
 
     _KIND = "ShardedEmbeddingBag"
@@ -833,6 +834,9 @@ class ShardedEmbeddingBag(_ShardedTable):
             raise ValueError(f"mode must be 'sum', 'mean' or 'max', got {mode!r}")
         self.mode = mode
         self.include_last_offset = bool(include_last_offset)
+        # Set by backward after a forward with per_sample_weights (shaped like the
+        # ids; from the rows that forward fetched), as EmbeddingBag's.
+        self.per_sample_weights_grad: np.ndarray | None = None
         super().__init__(num_embeddings, embedding_dim, num_shards, **kwargs)
 
     def _config(self) -> dict[str, Any]:
@@ -864,8 +868,15 @@ class ShardedEmbeddingBag(_ShardedTable):
             include_last_offset=self.include_last_offset,
         )
         out, argmax = _bag.embedding_bag_forward(rows, inv, offs, **kw)
+        # Own copies of what backward reads: the caller may reuse its arrays.
+        if offs is not None and offs is offsets:
+            offs = offs.copy()
+        if weights is not None and weights is per_sample_weights:
+            kw["per_sample_weights"] = weights.copy()
         self._saved = dict(uniq=uniq, inv=inv, offsets=offs, kw=kw, argmax=argmax)
         self._saved["shape"] = out.shape
+        # The fetched rows, for the gradient with respect to the weights.
+        self._saved["rows"] = rows if weights is not None else None
         return out
 
     __call__ = forward
@@ -886,3 +897,16 @@ class ShardedEmbeddingBag(_ShardedTable):
         )
         # uniq is sorted, so the global rows stay sorted and unique.
         self._push_grad(s["uniq"][local], values)
+        if s["rows"] is not None:
+            self.per_sample_weights_grad = (
+                _bag.embedding_bag_per_sample_weights_backward(
+                    g,
+                    s["rows"],
+                    s["inv"],
+                    s["offsets"],
+                    padding_idx=s["kw"]["padding_idx"],
+                    include_last_offset=self.include_last_offset,
+                )
+            )
+        else:
+            self.per_sample_weights_grad = None

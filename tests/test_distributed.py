@@ -225,6 +225,26 @@ def test_a_stuck_shard_times_out_instead_of_hanging():
         a.shutdown()
 
 
+def test_a_table_after_ray_shutdown_raises_shard_error():
+    # In a process of its own: this module's Ray instance stays up.
+    code = """
+import numpy as np, ray
+from embtable import distributed as dist
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+a = dist.ShardedEmbedding(12, 2, 2, seed=0)
+ray.shutdown()
+for call in (lambda: a(np.array([1, 7])), a.get_weights):
+    try:
+        call()
+        raise SystemExit("no error")
+    except dist.ShardError as e:
+        assert "Ray was shut down" in str(e), e
+assert not ray.is_initialized()  # no new Ray instance behind the caller's back
+a.shutdown()
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
 def test_bad_input_raises_before_any_remote_change():
     with dist.ShardedEmbedding(10, 2, 2, seed=0) as a:
         before = a.get_weights()[0]

@@ -406,6 +406,12 @@ class _ShardedTable:
         return len(self._shards)
 
     def _check_usable(self) -> None:
+        if self._broken is None and self._shards and not ray.is_initialized():
+            # Checked before any call: submitting to a shard now would quietly
+            # start a new, empty Ray instance and fail with a bare Exception.
+            self._broken = (
+                "Ray was shut down (ray.shutdown()), which stopped its shards"
+            )
         if self._broken is not None:
             raise ShardError(
                 f"this table is unusable since {self._broken}; it may be partly "
@@ -426,14 +432,25 @@ class _ShardedTable:
         first shard that failed or did not answer within ``timeout`` seconds."""
         self._check_usable()
         refs = {}
+        failure: ShardError | None = None
         for k, a in enumerate(args):
             if a is not None:
-                refs[k] = getattr(self._shards[k], method).remote(*a)
+                try:
+                    refs[k] = getattr(self._shards[k], method).remote(*a)
+                except Exception as e:  # Ray refused the call (not a RayError)
+                    failure = ShardError(
+                        f"shard {k} (of {self.num_shards}, rows [{self.bounds[k]}, "
+                        f"{self.bounds[k + 1]})): Ray refused {method}(): "
+                        f"{type(e).__name__}: {str(e).splitlines()[0]}",
+                        k,
+                    )
+                    if mutates and refs:  # earlier shards may have the call
+                        self._broken = str(failure)
+                    raise failure from None
         out: list[Any] = [None] * len(args)
         limit = self.timeout if timeout is None else float(timeout)
         deadline = time.monotonic() + limit
         pending = dict(refs)
-        failure: ShardError | None = None
         while pending and failure is None:
             left = deadline - time.monotonic()
             ready, _ = ray.wait(

@@ -517,6 +517,21 @@ def test_bad_shard_files_raise_value_error_naming_the_file(tmp_path):
     with pytest.raises(ValueError, match="other Adam hyperparameters") as e:
         dist.ShardedEmbedding.load(d)
     assert names[0] in str(e.value)
+    # A manifest whose layer config is missing or has unknown keys: ValueError.
+    for name, config in (("no_config", None), ("extra_config", {"foo": 1})):
+        d = tmp_path / name
+        d.mkdir()
+        for n in names:
+            (d / n).write_bytes((good / n).read_bytes())
+        m3 = dict(m)
+        if config is None:
+            del m3["config"]
+        else:
+            m3["config"] = config
+        (d / "manifest.json").write_text(json.dumps(m3))
+        with pytest.raises(ValueError, match="damaged manifest") as e:
+            dist.ShardedEmbedding.load(d)
+        assert "manifest.json" in str(e.value)
     # The good checkpoint still loads.
     with dist.ShardedEmbedding.load(good, num_shards=3) as b:
         np.testing.assert_array_equal(b.get_weights()[0], single.embeddings)

@@ -261,6 +261,8 @@ class _ShardedTable:
     """The shared part of the sharded layers: shards, routing, gradients, files."""
 
     _KIND: ClassVar[str] = ""
+    # The keys of _config() (the manifest's "config": the constructor's arguments).
+    _CONFIG_KEYS: ClassVar[tuple[str, ...]] = ("padding_idx",)
 
     def __init__(
         self,
@@ -677,6 +679,13 @@ class _ShardedTable:
             optimizer = optimizers.get(manifest["optimizer"])
             D, dtype = manifest["output_dim"], manifest["dtype"]
             iterations = manifest["iterations"]
+            config = manifest["config"]
+            known = set(cls._CONFIG_KEYS)
+            if not isinstance(config, dict) or not set(config) <= known:
+                raise ValueError(
+                    f"{mpath}: damaged manifest (config {config!r}; a "
+                    f"{cls._KIND} takes {sorted(known)})"
+                )
         except (KeyError, TypeError) as e:
             raise ValueError(
                 f"{mpath}: damaged manifest ({type(e).__name__}: {e})"
@@ -836,6 +845,7 @@ class ShardedEmbeddingBag(_ShardedTable):
     """
 
     _KIND = "ShardedEmbeddingBag"
+    _CONFIG_KEYS = ("padding_idx", "mode", "include_last_offset")
 
     def __init__(
         self,

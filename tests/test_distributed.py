@@ -258,6 +258,12 @@ def test_bad_input_raises_before_any_remote_change():
         np.testing.assert_array_equal(a.get_weights()[0], before)
     with pytest.raises(ValueError, match="num_shards"):
         dist.ShardedEmbedding(3, 2, 4)
+    for pad in (10, -1, 1.0, True):
+        with pytest.raises(ValueError) as want:
+            embtable.Embedding(10, 2, padding_idx=pad)
+        with pytest.raises(ValueError) as got:
+            dist.ShardedEmbedding(10, 2, 2, padding_idx=pad)
+        assert str(got.value) == str(want.value)
     with pytest.raises(ValueError, match="mode"):
         dist.ShardedEmbeddingBag(3, 2, 2, mode="median")
 

@@ -116,14 +116,15 @@ def _check_seed(seed: Any) -> int | None:
 
 
 def _check_padding_idx(padding_idx: Any, V: int) -> int | None:
+    """As the single-process layer checks it (the same errors)."""
     if padding_idx is None:
         return None
-    if (
-        isinstance(padding_idx, bool)
-        or not isinstance(padding_idx, (int, np.integer))
-        or not 0 <= int(padding_idx) < V
-    ):
+    if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)):
         raise ValueError(f"padding_idx must be an int in [0, {V}), got {padding_idx!r}")
+    if not 0 <= int(padding_idx) < V:
+        raise ValueError(
+            f"padding_idx must be in [0, {V}) (the table's rows), got {padding_idx}"
+        )
     return int(padding_idx)
 
 

@@ -315,6 +315,18 @@ def test_ids_and_grad_output_are_checked_as_in_one_process():
         np.testing.assert_array_equal(a.get_weights()[0], before)
 
 
+def test_a_shut_down_table_says_so_and_writes_nothing(tmp_path):
+    a = dist.ShardedEmbedding(10, 2, 2, seed=0)
+    a.shutdown()
+    for call in (lambda: a(np.array([1])), a.get_weights, a.zero_grad):
+        with pytest.raises(dist.ShardError, match=r"was shut down \(shutdown\(\)\)"):
+            call()
+    with pytest.raises(dist.ShardError, match="shut down"):
+        a.save(tmp_path / "ck")
+    assert not (tmp_path / "ck").exists()
+    a.shutdown()  # twice: nothing happens
+
+
 def test_import_embtable_does_not_import_ray():
     code = "import embtable, sys; assert 'ray' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

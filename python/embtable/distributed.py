@@ -65,6 +65,7 @@ _MANIFEST = "manifest.json"
 # Version 2: each shard file is a layer checkpoint of an Embedding (version 1, whose
 # shard files were of their own kind, was never released).
 _MANIFEST_VERSION = 2
+_SHUT_DOWN = "shutdown() was called"
 
 
 class ShardError(RuntimeError):
@@ -415,6 +416,11 @@ class _ShardedTable:
             self._broken = (
                 "Ray was shut down (ray.shutdown()), which stopped its shards"
             )
+        if self._broken == _SHUT_DOWN:
+            raise ShardError(
+                "this table was shut down (shutdown()): its shards are gone; load "
+                f"its last checkpoint with {type(self).__name__}.load(path)"
+            )
         if self._broken is not None:
             raise ShardError(
                 f"this table is unusable since {self._broken}; it may be partly "
@@ -600,6 +606,7 @@ class _ShardedTable:
         afterwards. Returns the folder.
         """
         folder = Path(os.fspath(path))
+        self._check_usable()  # before creating the folder
         folder.mkdir(parents=True, exist_ok=True)
         tag = uuid.uuid4().hex[:12]
         names = [
@@ -751,7 +758,8 @@ class _ShardedTable:
             except RayError:
                 pass
         self._shards = []
-        self._broken = "shutdown() was called"
+        if self._broken is None:  # keep the reason of an earlier failure
+            self._broken = _SHUT_DOWN
 
     def __enter__(self) -> Any:
         return self

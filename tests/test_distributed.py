@@ -116,6 +116,40 @@ def test_sharded_bag_trains_bitwise_as_one_process(mode):
         np.testing.assert_array_equal(sharded.get_weights()[0], single.embeddings)
 
 
+def test_sharded_bag_per_sample_weights_grad_and_reused_inputs():
+    # backward sets per_sample_weights_grad as EmbeddingBag does, and reads the
+    # offsets and weights of its forward even when the caller reuses its arrays.
+    V, D = 20, 3
+    rng = np.random.default_rng(4)
+    single = embtable.EmbeddingBag(V, D, mode="sum", sparse=True, seed=0, padding_idx=7)
+    opt = embtable.optimizers.SGD(0.5)
+    with dist.ShardedEmbeddingBag(
+        V, D, 3, mode="sum", optimizer=opt.get_config(), seed=0, padding_idx=7
+    ) as sharded:
+        ids = np.array([1, 7, 12, 19, 7, 5, 1])
+        offsets = np.array([0, 2, 5])
+        w = rng.standard_normal(7).astype(np.float32)
+        g = rng.standard_normal((3, D)).astype(np.float32)
+        for layer in (single, sharded):
+            layer(ids, offsets, per_sample_weights=w)
+        offsets[1] = 4  # the caller reuses its arrays before backward
+        w[:] = 100
+        for layer in (single, sharded):
+            layer.backward(g)
+        np.testing.assert_array_equal(
+            sharded.per_sample_weights_grad, single.per_sample_weights_grad
+        )
+        opt.step(single)
+        sharded.step()
+        np.testing.assert_array_equal(sharded.get_weights()[0], single.embeddings)
+        single(ids, offsets)
+        sharded(ids, offsets)
+        single.backward(g)
+        sharded.backward(g)
+        assert sharded.per_sample_weights_grad is None
+        assert single.per_sample_weights_grad is None
+
+
 def test_checkpoint_restores_onto_another_number_of_shards(tmp_path):
     rng = np.random.default_rng(7)
     V, D = 53, 6
@@ -191,6 +225,26 @@ def test_a_stuck_shard_times_out_instead_of_hanging():
         a.shutdown()
 
 
+def test_a_table_after_ray_shutdown_raises_shard_error():
+    # In a process of its own: this module's Ray instance stays up.
+    code = """
+import numpy as np, ray
+from embtable import distributed as dist
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+a = dist.ShardedEmbedding(12, 2, 2, seed=0)
+ray.shutdown()
+for call in (lambda: a(np.array([1, 7])), a.get_weights):
+    try:
+        call()
+        raise SystemExit("no error")
+    except dist.ShardError as e:
+        assert "Ray was shut down" in str(e), e
+assert not ray.is_initialized()  # no new Ray instance behind the caller's back
+a.shutdown()
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
 def test_bad_input_raises_before_any_remote_change():
     with dist.ShardedEmbedding(10, 2, 2, seed=0) as a:
         before = a.get_weights()[0]
@@ -204,8 +258,73 @@ def test_bad_input_raises_before_any_remote_change():
         np.testing.assert_array_equal(a.get_weights()[0], before)
     with pytest.raises(ValueError, match="num_shards"):
         dist.ShardedEmbedding(3, 2, 4)
+    for pad in (10, -1, 1.0, True):
+        with pytest.raises(ValueError) as want:
+            embtable.Embedding(10, 2, padding_idx=pad)
+        with pytest.raises(ValueError) as got:
+            dist.ShardedEmbedding(10, 2, 2, padding_idx=pad)
+        assert str(got.value) == str(want.value)
     with pytest.raises(ValueError, match="mode"):
         dist.ShardedEmbeddingBag(3, 2, 2, mode="median")
+
+
+def _outcome(f, *args):
+    try:
+        return ("ok", f(*args).tolist())
+    except Exception as e:  # noqa: BLE001 (the type and message are compared)
+        return (type(e).__name__, str(e))
+
+
+def test_ids_and_grad_output_are_checked_as_in_one_process():
+    # Whole float ids are accepted (Keras feeds float ids), other floats, bad dtypes
+    # and out-of-range ids raise the single-process layer's errors; a grad_output
+    # of a non-numeric dtype is a TypeError, not a silent cast.
+    V, D = 10, 2
+    single = embtable.Embedding(V, D, sparse=True, seed=0)
+    single_bag = embtable.EmbeddingBag(V, D, mode="sum", sparse=True, seed=0)
+    ids_cases = [
+        np.array([1.0, 8.0]),
+        [3.0, 9.0],
+        np.array([12.0, 1.0]),
+        np.array([1.5]),
+        np.array([np.nan]),
+        np.array([-1, 2]),
+        np.array([2**63 + 5, 1], np.uint64),
+        np.array([True, False]),
+    ]
+    with (
+        dist.ShardedEmbedding(V, D, 2, seed=0) as a,
+        dist.ShardedEmbeddingBag(V, D, 2, mode="sum", seed=0) as bag,
+    ):
+        for ids in ids_cases:
+            assert _outcome(a, ids) == _outcome(single, ids), ids
+            assert _outcome(bag, ids, [0]) == _outcome(single_bag, ids, [0]), ids
+        before = a.get_weights()[0]
+        single(np.array([1, 8]))
+        a(np.array([1, 8]))
+        for g in (
+            np.ones((2, D), np.complex64),
+            np.ones((2, D), bool),
+            np.full((2, D), "1"),
+            np.ones((2, D), object),
+        ):
+            want = _outcome(single.backward, g)
+            assert want[0] == "TypeError"
+            assert _outcome(a.backward, g) == want
+        a.step()
+        np.testing.assert_array_equal(a.get_weights()[0], before)
+
+
+def test_a_shut_down_table_says_so_and_writes_nothing(tmp_path):
+    a = dist.ShardedEmbedding(10, 2, 2, seed=0)
+    a.shutdown()
+    for call in (lambda: a(np.array([1])), a.get_weights, a.zero_grad):
+        with pytest.raises(dist.ShardError, match=r"was shut down \(shutdown\(\)\)"):
+            call()
+    with pytest.raises(dist.ShardError, match="shut down"):
+        a.save(tmp_path / "ck")
+    assert not (tmp_path / "ck").exists()
+    a.shutdown()  # twice: nothing happens
 
 
 def test_import_embtable_does_not_import_ray():
@@ -416,6 +535,21 @@ def test_bad_shard_files_raise_value_error_naming_the_file(tmp_path):
     with pytest.raises(ValueError, match="other Adam hyperparameters") as e:
         dist.ShardedEmbedding.load(d)
     assert names[0] in str(e.value)
+    # A manifest whose layer config is missing or has unknown keys: ValueError.
+    for name, config in (("no_config", None), ("extra_config", {"foo": 1})):
+        d = tmp_path / name
+        d.mkdir()
+        for n in names:
+            (d / n).write_bytes((good / n).read_bytes())
+        m3 = dict(m)
+        if config is None:
+            del m3["config"]
+        else:
+            m3["config"] = config
+        (d / "manifest.json").write_text(json.dumps(m3))
+        with pytest.raises(ValueError, match="damaged manifest") as e:
+            dist.ShardedEmbedding.load(d)
+        assert "manifest.json" in str(e.value)
     # The good checkpoint still loads.
     with dist.ShardedEmbedding.load(good, num_shards=3) as b:
         np.testing.assert_array_equal(b.get_weights()[0], single.embeddings)

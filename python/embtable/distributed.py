@@ -56,7 +56,7 @@ from . import _bag, _checkpoint, _core, initializers, optimizers
 from ._atomic import atomic_write_text
 from ._checkpoint import CheckpointError
 from ._rowgrad import RowGrad
-from .layers import Embedding, _float_dtype, _positive_int
+from .layers import Embedding, TableLayer, _float_dtype, _positive_int
 
 __all__ = ["ShardError", "ShardedEmbedding", "ShardedEmbeddingBag"]
 
@@ -65,6 +65,7 @@ _MANIFEST = "manifest.json"
 # Version 2: each shard file is a layer checkpoint of an Embedding (version 1, whose
 # shard files were of their own kind, was never released).
 _MANIFEST_VERSION = 2
+_SHUT_DOWN = "shutdown() was called"
 
 
 class ShardError(RuntimeError):
@@ -116,14 +117,15 @@ def _check_seed(seed: Any) -> int | None:
 
 
 def _check_padding_idx(padding_idx: Any, V: int) -> int | None:
+    """As the single-process layer checks it (the same errors)."""
     if padding_idx is None:
         return None
-    if (
-        isinstance(padding_idx, bool)
-        or not isinstance(padding_idx, (int, np.integer))
-        or not 0 <= int(padding_idx) < V
-    ):
+    if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)):
         raise ValueError(f"padding_idx must be an int in [0, {V}), got {padding_idx!r}")
+    if not 0 <= int(padding_idx) < V:
+        raise ValueError(
+            f"padding_idx must be in [0, {V}) (the table's rows), got {padding_idx}"
+        )
     return int(padding_idx)
 
 
@@ -261,6 +263,8 @@ class _ShardedTable:
     """The shared part of the sharded layers: shards, routing, gradients, files."""
 
     _KIND: ClassVar[str] = ""
+    # The keys of _config() (the manifest's "config": the constructor's arguments).
+    _CONFIG_KEYS: ClassVar[tuple[str, ...]] = ("padding_idx",)
 
     def __init__(
         self,
@@ -406,6 +410,17 @@ class _ShardedTable:
         return len(self._shards)
 
     def _check_usable(self) -> None:
+        if self._broken is None and self._shards and not ray.is_initialized():
+            # Checked before any call: submitting to a shard now would quietly
+            # start a new, empty Ray instance and fail with a bare Exception.
+            self._broken = (
+                "Ray was shut down (ray.shutdown()), which stopped its shards"
+            )
+        if self._broken == _SHUT_DOWN:
+            raise ShardError(
+                "this table was shut down (shutdown()): its shards are gone; load "
+                f"its last checkpoint with {type(self).__name__}.load(path)"
+            )
         if self._broken is not None:
             raise ShardError(
                 f"this table is unusable since {self._broken}; it may be partly "
@@ -426,14 +441,25 @@ class _ShardedTable:
         first shard that failed or did not answer within ``timeout`` seconds."""
         self._check_usable()
         refs = {}
+        failure: ShardError | None = None
         for k, a in enumerate(args):
             if a is not None:
-                refs[k] = getattr(self._shards[k], method).remote(*a)
+                try:
+                    refs[k] = getattr(self._shards[k], method).remote(*a)
+                except Exception as e:  # Ray refused the call (not a RayError)
+                    failure = ShardError(
+                        f"shard {k} (of {self.num_shards}, rows [{self.bounds[k]}, "
+                        f"{self.bounds[k + 1]})): Ray refused {method}(): "
+                        f"{type(e).__name__}: {str(e).splitlines()[0]}",
+                        k,
+                    )
+                    if mutates and refs:  # earlier shards may have the call
+                        self._broken = str(failure)
+                    raise failure from None
         out: list[Any] = [None] * len(args)
         limit = self.timeout if timeout is None else float(timeout)
         deadline = time.monotonic() + limit
         pending = dict(refs)
-        failure: ShardError | None = None
         while pending and failure is None:
             left = deadline - time.monotonic()
             ready, _ = ray.wait(
@@ -472,21 +498,24 @@ class _ShardedTable:
         return out
 
     # -- routing -------------------------------------------------------------
-    def _prepare_ids(self, indices: Any) -> np.ndarray:
-        from ._indices import as_indices
+    @property
+    def input_dim(self) -> int:
+        return self.V
 
-        ids = as_indices(indices, self.V, "ids")
-        if ids.size:
-            flat = ids.reshape(-1)
-            bad = np.flatnonzero((flat < 0) | (flat >= self.V))
-            if bad.size:
-                pos = int(bad[0])
-                raise IndexError(
-                    _core.index_error_message(
-                        str(int(flat[pos])), list(ids.shape), pos, self.V
-                    )
-                )
-        return ids
+    @property
+    def output_dim(self) -> int:
+        return self.D
+
+    def _prepare_ids(self, indices: Any) -> np.ndarray:
+        """Native int32/int64 ids, validated exactly as the single-process layer does
+        (whole float ids accepted; IndexError naming the id and its position;
+        TypeError for others), before any remote call."""
+        return TableLayer._prepare_ids(self, indices)  # type: ignore[arg-type]
+
+    def _check_grad_output(self, grad_output: Any, expected: tuple[int, ...]) -> Any:
+        """As the single-process layer: ValueError naming both shapes, TypeError for
+        a non-numeric dtype, then a C-contiguous array of the table's dtype."""
+        return TableLayer._check_grad_output(self, grad_output, expected)  # type: ignore[arg-type]
 
     def _fetch(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(uniq, inv, rows)``: the distinct ids (sorted), each id's position in
@@ -577,6 +606,7 @@ class _ShardedTable:
         afterwards. Returns the folder.
         """
         folder = Path(os.fspath(path))
+        self._check_usable()  # before creating the folder
         folder.mkdir(parents=True, exist_ok=True)
         tag = uuid.uuid4().hex[:12]
         names = [
@@ -657,6 +687,13 @@ class _ShardedTable:
             optimizer = optimizers.get(manifest["optimizer"])
             D, dtype = manifest["output_dim"], manifest["dtype"]
             iterations = manifest["iterations"]
+            config = manifest["config"]
+            known = set(cls._CONFIG_KEYS)
+            if not isinstance(config, dict) or not set(config) <= known:
+                raise ValueError(
+                    f"{mpath}: damaged manifest (config {config!r}; a "
+                    f"{cls._KIND} takes {sorted(known)})"
+                )
         except (KeyError, TypeError) as e:
             raise ValueError(
                 f"{mpath}: damaged manifest ({type(e).__name__}: {e})"
@@ -721,7 +758,8 @@ class _ShardedTable:
             except RayError:
                 pass
         self._shards = []
-        self._broken = "shutdown() was called"
+        if self._broken is None:  # keep the reason of an earlier failure
+            self._broken = _SHUT_DOWN
 
     def __enter__(self) -> Any:
         return self
@@ -799,13 +837,7 @@ class ShardedEmbedding(_ShardedTable):
         if self._saved is None:
             raise RuntimeError("backward() needs a forward call first")
         ids = self._saved["ids"]
-        want = ids.shape + (self.D,)
-        g = np.asarray(grad_output)
-        if g.shape != want:
-            raise ValueError(
-                f"grad_output has shape {g.shape} but the output had shape {want}"
-            )
-        g = np.ascontiguousarray(g, dtype=self._dtype)
+        g = self._check_grad_output(grad_output, ids.shape + (self.D,))
         pad = -1 if self.padding_idx is None else self.padding_idx
         rows, values = _core.rowgrad_coalesce(ids, g, self.V, pad)
         self._push_grad(rows, values)
@@ -817,10 +849,12 @@ class ShardedEmbeddingBag(_ShardedTable):
 
     The distinct rows of a call are fetched from their shards, then pooled by
     ``embedding_bag`` on the caller's side in index order: the same output and
-    gradients as the single-process layer.
+    gradients as the single-process layer, ``per_sample_weights_grad`` included
+    (set by ``backward`` after a forward with ``per_sample_weights``).
     """
 
     _KIND = "ShardedEmbeddingBag"
+    _CONFIG_KEYS = ("padding_idx", "mode", "include_last_offset")
 
     def __init__(
         self,
@@ -836,6 +870,9 @@ class ShardedEmbeddingBag(_ShardedTable):
             raise ValueError(f"mode must be 'sum', 'mean' or 'max', got {mode!r}")
         self.mode = mode
         self.include_last_offset = bool(include_last_offset)
+        # Set by backward after a forward with per_sample_weights (shaped like the
+        # ids; from the rows that forward fetched), as EmbeddingBag's.
+        self.per_sample_weights_grad: np.ndarray | None = None
         super().__init__(num_embeddings, embedding_dim, num_shards, **kwargs)
 
     def _config(self) -> dict[str, Any]:
@@ -867,8 +904,15 @@ class ShardedEmbeddingBag(_ShardedTable):
             include_last_offset=self.include_last_offset,
         )
         out, argmax = _bag.embedding_bag_forward(rows, inv, offs, **kw)
+        # Own copies of what backward reads: the caller may reuse its arrays.
+        if offs is not None and offs is offsets:
+            offs = offs.copy()
+        if weights is not None and weights is per_sample_weights:
+            kw["per_sample_weights"] = weights.copy()
         self._saved = dict(uniq=uniq, inv=inv, offsets=offs, kw=kw, argmax=argmax)
         self._saved["shape"] = out.shape
+        # The fetched rows, for the gradient with respect to the weights.
+        self._saved["rows"] = rows if weights is not None else None
         return out
 
     __call__ = forward
@@ -878,12 +922,7 @@ class ShardedEmbeddingBag(_ShardedTable):
         if self._saved is None:
             raise RuntimeError("backward() needs a forward call first")
         s = self._saved
-        g = np.asarray(grad_output)
-        if g.shape != s["shape"]:
-            raise ValueError(
-                f"grad_output has shape {g.shape} but the output had shape {s['shape']}"
-            )
-        g = np.ascontiguousarray(g, dtype=self._dtype)
+        g = self._check_grad_output(grad_output, s["shape"])
         local, values = _bag.embedding_bag_backward_sparse(
             g,
             s["inv"],
@@ -894,3 +933,16 @@ class ShardedEmbeddingBag(_ShardedTable):
         )
         # uniq is sorted, so the global rows stay sorted and unique.
         self._push_grad(s["uniq"][local], values)
+        if s["rows"] is not None:
+            self.per_sample_weights_grad = (
+                _bag.embedding_bag_per_sample_weights_backward(
+                    g,
+                    s["rows"],
+                    s["inv"],
+                    s["offsets"],
+                    padding_idx=s["kw"]["padding_idx"],
+                    include_last_offset=self.include_last_offset,
+                )
+            )
+        else:
+            self.per_sample_weights_grad = None

@@ -253,30 +253,14 @@ def test_pairs_follow_the_window_and_sentence_rules(window):
 
 def test_pairs_release_the_gil():
     # A long stream takes seconds: another Python thread keeps running meanwhile.
-    import threading
-    import time
+    from gil_probe import ticks_during
 
     rng = np.random.default_rng(2)
     tokens = rng.integers(0, 1000, 400_000)
     noise = rng.integers(0, 1000, 1000)
-    done = threading.Event()
-    ticks = [0]
-
-    def count():
-        while not done.is_set():
-            ticks[0] += 1
-            time.sleep(0.0005)
-
-    t = threading.Thread(target=count)
-    t.start()
-    time.sleep(0.05)  # the counter is running
-    before = ticks[0]
-    try:
-        ins, _, _ = _core.sgns_pairs(tokens, None, noise, 0, len(tokens), 5, 1, 3)
-    finally:
-        during = ticks[0] - before
-        done.set()
-        t.join()
+    during, (ins, _, _) = ticks_during(
+        lambda: _core.sgns_pairs(tokens, None, noise, 0, len(tokens), 5, 1, 3)
+    )
     assert len(ins) > len(tokens)
     # With the GIL held the counter could only run before the call and after it.
     assert during >= 50, during

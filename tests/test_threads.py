@@ -322,32 +322,6 @@ def test_thread_creation_failure_leaves_a_working_pool():
     assert r.stdout.startswith("OK"), r.stdout
 
 
-def _ticks_during(fn):
-    """How often another Python thread ran while ``fn()`` ran in this one: about 0
-    when ``fn`` holds the GIL throughout, hundreds when its kernel releases it."""
-    import time
-
-    done = threading.Event()
-    ticks = [0]
-
-    def count():
-        while not done.is_set():
-            ticks[0] += 1
-            time.sleep(0.0005)
-
-    t = threading.Thread(target=count)
-    t.start()
-    time.sleep(0.05)
-    before = ticks[0]
-    try:
-        fn()
-    finally:
-        during = ticks[0] - before
-        done.set()
-        t.join()
-    return during
-
-
 def _gil_cases():
     from embtable import optimizers
 
@@ -386,13 +360,15 @@ def _gil_cases():
 
 
 def test_kernels_release_the_gil():
+    from gil_probe import ticks_during
+
     # Every kernel runs without the GIL: another Python thread keeps running. One
     # thread in the pool, so that the calls last and a CPU is left for the counter.
     threads = embtable.get_num_threads()
     embtable.set_num_threads(1)
     try:
         cases = _gil_cases()
-        ticks = {name: _ticks_during(fn) for name, fn in cases.items()}
+        ticks = {name: ticks_during(fn)[0] for name, fn in cases.items()}
     finally:
         embtable.set_num_threads(threads)
     stalled = {name: n for name, n in ticks.items() if n < 10}

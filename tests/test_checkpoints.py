@@ -198,6 +198,19 @@ def test_suffix_rules(tmp_path, as_str):
     ]
 
 
+def test_suffix_as_np_savez_for_a_name_that_is_only_the_suffix(tmp_path):
+    # np.savez keeps a name ending in ".npz", ".npz" itself included (pathlib sees
+    # no suffix in it); a save there must not become ".npz.npz".
+    layer = Embedding(4, 3, seed=0)
+    np.savez(tmp_path / ".npz", x=np.zeros(1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".npz"]
+    assert layer.save(tmp_path / ".npz") == tmp_path / ".npz"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".npz"]
+    np.testing.assert_array_equal(
+        Embedding.load(tmp_path / ".npz").embeddings, layer.embeddings
+    )
+
+
 def test_bad_optimizer_argument(tmp_path):
     layer = Embedding(4, 3)
     with pytest.raises(TypeError, match="Optimizer"):

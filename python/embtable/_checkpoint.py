@@ -75,16 +75,17 @@ class CheckpointError(ValueError):
     """A checkpoint file that can't be used (a ``ValueError`` naming the file)."""
 
 
+# As np.savez: the name's ending, not pathlib's suffix (".npz" alone has none).
 def _path_for_save(path: str | os.PathLike[str]) -> Path:
     p = Path(os.fspath(path))
-    if p.suffix != ".npz":
+    if not p.name.endswith(".npz"):
         p = p.with_name(p.name + ".npz")
     return p
 
 
 def _path_for_load(path: str | os.PathLike[str]) -> Path:
     p = Path(os.fspath(path))
-    if not p.exists() and p.suffix != ".npz":
+    if not p.exists() and not p.name.endswith(".npz"):
         p = p.with_name(p.name + ".npz")
     return p
 

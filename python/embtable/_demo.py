@@ -508,9 +508,11 @@ def save_table(
 
 
 def _npz_path(path: str | os.PathLike[str]) -> Path:
-    """Where save_table writes the table: `path`, with ``.npz`` added when missing."""
-    p = Path(path)
-    return p if p.suffix == ".npz" else p.with_name(p.name + ".npz")
+    """Where save_table writes the table: `path`, with ``.npz`` added when missing
+    (the rule of ``layer.save``, as ``np.savez``)."""
+    from ._checkpoint import _path_for_save
+
+    return _path_for_save(path)
 
 
 def _out_problem(path: str) -> str | None:

@@ -550,6 +550,18 @@ def test_bad_shard_files_raise_value_error_naming_the_file(tmp_path):
         with pytest.raises(ValueError, match="damaged manifest") as e:
             dist.ShardedEmbedding.load(d)
         assert "manifest.json" in str(e.value)
+    # A shard file named by a path (here the older checkpoint's, through ".."): load
+    # reads only plain names in the checkpoint's folder.
+    d = tmp_path / "outside"
+    d.mkdir()
+    for n in names:
+        (d / n).write_bytes((good / n).read_bytes())
+    m4 = json.loads(json.dumps(m))
+    m4["shards"][1]["file"] = "../old/" + old["shards"][1]["file"]
+    (d / "manifest.json").write_text(json.dumps(m4))
+    assert (d / m4["shards"][1]["file"]).is_file()  # it exists, outside the folder
+    with pytest.raises(ValueError, match="not a file name in the checkpoint folder"):
+        dist.ShardedEmbedding.load(d)
     # The good checkpoint still loads.
     with dist.ShardedEmbedding.load(good, num_shards=3) as b:
         np.testing.assert_array_equal(b.get_weights()[0], single.embeddings)

@@ -674,7 +674,16 @@ class _ShardedTable:
                         f"{mpath}: shard file {s['file']} holds rows "
                         f"[{s['start']}, {s['stop']}), expected rows from {covered}"
                     )
-                if not (folder / s["file"]).is_file():
+                name = s["file"]
+                # save() writes plain names into the folder: anything else (a path,
+                # "../x.npz") would make load read outside the checkpoint.
+                plain = isinstance(name, str) and Path(name).name == name
+                if not plain or name in ("", ".", ".."):
+                    raise ValueError(
+                        f"{mpath}: shard file {name!r} is not a file name in the "
+                        "checkpoint folder"
+                    )
+                if not (folder / name).is_file():
                     raise ValueError(
                         f"{folder / s['file']}: missing (a shard file named by {mpath})"
                     )

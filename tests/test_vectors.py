@@ -974,3 +974,45 @@ def test_pathlib_and_relative(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     embtable.save_vectors("rel.txt", ["a"], np.ones((1, 1)))
     assert embtable.load_vectors(Path("rel.txt"))[0] == ["a"]
+
+
+@pytest.mark.parametrize("binary", [False, True])
+@pytest.mark.parametrize("n", [7, 5_000])
+def test_the_first_repeated_word_in_file_order_is_named(tmp_path, binary, n):
+    # Several duplicates: the error names the earliest vector whose word came before
+    # (not the first word that has a duplicate somewhere), and where it first was.
+    rng = np.random.default_rng(n)
+    words = [f"w{i}" for i in range(n)]
+    a, b, c = sorted(rng.choice(np.arange(1, n), 3, replace=False).tolist())
+    words[c] = words[0]  # word 0 repeats last
+    words[b] = words[a - 1] if a > 1 else words[0]  # the first repeat, at b
+    first = words.index(words[b])
+    assert first < b and all(words.index(w) == i for i, w in enumerate(words[:b]))
+    path = tmp_path / "dup"
+    vec = np.arange(2, dtype=np.float32)
+    with open(path, "wb") as f:
+        f.write(f"{n} 2\n".encode())
+        for w in words:
+            if binary:
+                f.write(w.encode() + b" " + vec.tobytes() + b"\n")
+            else:
+                f.write(f"{w} 0 1\n".encode())
+    where = (
+        rf"vector {b + 1}: duplicate word '{words[b]}' \(first at vector {first + 1}\)"
+        if binary
+        else rf"line {b + 2}: duplicate word '{words[b]}' \(first on line {first + 2}\)"
+    )
+    with pytest.raises(ValueError, match=where):
+        embtable.load_vectors(path, binary=binary)
+    # Without duplicates the same file loads.
+    words[b], words[c] = "x", "y"
+    with open(path, "wb") as f:
+        f.write(f"{n} 2\n".encode())
+        for w in words:
+            f.write(
+                w.encode() + b" " + vec.tobytes() + b"\n"
+                if binary
+                else f"{w} 0 1\n".encode()
+            )
+    got, table = embtable.load_vectors(path, binary=binary)
+    assert got == words and table.shape == (n, 2)

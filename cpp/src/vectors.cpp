@@ -16,10 +16,11 @@
 #include <string_view>
 #include <system_error>
 #include <type_traits>
-#include <unordered_map>
+#include <vector>
 
 #include "embtable/parallel.hpp"
 #include "embtable/tuning.hpp"
+#include "radix_sort.hpp"
 
 namespace embtable {
 
@@ -933,6 +934,64 @@ VectorsFormat VectorsReader::format() const noexcept { return impl_->fmt; }
 int64_t VectorsReader::rows() const noexcept { return impl_->alloc; }
 int64_t VectorsReader::dim() const noexcept { return impl_->D; }
 
+namespace {
+
+std::string_view word_at(const WordList& words, int64_t i) noexcept {
+  const auto b = static_cast<size_t>(words.offsets[static_cast<size_t>(i)]);
+  const auto e = static_cast<size_t>(words.offsets[static_cast<size_t>(i) + 1]);
+  return {words.bytes.data() + b, e - b};
+}
+
+// The smallest i whose word equals an earlier one's (and *first, that word's first
+// position), or -1. The words' hashes are radix-sorted with their positions (one
+// contiguous pass each; a hash map of 400,000 words spent most of its time on
+// cache misses and node allocations), so equal words end up in runs of equal
+// hash, positions ascending; only those runs compare bytes.
+int64_t first_repeat(const WordList& words, int64_t* first) {
+  const int64_t n = words.size();
+  if (n < 2) return -1;
+  const int pos_bits = radix::bit_width(static_cast<uint64_t>(n - 1));
+  const int key_bits = 64 - pos_bits;
+  std::vector<uint64_t> buf(2 * static_cast<size_t>(n));
+  const std::hash<std::string_view> hash;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint64_t h = static_cast<uint64_t>(hash(word_at(words, i)));
+    buf[static_cast<size_t>(i)] =
+        ((h >> pos_bits) << pos_bits) | static_cast<uint64_t>(i);  // key above, i below
+  }
+  const uint64_t* v = radix::sort(buf.data(), buf.data() + n, n, pos_bits, key_bits);
+  const uint64_t pos_mask = (uint64_t{1} << pos_bits) - 1;
+  int64_t best = -1;
+  std::vector<int64_t> run;
+  for (int64_t a = 0; a < n;) {
+    int64_t b = a + 1;
+    while (b < n && (v[b] >> pos_bits) == (v[a] >> pos_bits)) ++b;
+    if (b - a > 1) {
+      // A run of equal hashes, positions ascending: within it, by word, then
+      // position; each word's second position is its first repeat.
+      run.clear();
+      for (int64_t k = a; k < b; ++k)
+        run.push_back(static_cast<int64_t>(v[k] & pos_mask));
+      std::stable_sort(run.begin(), run.end(), [&](int64_t x, int64_t y) {
+        return word_at(words, x) < word_at(words, y);
+      });
+      for (size_t k = 0; k < run.size();) {
+        size_t m = k + 1;
+        while (m < run.size() && word_at(words, run[m]) == word_at(words, run[k])) ++m;
+        if (m - k > 1 && (best < 0 || run[k + 1] < best)) {
+          best = run[k + 1];
+          *first = run[k];
+        }
+        k = m;
+      }
+    }
+    a = b;
+  }
+  return best;
+}
+
+}  // namespace
+
 template <class Scalar>
 void VectorsReader::read(Scalar* table, WordList& words) {
   Impl& im = *impl_;
@@ -946,22 +1005,19 @@ void VectorsReader::read(Scalar* table, WordList& words) {
   if (words.size() != im.alloc)  // cannot happen: open() sized alloc from the file
     throw std::logic_error(im.display + ": read " + std::to_string(words.size()) +
                            " vectors into a table of " + std::to_string(im.alloc));
-  // Duplicate words, named by their lines / vectors.
-  std::unordered_map<std::string_view, int64_t> seen;
-  seen.reserve(static_cast<size_t>(im.alloc));
-  for (int64_t i = 0; i < words.size(); ++i) {
-    const auto b = static_cast<size_t>(words.offsets[static_cast<size_t>(i)]);
-    const auto e = static_cast<size_t>(words.offsets[static_cast<size_t>(i) + 1]);
-    const std::string_view w(words.bytes.data() + b, e - b);
-    const auto [it, fresh] = seen.emplace(w, i);
-    if (!fresh) {
-      if (im.fmt == VectorsFormat::binary)
-        im.fail(im.display + ", vector " + std::to_string(i + 1) + ": duplicate word " +
-                quote(w) + " (first at vector " + std::to_string(it->second + 1) + ")");
-      im.fail(line_prefix(im.display, i + im.first_line) + "duplicate word " +
-              quote(w) + " (first on line " +
-              std::to_string(it->second + im.first_line) + ")");
-    }
+  // Duplicate words, named by their lines / vectors: the first vector whose word
+  // came before, and where that word first was.
+  int64_t first = -1;
+  const int64_t again = first_repeat(words, &first);
+  if (again >= 0) {
+    const std::string_view w = word_at(words, again);
+    if (im.fmt == VectorsFormat::binary)
+      im.fail(im.display + ", vector " + std::to_string(again + 1) +
+              ": duplicate word " + quote(w) + " (first at vector " +
+              std::to_string(first + 1) + ")");
+    im.fail(line_prefix(im.display, again + im.first_line) + "duplicate word " +
+            quote(w) + " (first on line " + std::to_string(first + im.first_line) +
+            ")");
   }
 }
 

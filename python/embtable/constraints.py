@@ -74,7 +74,7 @@ class _NormConstraint(Constraint):
         for lo in blocks:
             sq = np.square(w[lo : lo + blocks.step])
             if acc is not None:
-                sq = np.concatenate([acc, sq])
+                sq[:1] += acc  # acc + row 0 == row 0 + acc: the same bits, no copy
             acc = np.sum(sq, axis=0, keepdims=True)
         if acc is None:
             return self._norms(w)

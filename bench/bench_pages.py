@@ -74,23 +74,27 @@ def main() -> None:
 
     print("the floor (us): embtable, np.take(out=), np.copyto of the same bytes")
     for V in (10_000, 1_000_000):
-        t = np.empty((V, D), np.float32)
-        t[...] = rng.random((V, D), dtype=np.float32)
-        ids = rng.integers(0, V, N)
-        src = t[:N]
-        ms = time_rotated(
-            {
-                "embtable": lambda: embtable.gather(t, ids, out=out),
-                "np.take": lambda: np.take(t, ids, axis=0, out=out),
-                "np.copyto": lambda: np.copyto(out, src),
-            },
-            rounds=args.rounds,
-        )
+        ms = floor(V, out, rng, args.rounds)
         print(
             f"  V = {V:>9,}: "
             + ", ".join(f"{k} {v * 1e3:.1f}" for k, v in ms.items())
             + f"  (np.take / embtable {ms['np.take'] / ms['embtable']:.2f}x)"
         )
+
+
+def floor(V: int, out: np.ndarray, rng: np.random.Generator, rounds: int) -> dict:
+    t = np.empty((V, D), np.float32)
+    t[...] = rng.random((V, D), dtype=np.float32)
+    ids = rng.integers(0, V, N)
+    src = t[:N]
+    return time_rotated(
+        {
+            "embtable": lambda: embtable.gather(t, ids, out=out),
+            "np.take": lambda: np.take(t, ids, axis=0, out=out),
+            "np.copyto": lambda: np.copyto(out, src),
+        },
+        rounds=rounds,
+    )
 
 
 if __name__ == "__main__":

@@ -197,7 +197,9 @@ def _dense_grad(
     cleared in place and reused (about 10 ms). While it is still held (a kept
     ``.grad``, ``zero_grad(set_to_none=False)``, a saved reference) a new one is
     made: no gradient a user can see is ever written again. A new one comes from
-    ``np.zeros``, whose pages the kernel clears only when they are touched.
+    ``np.zeros``, whose pages the kernel clears when they are first touched (a
+    whole 2 MiB page at a time where NumPy asked for transparent huge pages, as it
+    does for arrays of 4 MiB and more).
     """
     np_dtype = np.float32 if dtype == torch.float32 else np.float64
     with _DENSE_GRADS_LOCK:

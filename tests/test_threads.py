@@ -353,8 +353,10 @@ def _gil_cases():
         "bags": lambda: embtable.embedding_bags([table, q], [bags, bags]),
         "qgather": lambda: embtable.gather(q, rows),
         "quantize": lambda: embtable.quantize(big, "int4"),
-        "lazy_adam": lambda: adam.step(sparse),
-        "dense_adam": lambda: adam.step(dense),
+        # One step took 10-20 ms here, about 10 ticks even with the GIL released:
+        # four, so that it shows (a held GIL would tick once per step, 4 in all).
+        "lazy_adam": lambda: [adam.step(sparse) for _ in range(4)],
+        "dense_adam": lambda: [adam.step(dense) for _ in range(4)],
         "sparse_backward": lambda: sparse.backward(np.ones((N // 4, D), np.float32)),
     }
 

@@ -519,6 +519,58 @@ def test_bag_on_edge_rows_equals_float_bag_on_dequantized(rng, fmt, mode, level)
         np.testing.assert_array_equal(bits(got), bits(want))
 
 
+def _misaligned_packed(packed: np.ndarray, shift: int) -> np.ndarray:
+    """A copy of ``packed`` whose first byte sits ``shift`` bytes past a 64-byte line."""
+    buf = np.zeros(packed.nbytes + 128, np.uint8)
+    start = (-buf.ctypes.data) % 64 + shift
+    dst = buf[start : start + packed.nbytes]
+    dst[:] = packed.reshape(-1).view(np.uint8)
+    return dst.view(packed.dtype).reshape(packed.shape)
+
+
+@pytest.mark.skipif("avx512" not in LEVELS, reason="this CPU and build run no avx512")
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_avx512_quantized_kernels_give_the_baseline_bits(rng, fmt):
+    # The AVX-512-only blocks of qbag_kernels_impl.hpp (int8 / int4 / float16
+    # decode with _mm512_* intrinsics): on AVX-512 hardware, or through SIMDe in
+    # the emulated build (cmake -DEMBTABLE_EMULATE_AVX512=ON, docs/testing.md).
+    # Rows off a cache line, tails of 1..63 columns, odd int4 D, every mode,
+    # padding, empty bags, weights, int32 and int64 ids, at 1 and 2 threads.
+    saved = embtable.get_num_threads()
+    for D in (1, 7, 15, 16, 17, 31, 33, 48, 63, 64, 65, 80, 127, 128, 129, 191, 257):
+        t = rng.standard_normal((37, D)).astype(np.float32)
+        packed = embtable.quantize(t, fmt).data
+        shift = int(rng.integers(0, 32)) * (2 if fmt in ("float16", "bfloat16") else 1)
+        q = embtable.QuantizedTable.from_packed(
+            _misaligned_packed(packed, shift), fmt, D
+        )
+        idx, offs = _bag_inputs(rng, 37, 200, 30)
+        offs[1] = 0  # an empty bag
+        w = rng.standard_normal(200).astype(np.float32)
+        results = {}
+        for lv in ("baseline", "avx512"):
+            _core.set_simd_level(lv)  # conftest restores it
+            embtable.set_num_threads(1 + D % 2)
+            outs = [q.dequantize(), embtable.gather(q, idx.astype(np.int32))]
+            for mode in MODES:
+                for pad in (None, 5):
+                    outs.append(
+                        embtable.embedding_bag(q, idx, offs, mode=mode, padding_idx=pad)
+                    )
+            outs.append(
+                embtable.embedding_bag(
+                    q, idx.astype(np.int32), offs, mode="sum", per_sample_weights=w
+                )
+            )
+            results[lv] = outs
+        embtable.set_num_threads(saved)
+        for k, (a, b) in enumerate(
+            zip(results["baseline"], results["avx512"], strict=True)
+        ):
+            assert a.shape == b.shape
+            np.testing.assert_array_equal(bits(a), bits(b), err_msg=f"D={D} output {k}")
+
+
 def test_bag_empty_bags_padding_and_max(rng):
     t = np.array([[-1.0, 2.0], [3.0, -4.0], [0.5, 0.5]], np.float32)
     for fmt in FORMATS:

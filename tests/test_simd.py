@@ -152,6 +152,34 @@ def test_env_forces_baseline() -> None:
     assert simd["detected"] in simd["compiled"]
 
 
+def test_emulated_avx512_build_runs_a_forced_avx512() -> None:
+    # Only the test build with cmake -DEMBTABLE_EMULATE_AVX512=ON reports
+    # "emulated": its avx512 units run through SIMDe on any AVX2 CPU when forced,
+    # while "detected" stays the CPU's own level.
+    simd = embtable.show_config(mode="dicts")["simd"]
+    if "emulated" not in simd:
+        pytest.skip("not the emulated-AVX-512 build")
+    assert simd["emulated"] == ["avx512"]
+    assert "avx512" in LEVELS
+    code = (
+        "import embtable, json; "
+        "print(json.dumps(embtable.show_config(mode='dicts')['simd']))"
+    )
+    env = dict(os.environ, EMBTABLE_SIMD="avx512")
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    import json
+
+    forced = json.loads(proc.stdout)
+    assert forced["selected"] == "avx512"
+    assert forced["detected"] == simd["detected"]
+
+
 @pytest.mark.parametrize(
     ("dtype", "D"),
     [

@@ -17,6 +17,18 @@
 #if defined(__F16C__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
+// The AVX-512 blocks below: compiled with -mavx512f / -mavx512bw, or, in the
+// test-only emulated build (EMBTABLE_EMULATE_AVX512), through SIMDe.
+#if defined(EMBTABLE_EMULATE_AVX512_UNIT)
+#include "avx512_emulation.hpp"
+#else
+#if defined(__AVX512F__)
+#define EMBTABLE_AVX512F 1
+#endif
+#if defined(__AVX512BW__)
+#define EMBTABLE_AVX512BW 1
+#endif
+#endif
 
 #include "embtable/tuning.hpp"
 #include "prefetch.hpp"
@@ -27,7 +39,7 @@ namespace {
 
 constexpr int64_t kBlock = 64;  // columns decoded and pooled at once
 // This unit's vector registers, in bytes.
-#if defined(__AVX512F__)
+#if defined(EMBTABLE_AVX512F)
 constexpr int kVecBytes = 64;
 #elif defined(__AVX2__)
 constexpr int kVecBytes = 32;
@@ -99,7 +111,7 @@ struct Row<QFormat::int4> {
     const int64_t w = W > 0 ? W : width;
     const uint8_t* p = nibbles + col / 2;
     const float s = scale, b = bias;
-#if defined(__AVX512BW__)
+#if defined(EMBTABLE_AVX512BW)
     if constexpr (W == kBlock) {
       // 32 bytes -> 32 (low, high) 16-bit pairs = the 64 codes in column order,
       // stored once (64 bytes) and read back by the affine loop below in loads
@@ -160,7 +172,7 @@ struct Row<QFormat::float16> {
     const int64_t w = W > 0 ? W : width;
     const uint16_t* p = h + col;
     int64_t d = 0;
-#if defined(__AVX512F__)
+#if defined(EMBTABLE_AVX512F)
     // Stores as wide as the pooling loop's loads (a zmm load of two ymm stores
     // would miss store forwarding).
     for (; d + 16 <= w; d += 16)
@@ -261,7 +273,7 @@ inline void pool_block(const QBagArgs<Index>& a, int64_t s, int64_t e, int64_t c
 #pragma GCC unroll 16
         for (int k = 0; k < kParts; ++k) {
           const uint8_t* c = row.codes + col + kLanes * k;
-#if defined(__AVX512F__)
+#if defined(EMBTABLE_AVX512F)
           const __m512 x = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
               _mm_loadu_si128(reinterpret_cast<const __m128i*>(c))));
 #elif defined(__AVX2__)

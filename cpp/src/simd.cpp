@@ -27,6 +27,20 @@ bool cpu_has(Simd level) noexcept {
 #endif
 }
 
+// The emulated build (cmake -DEMBTABLE_EMULATE_AVX512=ON, tests only): its avx512
+// units need AVX2, FMA and F16C, so a forced avx512 runs on any CPU with those. The
+// detected level stays the CPU's own.
+bool emulated(Simd level) noexcept {
+#if defined(EMBTABLE_AVX512_EMULATED) && (defined(__x86_64__) || defined(__i386__))
+  __builtin_cpu_init();
+  return level == Simd::avx512 && __builtin_cpu_supports("avx2") &&
+         __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+  (void)level;
+  return false;
+#endif
+}
+
 bool compiled(Simd level) noexcept {
   switch (level) {
     case Simd::baseline:
@@ -56,7 +70,7 @@ Simd initial_level() noexcept {
     try {
       const Simd want = parse_simd(env);
       // A level above what the CPU runs would crash: keep the best it has.
-      if (compiled(want) && cpu_has(want)) return want;
+      if (compiled(want) && (cpu_has(want) || emulated(want))) return want;
     } catch (const std::invalid_argument&) {
     }
   }
@@ -112,7 +126,7 @@ void set_simd_level(Simd level) {
   if (!compiled(level))
     throw std::invalid_argument(std::string("SIMD level '") + simd_name(level) +
                                 "' is not compiled into this build");
-  if (!cpu_has(level))
+  if (!cpu_has(level) && !emulated(level))
     throw std::invalid_argument(std::string("this CPU does not support SIMD level '") +
                                 simd_name(level) + "'");
   g_selected.store(static_cast<int>(level), std::memory_order_release);

@@ -97,6 +97,12 @@ py::dict config_py() {
   simd["compiled"] = compiled;
   simd["detected"] = simd_name(simd_detected());
   simd["selected"] = simd_name(simd_selected());
+#if defined(EMBTABLE_AVX512_EMULATED)
+  // Only in the test build whose avx512 units run through SIMDe (CMakeLists.txt).
+  py::list emulated;
+  emulated.append(simd_name(Simd::avx512));
+  simd["emulated"] = emulated;
+#endif
   py::dict threads;
   threads["num_threads"] = get_num_threads();
   threads["default"] = default_num_threads();

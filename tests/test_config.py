@@ -202,6 +202,39 @@ def test_tuning_cache_is_read_and_tune_0_skips_it(tmp_path):
     _run(show, XDG_CACHE_HOME=str(tmp_path), EMBTABLE_TUNE="1")
 
 
+@pytest.mark.parametrize(
+    "measured",
+    [
+        '{"handoff_ns": Infinity}',  # JSON's 1e999: int() raised OverflowError
+        '{"handoff_ns": NaN}',
+        '{"handoff_ns": 500, "wake_ns": 1.5e300}',
+        # Another machine's (or a busy one's) readings: never what retune() saves.
+        '{"handoff_ns": 1000000000000, "wake_ns": 1000000000000, '
+        '"copy_bytes_per_us": 1000000000000}',
+        '{"handoff_ns": 500, "owner_scan_bytes": 1180591620717411303424}',
+        '{"handoff_ns": true, "wake_ns": 5000}',
+    ],
+)
+def test_a_damaged_or_foreign_tuning_cache_is_measured_again(tmp_path, measured):
+    env = {"XDG_CACHE_HOME": str(tmp_path), "EMBTABLE_TUNE": "0"}
+    path = _run(
+        "from embtable import _config; print(_config._tuning_cache_path())", **env
+    ).strip()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(
+            f'{{"format": {embtable._config._CACHE_FORMAT}, "measured": {measured}}}'
+        )
+    show = (
+        "import embtable, json; "
+        "print(json.dumps(embtable.show_config(mode='dicts')['tuning']))"
+    )
+    tuned = json.loads(_run(show, XDG_CACHE_HOME=str(tmp_path), EMBTABLE_TUNE="1"))
+    for name in ("handoff_ns", "wake_ns", "copy_bytes_per_us", "owner_scan_bytes"):
+        assert tuned[name]["source"] != "cache", (name, tuned[name])
+    assert 0 < tuned["parallel_bytes"]["value"] <= tuned["l2_bytes"]["value"]
+
+
 def test_calibrate_measures_the_owners_scan(restore_tuning):
     # calibrate() times the owners' and the inline scatter_add of the same ids;
     # the scan of an id is worth at least a byte and at most 64 of the 64-byte

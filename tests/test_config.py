@@ -152,6 +152,20 @@ def test_derived_values_follow_the_measurements(restore_tuning):
     }
 
 
+@pytest.mark.parametrize(
+    "handoff_ns,copy_bytes_per_us", [(2**31, 2**30), (2**40, 2**40), (2**62, 2**62)]
+)
+def test_derived_grain_saturates_for_huge_measurements(
+    restore_tuning, handoff_ns, copy_bytes_per_us
+):
+    # 8 h c overflows an int64 here: the grain is still the top of its range.
+    core = embtable._core
+    core.set_tuned("handoff_ns", handoff_ns, "test")
+    core.set_tuned("copy_bytes_per_us", copy_bytes_per_us, "test")
+    t = embtable.show_config(mode="dicts")["tuning"]
+    assert t["parallel_bytes"]["value"] == t["l2_bytes"]["value"]
+
+
 def _run(code: str, **env: str) -> str:
     full = dict(os.environ, **env)
     r = subprocess.run(

@@ -175,8 +175,14 @@ void derive(Tuning& t, const std::map<std::string, Tuned>& explicit_values) {
   // quarter of L2 (rows that a second core can copy without spilling its L2).
   const int64_t h = t.handoff_ns.value, c = t.copy_bytes_per_us.value;
   if (h > 0 && c > 0) {
+    // In double: 8 h c of any set_tuned() values would overflow an int64.
+    const double lo =
+        static_cast<double>(std::min(t.l1d_bytes.value, t.l2_bytes.value));
+    const double hi =
+        static_cast<double>(std::max(t.l1d_bytes.value, t.l2_bytes.value));
+    const double bytes = 8.0 * static_cast<double>(h) * static_cast<double>(c) / 1000;
     set("parallel_bytes", &Tuning::parallel_bytes,
-        std::clamp<int64_t>(8 * h * c / 1000, t.l1d_bytes.value, t.l2_bytes.value));
+        static_cast<int64_t>(std::clamp(bytes, lo, hi)));
   } else {
     set("parallel_bytes", &Tuning::parallel_bytes,
         std::clamp<int64_t>(t.l2_bytes.value / 4, 64 * KiB, 1024 * KiB));

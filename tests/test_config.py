@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import embtable
 import numpy as np
@@ -164,6 +167,51 @@ def test_derived_grain_saturates_for_huge_measurements(
     core.set_tuned("copy_bytes_per_us", copy_bytes_per_us, "test")
     t = embtable.show_config(mode="dicts")["tuning"]
     assert t["parallel_bytes"]["value"] == t["l2_bytes"]["value"]
+
+
+_FAKE_L3 = r"""
+set -e
+for level in /sys/devices/system/cpu/cpu*/cache/index*/level; do
+  if [ "$(cat "$level")" = 3 ]; then
+    mount --bind "$FAKE_SIZE" "$(dirname "$level")/size"
+  fi
+done
+exec "$PYTHON" -c "$CODE"
+"""
+
+
+def _unshare_works() -> bool:
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    r = subprocess.run(["unshare", "-m", "true"], capture_output=True, timeout=30)
+    return r.returncode == 0
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs root and unshare -m")
+@pytest.mark.parametrize("l3", ["1K", "0K"])
+def test_a_last_level_cache_smaller_than_l2_is_not_believed(tmp_path, l3):
+    # A VM's or a container's sysfs may report any L3 size; simulated in a
+    # private mount namespace. Streaming stores for every output above 1 KiB
+    # (stream_bytes = llc_bytes) would follow from believing it.
+    levels = glob.glob("/sys/devices/system/cpu/cpu*/cache/index*/level")
+    if not any(Path(f).read_text().strip() == "3" for f in levels):
+        pytest.skip("no L3 in sysfs to replace")
+    (tmp_path / "size").write_text(l3 + "\n")
+    code = (
+        "import embtable, json; "
+        "print(json.dumps(embtable.show_config(mode='dicts')['tuning']))"
+    )
+    env = dict(os.environ, FAKE_SIZE=str(tmp_path / "size"), PYTHON=sys.executable)
+    env.update(CODE=code, EMBTABLE_TUNE="0")
+    r = subprocess.run(
+        ["unshare", "-m", "sh", "-c", _FAKE_L3], env=env, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)
+    assert t["l2_bytes"]["value"] >= t["l1d_bytes"]["value"] > 0
+    assert t["llc_bytes"]["value"] >= t["l2_bytes"]["value"], t["llc_bytes"]
+    assert t["stream_bytes"]["value"] == t["llc_bytes"]["value"]
 
 
 def _run(code: str, **env: str) -> str:

@@ -141,6 +141,10 @@ Tuning read_machine() {
       t.llc_bytes = {t.l2_bytes.value, "derived"};  // no L3: the L2 is the last level
   }
 #endif
+  // Each level holds at least the one below. A made-up sysfs (a VM's or a
+  // container's: an L3 of 1 KiB) would otherwise stream every output above that.
+  if (t.l2_bytes.value < t.l1d_bytes.value) t.l2_bytes = {t.l1d_bytes.value, "derived"};
+  if (t.llc_bytes.value < t.l2_bytes.value) t.llc_bytes = {t.l2_bytes.value, "derived"};
   return t;
 }
 

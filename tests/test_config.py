@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import embtable
 import numpy as np
@@ -152,6 +155,65 @@ def test_derived_values_follow_the_measurements(restore_tuning):
     }
 
 
+@pytest.mark.parametrize(
+    "handoff_ns,copy_bytes_per_us", [(2**31, 2**30), (2**40, 2**40), (2**62, 2**62)]
+)
+def test_derived_grain_saturates_for_huge_measurements(
+    restore_tuning, handoff_ns, copy_bytes_per_us
+):
+    # 8 h c overflows an int64 here: the grain is still the top of its range.
+    core = embtable._core
+    core.set_tuned("handoff_ns", handoff_ns, "test")
+    core.set_tuned("copy_bytes_per_us", copy_bytes_per_us, "test")
+    t = embtable.show_config(mode="dicts")["tuning"]
+    assert t["parallel_bytes"]["value"] == t["l2_bytes"]["value"]
+
+
+_FAKE_L3 = r"""
+set -e
+for level in /sys/devices/system/cpu/cpu*/cache/index*/level; do
+  if [ "$(cat "$level")" = 3 ]; then
+    mount --bind "$FAKE_SIZE" "$(dirname "$level")/size"
+  fi
+done
+exec "$PYTHON" -c "$CODE"
+"""
+
+
+def _unshare_works() -> bool:
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    r = subprocess.run(["unshare", "-m", "true"], capture_output=True, timeout=30)
+    return r.returncode == 0
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs root and unshare -m")
+@pytest.mark.parametrize("l3", ["1K", "0K"])
+def test_a_last_level_cache_smaller_than_l2_is_not_believed(tmp_path, l3):
+    # A VM's or a container's sysfs may report any L3 size; simulated in a
+    # private mount namespace. Streaming stores for every output above 1 KiB
+    # (stream_bytes = llc_bytes) would follow from believing it.
+    levels = glob.glob("/sys/devices/system/cpu/cpu*/cache/index*/level")
+    if not any(Path(f).read_text().strip() == "3" for f in levels):
+        pytest.skip("no L3 in sysfs to replace")
+    (tmp_path / "size").write_text(l3 + "\n")
+    code = (
+        "import embtable, json; "
+        "print(json.dumps(embtable.show_config(mode='dicts')['tuning']))"
+    )
+    env = dict(os.environ, FAKE_SIZE=str(tmp_path / "size"), PYTHON=sys.executable)
+    env.update(CODE=code, EMBTABLE_TUNE="0")
+    r = subprocess.run(
+        ["unshare", "-m", "sh", "-c", _FAKE_L3], env=env, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)
+    assert t["l2_bytes"]["value"] >= t["l1d_bytes"]["value"] > 0
+    assert t["llc_bytes"]["value"] >= t["l2_bytes"]["value"], t["llc_bytes"]
+    assert t["stream_bytes"]["value"] == t["llc_bytes"]["value"]
+
+
 def _run(code: str, **env: str) -> str:
     full = dict(os.environ, **env)
     r = subprocess.run(
@@ -200,6 +262,39 @@ def test_tuning_cache_is_read_and_tune_0_skips_it(tmp_path):
     with open(path, "w") as f:
         f.write("{not json")
     _run(show, XDG_CACHE_HOME=str(tmp_path), EMBTABLE_TUNE="1")
+
+
+@pytest.mark.parametrize(
+    "measured",
+    [
+        '{"handoff_ns": Infinity}',  # JSON's 1e999: int() raised OverflowError
+        '{"handoff_ns": NaN}',
+        '{"handoff_ns": 500, "wake_ns": 1.5e300}',
+        # Another machine's (or a busy one's) readings: never what retune() saves.
+        '{"handoff_ns": 1000000000000, "wake_ns": 1000000000000, '
+        '"copy_bytes_per_us": 1000000000000}',
+        '{"handoff_ns": 500, "owner_scan_bytes": 1180591620717411303424}',
+        '{"handoff_ns": true, "wake_ns": 5000}',
+    ],
+)
+def test_a_damaged_or_foreign_tuning_cache_is_measured_again(tmp_path, measured):
+    env = {"XDG_CACHE_HOME": str(tmp_path), "EMBTABLE_TUNE": "0"}
+    path = _run(
+        "from embtable import _config; print(_config._tuning_cache_path())", **env
+    ).strip()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(
+            f'{{"format": {embtable._config._CACHE_FORMAT}, "measured": {measured}}}'
+        )
+    show = (
+        "import embtable, json; "
+        "print(json.dumps(embtable.show_config(mode='dicts')['tuning']))"
+    )
+    tuned = json.loads(_run(show, XDG_CACHE_HOME=str(tmp_path), EMBTABLE_TUNE="1"))
+    for name in ("handoff_ns", "wake_ns", "copy_bytes_per_us", "owner_scan_bytes"):
+        assert tuned[name]["source"] != "cache", (name, tuned[name])
+    assert 0 < tuned["parallel_bytes"]["value"] <= tuned["l2_bytes"]["value"]
 
 
 def test_calibrate_measures_the_owners_scan(restore_tuning):

@@ -375,3 +375,46 @@ def test_kernels_release_the_gil():
         embtable.set_num_threads(threads)
     stalled = {name: n for name, n in ticks.items() if n < 10}
     assert not stalled, stalled
+
+
+def _cgroup_tree(root, quotas):
+    """Writes {relative dir: file contents} under root ("cpu.max" for v2, the v1
+    pair "cpu/...": "quota period")."""
+    for rel, text in quotas.items():
+        d = root / rel
+        d.mkdir(parents=True, exist_ok=True)
+        if rel.startswith("cpu/") or rel == "cpu":
+            quota, period = text.split()
+            (d / "cpu.cfs_quota_us").write_text(quota + "\n")
+            (d / "cpu.cfs_period_us").write_text(period + "\n")
+        else:
+            (d / "cpu.max").write_text(text + "\n")
+
+
+@pytest.mark.parametrize(
+    "quotas,proc,cpus",
+    [
+        # A container with its own cgroup namespace: its cgroup is the root.
+        ({".": "150000 100000"}, "0::/\n", 2),
+        ({".": "max 100000"}, "0::/\n", 0),
+        # systemd CPUQuota=50% or docker --cgroupns=host: the quota is in the
+        # process's own cgroup, not at the root (which has no cpu.max at all).
+        ({"system.slice": "max 100000", "system.slice/job.service": "50000 100000"},
+         "0::/system.slice/job.service\n", 1),
+        # An ancestor's quota limits its children.
+        ({"a": "300000 100000", "a/b": "max 100000", "a/b/c": "800000 100000"},
+         "0::/a/b/c\n", 3),
+        # The host's name for a cgroup mounted at the root: its ancestors still count.
+        ({".": "200000 100000"}, "0::/docker/0123abcd\n", 2),
+        # cgroup v1 (no cpu.max anywhere): the cpu controller's line.
+        ({"cpu": "-1 100000", "cpu/user.slice": "150000 100000"},
+         "4:memory:/x\n3:cpu,cpuacct:/user.slice\n0::/\n", 2),
+        ({"cpu": "50000 100000"}, "3:cpu,cpuacct:/docker/0123abcd\n", 1),
+        ({"cpu": "-1 100000"}, "2:cpuset:/\n1:cpu:/\n", 0),
+        ({}, "", 0),
+        ({}, "garbage\n", 0),
+    ],
+)  # fmt: skip
+def test_cgroup_quota_of_this_process_and_its_ancestors(tmp_path, quotas, proc, cpus):
+    _cgroup_tree(tmp_path, quotas)
+    assert _core.cpus_from_cgroup(str(tmp_path), proc) == cpus

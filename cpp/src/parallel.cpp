@@ -326,22 +326,93 @@ int pool_for_locked(int threads) {
   return got;
 }
 
+std::string read_text(const std::string& path, bool& found) {
+  std::ifstream f(path);
+  found = static_cast<bool>(f);
+  if (!found) return {};
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// The cgroup v1 quota of one directory (cpu.cfs_quota_us / cpu.cfs_period_us).
+int cpus_from_cfs(const std::string& dir) {
+  std::ifstream q(dir + "/cpu.cfs_quota_us");
+  std::ifstream p(dir + "/cpu.cfs_period_us");
+  long long quota = -1, period = 0;
+  if (q && p && (q >> quota) && (p >> period) && quota > 0 && period > 0)
+    return static_cast<int>(
+        std::min<long long>((quota + period - 1) / period, 1 << 16));
+  return 0;
+}
+
+}  // namespace
+
+int cpus_from_cgroup(const std::string& root,
+                     const std::string& proc_self_cgroup) noexcept {
+  try {
+    // "0::/path" (v2) and "N:cpu,cpuacct:/path" (v1): where this process sits.
+    std::string v2_path = "/", v1_path = "/";
+    std::istringstream lines(proc_self_cgroup);
+    for (std::string line; std::getline(lines, line);) {
+      const size_t a = line.find(':');
+      const size_t b = a == std::string::npos ? a : line.find(':', a + 1);
+      if (b == std::string::npos) continue;
+      const std::string id = line.substr(0, a),
+                        controllers = line.substr(a + 1, b - a - 1);
+      std::string path = line.substr(b + 1);
+      if (path.find("/..") != std::string::npos) path = "/";  // outside our namespace
+      if (id == "0" && controllers.empty()) v2_path = path;
+      if (("," + controllers + ",").find(",cpu,") != std::string::npos) v1_path = path;
+    }
+    // Every cgroup from this one up to the root limits it. A path that does not
+    // exist under `root` (a container's cgroup mounted at the root while
+    // /proc/self/cgroup names it as the host sees it) is skipped: its ancestors
+    // are still read, down to the root.
+    auto walk = [](const std::string& base, std::string rel, auto&& quota_of,
+                   bool& any) {
+      int limit = 0;
+      for (;;) {
+        while (!rel.empty() && rel.back() == '/') rel.pop_back();
+        bool found = false;
+        const int n = quota_of(base + rel, found);
+        any = any || found;
+        if (n > 0) limit = limit == 0 ? n : std::min(limit, n);
+        if (rel.empty()) return limit;
+        rel.erase(rel.rfind('/') == std::string::npos ? 0 : rel.rfind('/'));
+      }
+    };
+    bool v2_found = false;
+    const int v2 = walk(
+        root, v2_path,
+        [](const std::string& dir, bool& found) {
+          const std::string text = read_text(dir + "/cpu.max", found);
+          return found ? cpus_from_cgroup_cpu_max(text) : 0;
+        },
+        v2_found);
+    if (v2_found) return v2;
+    bool v1_found = false;
+    return walk(
+        root + "/cpu", v1_path,
+        [](const std::string& dir, bool& found) {
+          found = false;
+          return cpus_from_cfs(dir);
+        },
+        v1_found);
+  } catch (...) {
+    return 0;
+  }
+}
+
+namespace {
+
 int read_cgroup_limit() noexcept {
   try {
-    std::ifstream v2("/sys/fs/cgroup/cpu.max");
-    if (v2) {
-      std::stringstream ss;
-      ss << v2.rdbuf();
-      return cpus_from_cgroup_cpu_max(ss.str());
-    }
-    std::ifstream q("/sys/fs/cgroup/cpu/cpu.cfs_quota_us");
-    std::ifstream p("/sys/fs/cgroup/cpu/cpu.cfs_period_us");
-    long long quota = -1, period = 0;
-    if (q && p && (q >> quota) && (p >> period) && quota > 0 && period > 0)
-      return static_cast<int>((quota + period - 1) / period);
+    bool found = false;
+    return cpus_from_cgroup("/sys/fs/cgroup", read_text("/proc/self/cgroup", found));
   } catch (...) {
+    return 0;
   }
-  return 0;
 }
 
 }  // namespace

@@ -141,6 +141,10 @@ Tuning read_machine() {
       t.llc_bytes = {t.l2_bytes.value, "derived"};  // no L3: the L2 is the last level
   }
 #endif
+  // Each level holds at least the one below. A made-up sysfs (a VM's or a
+  // container's: an L3 of 1 KiB) would otherwise stream every output above that.
+  if (t.l2_bytes.value < t.l1d_bytes.value) t.l2_bytes = {t.l1d_bytes.value, "derived"};
+  if (t.llc_bytes.value < t.l2_bytes.value) t.llc_bytes = {t.l2_bytes.value, "derived"};
   return t;
 }
 
@@ -175,8 +179,14 @@ void derive(Tuning& t, const std::map<std::string, Tuned>& explicit_values) {
   // quarter of L2 (rows that a second core can copy without spilling its L2).
   const int64_t h = t.handoff_ns.value, c = t.copy_bytes_per_us.value;
   if (h > 0 && c > 0) {
+    // In double: 8 h c of any set_tuned() values would overflow an int64.
+    const double lo =
+        static_cast<double>(std::min(t.l1d_bytes.value, t.l2_bytes.value));
+    const double hi =
+        static_cast<double>(std::max(t.l1d_bytes.value, t.l2_bytes.value));
+    const double bytes = 8.0 * static_cast<double>(h) * static_cast<double>(c) / 1000;
     set("parallel_bytes", &Tuning::parallel_bytes,
-        std::clamp<int64_t>(8 * h * c / 1000, t.l1d_bytes.value, t.l2_bytes.value));
+        static_cast<int64_t>(std::clamp(bytes, lo, hi)));
   } else {
     set("parallel_bytes", &Tuning::parallel_bytes,
         std::clamp<int64_t>(t.l2_bytes.value / 4, 64 * KiB, 1024 * KiB));

@@ -154,6 +154,16 @@ def _simd_from_env() -> None:
 # machine and derived in the core).
 _MEASURED = ("handoff_ns", "wake_ns", "copy_bytes_per_us", "owner_scan_bytes")
 _CACHE_FORMAT = 2
+# A hand-off is a few cache-line transfers (well under 20 us on any machine) and a
+# wake-up a scheduler round trip (well under 1 ms): slower readings mean other
+# processes held the cores. The other measurements only need to be sizes an int64
+# holds with room to spare.
+_PLAUSIBLE_BELOW = {
+    "handoff_ns": 20_000,
+    "wake_ns": 1_000_000,
+    "copy_bytes_per_us": 1 << 40,
+    "owner_scan_bytes": 1 << 40,
+}
 
 
 def _cpu_model() -> str:
@@ -216,11 +226,10 @@ def retune(*, save: bool = True) -> dict[str, int]:
     machine for the best values. Returns the measurements.
     """
     measured = {k: int(v) for k, v in _core.calibrate().items()}
-    # A hand-off is a few cache-line transfers (well under 20 us on any machine)
-    # and a wake-up a scheduler round trip (well under 1 ms): slower readings
-    # mean other processes held the cores; keep the derived values then.
+    # Readings of a busy machine (_PLAUSIBLE_BELOW): keep the derived values then.
     if not (
-        0 < measured["handoff_ns"] < 20_000 and 0 < measured["wake_ns"] < 1_000_000
+        0 < measured["handoff_ns"] < _PLAUSIBLE_BELOW["handoff_ns"]
+        and 0 < measured["wake_ns"] < _PLAUSIBLE_BELOW["wake_ns"]
     ):
         measured["handoff_ns"] = measured["wake_ns"] = 0
         measured["owner_scan_bytes"] = 0  # timed on the same busy cores
@@ -255,11 +264,17 @@ def _tune_at_import() -> None:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("format") == _CACHE_FORMAT:
             measured = data["measured"]
-            for name in _MEASURED:
-                value = int(measured.get(name, 0))
-                if value > 0:
-                    _core.set_tuned(name, value, "cache")
-            return
+            values = {name: measured.get(name, 0) for name in _MEASURED}
+            # Another machine's file, or a damaged one (JSON allows 1e999 and NaN):
+            # only integers a calibration here could have saved are applied.
+            if all(
+                type(v) is int and v < _PLAUSIBLE_BELOW[name]
+                for name, v in values.items()
+            ):
+                for name, value in values.items():
+                    if value > 0:
+                        _core.set_tuned(name, value, "cache")
+                return
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
     retune(save=True)

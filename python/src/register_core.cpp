@@ -165,6 +165,8 @@ void register_core(py::module_& m) {
       "Measures the pool's hand-off and wake-up latency, the copy rate and the "
       "owners' scan of an id now.");
   m.def("cpus_from_cgroup_cpu_max", &cpus_from_cgroup_cpu_max, py::arg("contents"));
+  m.def("cpus_from_cgroup", &cpus_from_cgroup, py::arg("root"),
+        py::arg("proc_self_cgroup"));
   m.def("config", &config_py);
   m.def(
       "set_simd_level",

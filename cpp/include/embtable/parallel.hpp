@@ -49,6 +49,12 @@ int default_num_threads() noexcept;
 // Parses the contents of a cgroup v2 `cpu.max` ("quota period" or "max period")
 // into a CPU count (rounded up); 0 when there is no limit or it does not parse.
 int cpus_from_cgroup_cpu_max(const std::string& contents) noexcept;
+// The CPU quota of this process's cgroup given the cgroup filesystem's mount point
+// (`/sys/fs/cgroup`) and the contents of /proc/self/cgroup: the smallest quota of
+// its cgroup and every ancestor (cgroup v2 `cpu.max`; without any, cgroup v1
+// `cpu/cpu.cfs_quota_us`), rounded up; 0 when none is set.
+int cpus_from_cgroup(const std::string& root,
+                     const std::string& proc_self_cgroup) noexcept;
 
 namespace detail {
 using RangeFn = void (*)(const void* ctx, int64_t begin, int64_t end);

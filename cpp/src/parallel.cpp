@@ -101,7 +101,7 @@ class Pool {
     threads_.reserve(static_cast<size_t>(std::max(workers, 0)));
     for (int w = 0; w < workers; ++w) {
       try {
-        threads_.emplace_back([this, w] { loop(w + 1); });
+        threads_.emplace_back([this, w] { loop(static_cast<uint32_t>(w) + 1); });
       } catch (const std::exception& e) {
         error_ = e.what();
         break;

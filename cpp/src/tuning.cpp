@@ -78,7 +78,7 @@ int first_allowed_cpu() noexcept {
   CPU_ZERO(&set);
   if (sched_getaffinity(0, sizeof(set), &set) == 0)
     for (int c = 0; c < CPU_SETSIZE; ++c)
-      if (CPU_ISSET(c, &set)) return c;
+      if (CPU_ISSET(static_cast<size_t>(c), &set)) return c;
   return 0;
 }
 

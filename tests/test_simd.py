@@ -132,22 +132,26 @@ def test_set_unknown_level_raises() -> None:
         _core.set_simd_level("sse9")
 
 
-def test_env_forces_baseline() -> None:
+def _simd_config_with(level: str, *python_flags: str) -> dict:
+    """``show_config()["simd"]`` of a new process started with EMBTABLE_SIMD=level."""
+    import json
+
     code = (
         "import embtable, json; "
         "print(json.dumps(embtable.show_config(mode='dicts')['simd']))"
     )
-    env = dict(os.environ, EMBTABLE_SIMD="baseline")
     proc = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
+        [sys.executable, *python_flags, "-c", code],
+        env=dict(os.environ, EMBTABLE_SIMD=level),
         capture_output=True,
         text=True,
         check=True,
     )
-    import json
+    return json.loads(proc.stdout)
 
-    simd = json.loads(proc.stdout)
+
+def test_env_forces_baseline() -> None:
+    simd = _simd_config_with("baseline")
     assert simd["selected"] == "baseline"
     assert simd["detected"] in simd["compiled"]
 
@@ -161,21 +165,7 @@ def test_emulated_avx512_build_runs_a_forced_avx512() -> None:
         pytest.skip("not the emulated-AVX-512 build")
     assert simd["emulated"] == ["avx512"]
     assert "avx512" in LEVELS
-    code = (
-        "import embtable, json; "
-        "print(json.dumps(embtable.show_config(mode='dicts')['simd']))"
-    )
-    env = dict(os.environ, EMBTABLE_SIMD="avx512")
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    import json
-
-    forced = json.loads(proc.stdout)
+    forced = _simd_config_with("avx512", "-W", "error")
     assert forced["selected"] == "avx512"
     assert forced["detected"] == simd["detected"]
 
